@@ -1,0 +1,553 @@
+"""Configs: pydantic models for modes, and glob rules per layer type.
+
+A *rule config* (``ModeloptBaseRuleConfig``) has one field per supported layer type, keyed like the
+FastNAS reference (``"nn.Conv2d"``). A field's value is
+
+* a layer config (``{"channels_ratio": [...], ...}``), short for ``{"*": that config}``;
+* ``None``: every layer of that type stays static;
+* ``{glob: layer config | None}``: globs match qualified module names (``fnmatch``), are applied in
+  order, and a later matching key replaces an earlier one; ``None`` switches the matched layers off.
+
+Unset fields of a layer config take the layer type's defaults, so ``{"*": {"channel_divisor": 8}}``
+keeps the default ratios.
+
+Example::
+
+    >>> cfg = FastNASConfig(**{"nn.Conv2d": {"*": {"channel_divisor": 8}, "*head*": None}})
+    >>> cfg.rule_for("nn.Conv2d", "backbone.conv1").rule.channel_divisor
+    8
+    >>> cfg.rule_for("nn.Conv2d", "head.conv").rule is None
+    True
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "LAYER_TYPES",
+    "DynamicBatchNorm1dConfig",
+    "DynamicBatchNorm2dConfig",
+    "DynamicBatchNorm3dConfig",
+    "DynamicConv1dConfig",
+    "DynamicConv2dConfig",
+    "DynamicConv3dConfig",
+    "DynamicConvTranspose1dConfig",
+    "DynamicConvTranspose2dConfig",
+    "DynamicConvTranspose3dConfig",
+    "DynamicGroupNormConfig",
+    "DynamicInstanceNorm1dConfig",
+    "DynamicInstanceNorm2dConfig",
+    "DynamicInstanceNorm3dConfig",
+    "DynamicLayerNormConfig",
+    "DynamicLinearConfig",
+    "DynamicSyncBatchNormConfig",
+    "ExportConfig",
+    "FastNASConfig",
+    "LayerConfig",
+    "ModeloptBaseConfig",
+    "ModeloptBaseRuleConfig",
+    "RuleMatch",
+    "layer_config_class",
+]
+
+DEFAULT_RATIOS: tuple[float, ...] = tuple(i * 0.05 for i in range(1, 21))
+DEFAULT_DIVISOR = 32
+
+
+class ModeloptBaseConfig(BaseModel):
+    """Base of every nasviz config: strict (unknown keys refused), validated on assignment.
+
+    Round-trips through JSON (``model_dump_json`` / ``model_validate_json``) and publishes a JSON
+    Schema (``model_json_schema``).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        validate_default=True,
+        populate_by_name=True,
+        serialize_by_alias=True,
+    )
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Dict-style read by field name or alias."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __getitem__(self, key: str) -> Any:
+        for name, field in type(self).model_fields.items():
+            if key in (name, field.alias):
+                return getattr(self, name)
+        raise KeyError(key)
+
+    def keys(self) -> list[str]:
+        return [field.alias or name for name, field in type(self).model_fields.items()]
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        for key in self.keys():
+            yield key, self[key]
+
+
+# --------------------------------------------------------------------------------------------
+# Per-layer configs
+# --------------------------------------------------------------------------------------------
+
+
+def _check_ratios(value: list[float], field: str) -> list[float]:
+    if not value:
+        raise ValueError(f"{field} must list at least one ratio in (0, 1], got []; e.g. [0.5, 1.0]")
+    for r in value:
+        if isinstance(r, bool) or not isinstance(r, (int, float)):
+            raise ValueError(f"{field} must hold numbers in (0, 1], got {r!r}; e.g. [0.5, 1.0]")
+        if not 0.0 < float(r) <= 1.0:
+            raise ValueError(
+                f"{field} must hold ratios in (0, 1], got {r!r}; use a fraction of the original "
+                "width such as 0.25 (1.0 keeps the full width)"
+            )
+    return [float(r) for r in value]
+
+
+def _check_divisor(value: int, field: str) -> int:
+    if value < 1:
+        raise ValueError(
+            f"{field} must be an integer >= 1, got {value!r}; use 1 to allow any width"
+        )
+    return value
+
+
+class LayerConfig(ModeloptBaseConfig):
+    """Common base of the per-layer configs. Subclasses declare their fields."""
+
+    #: name of the ratio field and of the divisor field (the two families spell them differently)
+    ratio_field: ClassVar[str] = "channels_ratio"
+    divisor_field: ClassVar[str] = "channel_divisor"
+
+    @property
+    def ratios(self) -> list[float]:
+        return list(getattr(self, self.ratio_field))
+
+    @property
+    def divisor(self) -> int:
+        return int(getattr(self, self.divisor_field))
+
+    def choices_for(self, original: int, multiple_of: int = 1) -> list[int]:
+        """Widths this rule allows for a dimension of size ``original``.
+
+        ``ratio * original`` rounded to a multiple of the divisor (and of ``multiple_of``, e.g.
+        the group size of a GroupNorm), never 0, never above the original; the original is
+        always kept.
+        """
+        step = _lcm(self.divisor, multiple_of)
+        out = {original}
+        for r in self.ratios:
+            c = round(r * original / step) * step
+            c = max(c, step)
+            if c < original:
+                out.add(c)
+        if multiple_of > 1:
+            out = {c for c in out if c % multiple_of == 0 or c == original}
+        return sorted(out)
+
+
+def _lcm(a: int, b: int) -> int:
+    from math import gcd
+
+    return a * b // gcd(a, b)
+
+
+class _ConvConfigBase(LayerConfig):
+    channels_ratio: list[float] = Field(default_factory=lambda: list(DEFAULT_RATIOS))
+    channel_divisor: int = DEFAULT_DIVISOR
+    kernel_size: list[int] = Field(default_factory=list)
+
+    @field_validator("channels_ratio")
+    @classmethod
+    def _v_ratio(cls, v: list[float]) -> list[float]:
+        return _check_ratios(v, "channels_ratio")
+
+    @field_validator("channel_divisor")
+    @classmethod
+    def _v_div(cls, v: int) -> int:
+        return _check_divisor(v, "channel_divisor")
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _v_kernel(cls, v: list[int]) -> list[int]:
+        for k in v:
+            if k < 1 or k % 2 == 0:
+                raise ValueError(
+                    f"kernel_size entries must be odd positive integers, got {k!r}; kernels are "
+                    "centre-cropped, so use e.g. [1, 3, 5] (or [] to keep the kernel size fixed)"
+                )
+        return sorted(set(v))
+
+
+class _FeatureConfigBase(LayerConfig):
+    ratio_field: ClassVar[str] = "features_ratio"
+    divisor_field: ClassVar[str] = "feature_divisor"
+
+    features_ratio: list[float] = Field(default_factory=lambda: list(DEFAULT_RATIOS))
+    feature_divisor: int = DEFAULT_DIVISOR
+
+    @field_validator("features_ratio")
+    @classmethod
+    def _v_ratio(cls, v: list[float]) -> list[float]:
+        return _check_ratios(v, "features_ratio")
+
+    @field_validator("feature_divisor")
+    @classmethod
+    def _v_div(cls, v: int) -> int:
+        return _check_divisor(v, "feature_divisor")
+
+
+class _ChannelNormConfigBase(LayerConfig):
+    channels_ratio: list[float] = Field(default_factory=lambda: list(DEFAULT_RATIOS))
+    channel_divisor: int = DEFAULT_DIVISOR
+
+    @field_validator("channels_ratio")
+    @classmethod
+    def _v_ratio(cls, v: list[float]) -> list[float]:
+        return _check_ratios(v, "channels_ratio")
+
+    @field_validator("channel_divisor")
+    @classmethod
+    def _v_div(cls, v: int) -> int:
+        return _check_divisor(v, "channel_divisor")
+
+
+class DynamicConv1dConfig(_ConvConfigBase):
+    """Rule for ``nn.Conv1d``: ``channels_ratio``, ``channel_divisor``, ``kernel_size``."""
+
+
+class DynamicConv2dConfig(_ConvConfigBase):
+    """Rule for ``nn.Conv2d``: ``channels_ratio``, ``channel_divisor``, ``kernel_size``."""
+
+
+class DynamicConv3dConfig(_ConvConfigBase):
+    """Rule for ``nn.Conv3d``: ``channels_ratio``, ``channel_divisor``, ``kernel_size``."""
+
+
+class DynamicConvTranspose1dConfig(_ConvConfigBase):
+    """Rule for ``nn.ConvTranspose1d``."""
+
+
+class DynamicConvTranspose2dConfig(_ConvConfigBase):
+    """Rule for ``nn.ConvTranspose2d``."""
+
+
+class DynamicConvTranspose3dConfig(_ConvConfigBase):
+    """Rule for ``nn.ConvTranspose3d``."""
+
+
+class DynamicLinearConfig(_FeatureConfigBase):
+    """Rule for ``nn.Linear``: ``features_ratio``, ``feature_divisor``."""
+
+
+class DynamicBatchNorm1dConfig(_FeatureConfigBase):
+    """Rule for ``nn.BatchNorm1d``."""
+
+
+class DynamicBatchNorm2dConfig(_FeatureConfigBase):
+    """Rule for ``nn.BatchNorm2d``."""
+
+
+class DynamicBatchNorm3dConfig(_FeatureConfigBase):
+    """Rule for ``nn.BatchNorm3d``."""
+
+
+class DynamicSyncBatchNormConfig(_FeatureConfigBase):
+    """Rule for ``nn.SyncBatchNorm``."""
+
+
+class DynamicInstanceNorm1dConfig(_FeatureConfigBase):
+    """Rule for ``nn.InstanceNorm1d``."""
+
+
+class DynamicInstanceNorm2dConfig(_FeatureConfigBase):
+    """Rule for ``nn.InstanceNorm2d``."""
+
+
+class DynamicInstanceNorm3dConfig(_FeatureConfigBase):
+    """Rule for ``nn.InstanceNorm3d``."""
+
+
+class DynamicLayerNormConfig(_FeatureConfigBase):
+    """Rule for ``nn.LayerNorm`` (last dimension)."""
+
+
+class DynamicGroupNormConfig(_ChannelNormConfigBase):
+    """Rule for ``nn.GroupNorm``: ``channels_ratio``, ``channel_divisor`` (channels per group kept)."""
+
+
+#: The 16 supported layer types, in the reference's order, with their per-layer config classes.
+LAYER_TYPES: dict[str, type[LayerConfig]] = {
+    "nn.Conv1d": DynamicConv1dConfig,
+    "nn.Conv2d": DynamicConv2dConfig,
+    "nn.Conv3d": DynamicConv3dConfig,
+    "nn.ConvTranspose1d": DynamicConvTranspose1dConfig,
+    "nn.ConvTranspose2d": DynamicConvTranspose2dConfig,
+    "nn.ConvTranspose3d": DynamicConvTranspose3dConfig,
+    "nn.Linear": DynamicLinearConfig,
+    "nn.BatchNorm1d": DynamicBatchNorm1dConfig,
+    "nn.BatchNorm2d": DynamicBatchNorm2dConfig,
+    "nn.BatchNorm3d": DynamicBatchNorm3dConfig,
+    "nn.SyncBatchNorm": DynamicSyncBatchNormConfig,
+    "nn.InstanceNorm1d": DynamicInstanceNorm1dConfig,
+    "nn.InstanceNorm2d": DynamicInstanceNorm2dConfig,
+    "nn.InstanceNorm3d": DynamicInstanceNorm3dConfig,
+    "nn.LayerNorm": DynamicLayerNormConfig,
+    "nn.GroupNorm": DynamicGroupNormConfig,
+}
+
+
+def layer_config_class(layer_type: str) -> type[LayerConfig]:
+    """The per-layer config class of ``layer_type`` (``"nn.Conv2d"``); unknown keys are refused."""
+    try:
+        return LAYER_TYPES[layer_type]
+    except KeyError:
+        raise KeyError(_unknown_layer_type_message(layer_type)) from None
+
+
+def _unknown_layer_type_message(key: str) -> str:
+    close = difflib.get_close_matches(key, list(LAYER_TYPES), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return (
+        f"unknown layer type {key!r}.{hint} Known layer types: {', '.join(LAYER_TYPES)}."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Rule configs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleMatch:
+    """Which rule applies to one module: the effective layer config (``None`` = switched off)
+    and the glob that won (``None`` if no glob matched the module name)."""
+
+    rule: LayerConfig | None
+    pattern: str | None
+
+    @property
+    def enabled(self) -> bool:
+        return self.rule is not None
+
+
+def _check_glob(glob: Any, layer_type: str) -> str:
+    if not isinstance(glob, str) or not glob or glob != glob.strip():
+        raise ValueError(
+            f"{layer_type}: glob {glob!r} is malformed; use a non-empty pattern without "
+            "surrounding spaces such as '*' or 'layer1.*'"
+        )
+    depth = 0
+    for ch in glob:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        if depth < 0 or depth > 1:
+            break
+    if depth != 0:
+        raise ValueError(
+            f"{layer_type}: glob {glob!r} has unbalanced brackets; close every '[' with ']' "
+            "(write '[[]' to match a literal '[')"
+        )
+    return glob
+
+
+def _normalise_rules(layer_type: str, value: Any) -> dict[str, Any] | None:
+    """Bring a field value into the canonical ``{glob: cfg-dict | None}`` form."""
+    cfg_cls = LAYER_TYPES[layer_type]
+    if value is None:
+        return None
+    if isinstance(value, LayerConfig):
+        return {"*": value}
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"{layer_type} must be a layer config, None, or {{glob: layer config | None}}, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    cfg_fields = set(cfg_cls.model_fields)
+    keys = set(value)
+    if keys and keys <= cfg_fields:
+        # an unnested layer config: short for {"*": cfg}
+        return {"*": dict(value)}
+    out: dict[str, Any] = {}
+    for glob, rule in value.items():
+        _check_glob(glob, layer_type)
+        if glob in cfg_fields:
+            raise ValueError(
+                f"{layer_type}: {glob!r} is a field of {cfg_cls.__name__}, not a glob; either give "
+                f"the whole layer config unnested or nest it under a glob: {{'*': {{{glob!r}: ...}}}}"
+            )
+        if rule is not None and not isinstance(rule, (Mapping, LayerConfig)):
+            raise ValueError(
+                f"{layer_type}[{glob!r}] must be a layer config or None, got {rule!r}"
+            )
+        out[glob] = rule
+    return out
+
+
+class ModeloptBaseRuleConfig(ModeloptBaseConfig):
+    """A config with one glob-rule field per registered layer type (see module docstring).
+
+    Subclasses declare the layer-type fields; ``rule_for`` resolves which rule wins for a module.
+    """
+
+    #: field name -> layer type key ("nn_conv2d" -> "nn.Conv2d"), filled in by subclasses
+    _layer_fields: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_layer_types(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            known_aliases = {f.alias or n for n, f in cls.model_fields.items()}
+            known = known_aliases | set(cls.model_fields)
+            for key in data:
+                if key not in known:
+                    if isinstance(key, str) and key.startswith("nn."):
+                        raise ValueError(_unknown_layer_type_message(key))
+                    raise ValueError(
+                        f"unknown config key {key!r}; {cls.__name__} takes the layer types "
+                        f"{', '.join(sorted(known_aliases))}"
+                    )
+        return data
+
+    @classmethod
+    def layer_types(cls) -> list[str]:
+        """The layer-type keys this config has fields for, in declaration order."""
+        return list(cls._layer_fields.values())
+
+    def rules(self, layer_type: str) -> dict[str, LayerConfig | None] | None:
+        """The canonical rules of ``layer_type``: ``{glob: LayerConfig | None}`` or ``None``."""
+        field = self._field_for(layer_type)
+        value: dict[str, LayerConfig | None] | None = getattr(self, field)
+        return value
+
+    def rule_for(self, layer_type: str, module_name: str) -> RuleMatch:
+        """The rule that applies to module ``module_name`` of type ``layer_type``.
+
+        Globs are tried in order; the last one that matches wins. No match means the layer is
+        left alone (``RuleMatch(None, None)``).
+        """
+        rules = self.rules(layer_type)
+        if rules is None:
+            return RuleMatch(None, None)
+        winner: RuleMatch = RuleMatch(None, None)
+        for glob, rule in rules.items():
+            if fnmatch.fnmatchcase(module_name, glob):
+                winner = RuleMatch(rule, glob)
+        return winner
+
+    def _field_for(self, layer_type: str) -> str:
+        for name, key in self._layer_fields.items():
+            if key == layer_type:
+                return name
+        raise KeyError(_unknown_layer_type_message(layer_type))
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.model_dump(), indent=indent)
+
+
+def _make_rule_validator(layer_type: str) -> Any:
+    cfg_cls = LAYER_TYPES[layer_type]
+
+    def validate(value: Any) -> dict[str, LayerConfig | None] | None:
+        canon = _normalise_rules(layer_type, value)
+        if canon is None:
+            return None
+        out: dict[str, LayerConfig | None] = {}
+        for glob, rule in canon.items():
+            if rule is None:
+                out[glob] = None
+            elif isinstance(rule, cfg_cls):
+                out[glob] = rule
+            else:
+                data = rule.model_dump() if isinstance(rule, LayerConfig) else dict(rule)
+                try:
+                    out[glob] = cfg_cls(**data)
+                except ValidationError as e:
+                    first = e.errors()[0]
+                    loc = ".".join(str(p) for p in first["loc"])
+                    raise ValueError(
+                        f"{layer_type}[{glob!r}].{loc}: {first['msg']}"
+                        f" (input {first.get('input')!r})"
+                    ) from e
+        return out
+
+    return validate
+
+
+def _build_rule_config(name: str, doc: str, base: type[ModeloptBaseRuleConfig]) -> type:
+    """Create a rule-config class with one field per layer type in ``LAYER_TYPES``."""
+    from typing import Annotated
+
+    from pydantic import BeforeValidator, create_model
+
+    fields: dict[str, Any] = {}
+    layer_fields: dict[str, str] = {}
+    for layer_type, cfg_cls in LAYER_TYPES.items():
+        fname = layer_type.replace(".", "_").lower()
+        layer_fields[fname] = layer_type
+        ann = Annotated[
+            dict[str, cfg_cls | None] | None,  # type: ignore[valid-type]
+            BeforeValidator(_make_rule_validator(layer_type)),
+        ]
+        fields[fname] = (
+            ann,
+            Field(
+                default_factory=lambda c=cfg_cls: {"*": c()},
+                alias=layer_type,
+                description=f"Rules for {layer_type}: {cfg_cls.__name__} | None | "
+                f"{{glob: {cfg_cls.__name__} | None}}",
+            ),
+        )
+    cls = create_model(name, __base__=base, __doc__=doc, __module__=__name__, **fields)
+    cls._layer_fields = layer_fields
+    return cls
+
+
+class _FastNASConfigBase(ModeloptBaseRuleConfig):
+    pass
+
+
+FastNASConfig: type[ModeloptBaseRuleConfig] = _build_rule_config(
+    "FastNASConfig",
+    """Configuration of the ``"fastnas"`` mode: glob rules for the 16 supported layer types.
+
+    Defaults equal the FastNAS reference (ratios 0.05 ... 1.0 in steps of 0.05, divisor 32,
+    ``kernel_size: []``)::
+
+        >>> cfg = FastNASConfig(**{"nn.Conv2d": {"channel_divisor": 8}})
+        >>> cfg.rule_for("nn.Conv2d", "layer1.0.conv1").rule.channel_divisor
+        8
+    """,
+    _FastNASConfigBase,
+)
+
+
+class ExportConfig(ModeloptBaseConfig):
+    """Config of the ``"export"`` mode (no options: it freezes the active subnet)."""
+
+    strict: bool = Field(
+        default=True,
+        description="Refuse to export a model that has no searchable layers.",
+    )

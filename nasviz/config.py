@@ -293,7 +293,10 @@ class DynamicLayerNormConfig(_FeatureConfigBase):
 
 
 class DynamicGroupNormConfig(_ChannelNormConfigBase):
-    """Rule for ``nn.GroupNorm``: ``channels_ratio``, ``channel_divisor`` (channels per group kept)."""
+    """Rule for ``nn.GroupNorm``: ``channels_ratio``, ``channel_divisor``.
+
+    Channels per group are kept; widths are multiples of the group size.
+    """
 
 
 #: The 16 supported layer types, in the reference's order, with their per-layer config classes.
@@ -328,9 +331,7 @@ def layer_config_class(layer_type: str) -> type[LayerConfig]:
 def _unknown_layer_type_message(key: str) -> str:
     close = difflib.get_close_matches(key, list(LAYER_TYPES), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return (
-        f"unknown layer type {key!r}.{hint} Known layer types: {', '.join(LAYER_TYPES)}."
-    )
+    return f"unknown layer type {key!r}.{hint} Known layer types: {', '.join(LAYER_TYPES)}."
 
 
 # --------------------------------------------------------------------------------------------
@@ -395,13 +396,12 @@ def _normalise_rules(layer_type: str, value: Any) -> dict[str, Any] | None:
         _check_glob(glob, layer_type)
         if glob in cfg_fields:
             raise ValueError(
-                f"{layer_type}: {glob!r} is a field of {cfg_cls.__name__}, not a glob; either give "
-                f"the whole layer config unnested or nest it under a glob: {{'*': {{{glob!r}: ...}}}}"
+                f"{layer_type}: {glob!r} is a field of {cfg_cls.__name__}, not a glob; either "
+                "give the whole layer config unnested or nest it under a glob: "
+                f"{{'*': {{{glob!r}: ...}}}}"
             )
         if rule is not None and not isinstance(rule, (Mapping, LayerConfig)):
-            raise ValueError(
-                f"{layer_type}[{glob!r}] must be a layer config or None, got {rule!r}"
-            )
+            raise ValueError(f"{layer_type}[{glob!r}] must be a layer config or None, got {rule!r}")
         out[glob] = rule
     return out
 

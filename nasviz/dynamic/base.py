@@ -1,0 +1,352 @@
+"""The dynamic-module base: a torch layer whose channel dimensions can be sliced.
+
+Converting a layer swaps its class for a *dynamic twin* (``nn.Linear`` -> ``DynamicLinear``, a
+subclass of both :class:`DynamicModule` and ``nn.Linear``), in place:
+
+* ``isinstance(m, nn.Linear)`` still holds; parameters are the very same ``Parameter`` objects;
+  at full size the ``state_dict`` and the outputs are unchanged.
+* Each *dynamic attribute* (declared once, on the dynamic class, in ``dynamic_attrs``) is backed
+  by a :class:`~nasviz.hparam.DimSource` (``None`` = static, full size). Reading the attribute
+  (``m.out_features``) gives the active size.
+* ``forward`` slices parameters to the active subnet; sliced weights are cached while neither the
+  selection nor the parameters change (only outside autograd, where reuse is safe).
+* ``export()`` returns the plain torch layer with the active shape and identical outputs.
+
+A dynamic class declares, per dynamic attribute, its *role*:
+
+* ``"out"`` - a width this layer produces; its choices come from the layer's rule;
+* ``"in"``  - a width this layer consumes; it follows its producer (tracing assigns the source);
+* ``"kernel"`` - a kernel size (choices from the rule's ``kernel_size`` list).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import nn
+
+from nasviz.config import LayerConfig
+from nasviz.errors import HparamError, NasvizError
+from nasviz.hparam import DimSource, Hparam, Index, index_size
+
+__all__ = [
+    "DynamicModule",
+    "dynamic_class_for",
+    "is_dynamic",
+    "register_dynamic",
+    "registered_layer_types",
+    "slice_dim",
+]
+
+_D = TypeVar("_D", bound="type[DynamicModule]")
+
+#: torch layer class -> its dynamic twin
+_REGISTRY: dict[type[nn.Module], type[DynamicModule]] = {}
+#: (dynamic twin, user subclass of the torch layer) -> generated class
+_SUBCLASS_CACHE: dict[tuple[type, type], type] = {}
+
+
+def register_dynamic(cls: _D) -> _D:
+    """Class decorator: register a dynamic twin for its ``torch_cls``."""
+    torch_cls = cls.torch_cls
+    if torch_cls in _REGISTRY and _REGISTRY[torch_cls] is not cls:
+        raise NasvizError(
+            f"{torch_cls.__name__} already has a dynamic twin ({_REGISTRY[torch_cls].__name__})"
+        )
+    _REGISTRY[torch_cls] = cls
+    return cls
+
+
+def registered_layer_types() -> dict[str, type[DynamicModule]]:
+    """``{"nn.Conv2d": DynamicConv2d, ...}`` for every registered dynamic class."""
+    return {cls.layer_type: cls for cls in _REGISTRY.values()}
+
+
+def dynamic_class_for(module: nn.Module) -> type[DynamicModule] | None:
+    """The dynamic twin registered for ``module``'s class (or a base class of it), if any."""
+    if isinstance(module, DynamicModule):
+        return type(module)
+    for klass in type(module).__mro__:
+        if klass in _REGISTRY:
+            return _REGISTRY[klass]
+    return None
+
+
+def is_dynamic(module: nn.Module) -> bool:
+    return isinstance(module, DynamicModule)
+
+
+def slice_dim(t: torch.Tensor, dim: int, index: Index | None) -> torch.Tensor:
+    """Select ``index`` along ``dim`` of ``t``: a view for slices, a gather for index tensors."""
+    if index is None:
+        return t
+    if isinstance(index, slice):
+        start, stop, step = index.indices(t.shape[dim])
+        if step == 1:
+            if start == 0 and stop == t.shape[dim]:
+                return t
+            return t.narrow(dim, start, stop - start)
+        index = torch.arange(start, stop, step)
+    return t.index_select(dim, index.to(t.device))
+
+
+class DynamicModule(nn.Module):
+    """Mixin for dynamic twins: ``class DynamicLinear(DynamicModule, nn.Linear)``.
+
+    Subclasses set ``torch_cls``, ``layer_type`` and ``dynamic_attrs`` and implement
+    ``forward`` (using :meth:`sliced`) and ``export``.
+    """
+
+    torch_cls: ClassVar[type[nn.Module]]
+    layer_type: ClassVar[str]
+    #: attribute -> role ("out", "in" or "kernel"); the one place a prunable dimension is declared
+    dynamic_attrs: ClassVar[dict[str, str]] = {}
+    #: parameter/buffer name -> {tensor dim: dynamic attribute} it is sliced along
+    param_dims: ClassVar[dict[str, dict[int, str]]] = {}
+
+    _nv_orig: dict[str, Any]
+    _nv_dims: dict[str, DimSource | None]
+    _nv_cache: dict[str, tuple[tuple[Any, ...], torch.Tensor]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for attr in cls.__dict__.get("dynamic_attrs", {}):
+            if attr not in cls.__dict__:
+                setattr(cls, attr, _dynamic_property(attr))
+
+    # -- conversion ----------------------------------------------------------------------------
+    @classmethod
+    def convert(cls, module: nn.Module) -> DynamicModule:
+        """Turn ``module`` (an instance of ``torch_cls`` or a subclass) into its dynamic twin."""
+        if isinstance(module, DynamicModule):
+            return module
+        if not isinstance(module, cls.torch_cls):
+            raise NasvizError(
+                f"{cls.__name__} converts {cls.torch_cls.__name__} layers, got "
+                f"{type(module).__name__}"
+            )
+        target: type = cls
+        if type(module) is not cls.torch_cls:
+            key = (cls, type(module))
+            if key not in _SUBCLASS_CACHE:
+                _SUBCLASS_CACHE[key] = type(
+                    f"Dynamic{type(module).__name__}", (cls, type(module)), {}
+                )
+            target = _SUBCLASS_CACHE[key]
+        orig = {attr: module.__dict__.pop(attr) for attr in cls.dynamic_attrs}
+        original_class = type(module)
+        module.__class__ = target
+        dyn: DynamicModule = module  # type: ignore[assignment]
+        object.__setattr__(dyn, "_nv_orig", orig)
+        object.__setattr__(dyn, "_nv_original_class", original_class)
+        object.__setattr__(dyn, "_nv_dims", dict.fromkeys(cls.dynamic_attrs))
+        object.__setattr__(dyn, "_nv_cache", {})
+        dyn._nv_after_convert()
+        return dyn
+
+    def _nv_after_convert(self) -> None:
+        """Hook for subclasses that need extra per-instance state."""
+
+    def unconvert(self) -> nn.Module:
+        """Return this layer to its original class and attributes (parameters untouched).
+
+        Only valid at full size with the identity channel order: anything else needs
+        :meth:`export`.
+        """
+        for attr, src in self._nv_dims.items():
+            if src is not None and not _is_full(src):
+                raise NasvizError(
+                    f"cannot unconvert a {type(self).__name__} whose {attr} is not at full size; "
+                    "export() it instead, or select the full subnet first"
+                )
+        for attr, value in self._nv_orig.items():
+            self.__dict__[attr] = value
+        original_class = self.__dict__.pop("_nv_original_class")
+        for key in ("_nv_orig", "_nv_dims", "_nv_cache"):
+            self.__dict__.pop(key, None)
+        self._nv_before_unconvert()
+        self.__class__ = original_class
+        return self
+
+    def _nv_before_unconvert(self) -> None:
+        """Hook for subclasses that added per-instance state."""
+
+    # -- dimensions ----------------------------------------------------------------------------
+    def _nv_attr_value(self, attr: str) -> Any:
+        """The value the attribute reads as (subclasses turn sizes into tuples etc.)."""
+        return self.active_size(attr)
+
+    def original(self, attr: str) -> Any:
+        """The attribute's value in the original layer."""
+        return self._nv_orig[attr]
+
+    def original_size(self, attr: str) -> int:
+        value = self._nv_orig[attr]
+        return int(value[-1]) if isinstance(value, (tuple, list)) else int(value)
+
+    def dim(self, attr: str) -> DimSource | None:
+        """The source of ``attr`` (``None`` = static at full size)."""
+        self._check_attr(attr)
+        return self._nv_dims[attr]
+
+    def set_dim(self, attr: str, source: DimSource | None) -> None:
+        """Back ``attr`` by ``source`` (its full size must equal the layer's original size)."""
+        self._check_attr(attr)
+        if source is not None and self.dynamic_attrs[attr] != "kernel":
+            full = self.original_size(attr)
+            if source.full != full:
+                raise HparamError(
+                    f"{type(self).__name__}.{attr} has {full} channels; a source of size "
+                    f"{source.full} ({source!r}) cannot drive it"
+                )
+        self._nv_dims[attr] = source
+        self._nv_cache.clear()
+
+    def active_size(self, attr: str) -> int:
+        src = self._nv_dims[attr]
+        return self.original_size(attr) if src is None else src.active_size()
+
+    def active_index(self, attr: str) -> Index | None:
+        """Positions kept along ``attr`` (``None`` = all of them)."""
+        src = self._nv_dims[attr]
+        if src is None:
+            return None
+        idx = src.active_index()
+        if isinstance(idx, slice) and index_size(idx, src.full) == src.full:
+            return None
+        return idx
+
+    def hparams(self) -> Iterator[tuple[str, Hparam]]:
+        """``(attr, hparam)`` for every hparam any dynamic attribute depends on."""
+        for attr, src in self._nv_dims.items():
+            if src is not None:
+                for hp in src.hparams():
+                    yield attr, hp
+
+    def is_full(self) -> bool:
+        """Whether every dynamic attribute is at full size in the original order."""
+        return all(self.active_index(a) is None for a in self.dynamic_attrs) and all(
+            self.active_size(a) == self.original_size(a)
+            for a, r in self.dynamic_attrs.items()
+            if r == "kernel"
+        )
+
+    def _check_attr(self, attr: str) -> None:
+        if attr not in self.dynamic_attrs:
+            raise NasvizError(
+                f"{type(self).__name__} has no dynamic attribute {attr!r}; it has "
+                f"{sorted(self.dynamic_attrs)}"
+            )
+
+    # -- rules and importance -----------------------------------------------------------------
+    def choices_for(self, attr: str, rule: LayerConfig) -> list[int] | None:
+        """Widths the rule allows for ``attr`` (``None`` for attributes that follow a producer)."""
+        role = self.dynamic_attrs[attr]
+        if role == "out":
+            return rule.choices_for(self.original_size(attr))
+        if role == "kernel":
+            ks = list(getattr(rule, "kernel_size", []) or [])
+            full = self.original_size(attr)
+            return sorted({k for k in ks if k <= full} | {full})
+        return None
+
+    def importance(self, attr: str) -> torch.Tensor | None:
+        """Per-channel importance along ``attr`` (``None`` if this layer has no opinion)."""
+        return None
+
+    # -- slicing -------------------------------------------------------------------------------
+    def sliced(self, name: str, tensor: torch.Tensor | None, dims: dict[int, str]) -> Any:
+        """``tensor`` sliced along ``{tensor dim: dynamic attribute}`` to the active subnet.
+
+        Results are cached, keyed on the selection and the tensor's version, whenever autograd
+        is not recording through the tensor (a cached graph must never be reused).
+        """
+        if tensor is None:
+            return None
+        indices = [(d, self.active_index(a)) for d, a in dims.items()]
+        if all(i is None for _, i in indices):
+            return tensor
+        cacheable = not (tensor.requires_grad and torch.is_grad_enabled())
+        if cacheable:
+            key = (
+                tuple(_version_of(self._nv_dims[a]) for a in dims.values()),
+                tensor._version,
+                tensor.data_ptr(),
+            )
+            hit = self._nv_cache.get(name)
+            if hit is not None and hit[0] == key:
+                return hit[1]
+        out = tensor
+        for d, idx in indices:
+            out = slice_dim(out, d, idx)
+        if cacheable:
+            out = out.contiguous()
+            self._nv_cache[name] = (key, out)
+        return out
+
+    def active_shape(self, name: str) -> tuple[int, ...]:
+        """Shape parameter/buffer ``name`` has in the active subnet (without slicing it)."""
+        t = getattr(self, name)
+        shape = list(t.shape)
+        for d, attr in self.param_dims.get(name, {}).items():
+            shape[d] = self.active_size(attr)
+        return tuple(shape)
+
+    def active_param_count(self) -> int:
+        """Number of parameters of this layer in the active subnet."""
+        total = 0
+        for name, p in self.named_parameters(recurse=False):
+            n = 1
+            for s in self.active_shape(name) if name in self.param_dims else p.shape:
+                n *= s
+            total += n
+        return total
+
+    def flops_ratio(self) -> float:
+        """Active FLOPs / full FLOPs of this layer (default: ratio of active weight elements,
+        exact for convs and linears whose output size does not change)."""
+        w = getattr(self, "weight", None)
+        if not isinstance(w, torch.Tensor) or "weight" not in self.param_dims:
+            return 1.0
+        full = w.numel()
+        act = 1
+        for s in self.active_shape("weight"):
+            act *= s
+        return act / full if full else 1.0
+
+    def export(self) -> nn.Module:
+        """The plain torch layer with the active shape (copies of the active weights)."""
+        raise NotImplementedError
+
+    def _export_finish(self, plain: nn.Module) -> nn.Module:
+        """Common tail of ``export``: same train flag and ``requires_grad`` as this layer."""
+        plain.train(self.training)
+        own = dict(self.named_parameters(recurse=False))
+        for name, p in plain.named_parameters(recurse=False):
+            if name in own:
+                p.requires_grad_(own[name].requires_grad)
+        return plain
+
+
+def _version_of(src: DimSource | None) -> tuple[int, ...]:
+    return () if src is None else src.version()
+
+
+def _is_full(src: DimSource) -> bool:
+    idx = src.active_index()
+    return isinstance(idx, slice) and index_size(idx, src.full) == src.full
+
+
+def _dynamic_property(attr: str) -> property:
+    def fget(self: DynamicModule) -> Any:
+        return self._nv_attr_value(attr)
+
+    def fset(self: DynamicModule, value: Any) -> None:
+        raise HparamError(
+            f"{type(self).__name__}.{attr} is dynamic: choose its width through its hparam "
+            f"(nv.select(model, {{...}})) instead of assigning {value!r}"
+        )
+
+    return property(fget, fset, doc=f"Active value of the dynamic attribute {attr!r}.")

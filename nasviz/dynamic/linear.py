@@ -1,0 +1,53 @@
+"""Dynamic ``nn.Linear``: prunable ``out_features`` (its own rule) and ``in_features`` (follows
+its producer)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasviz.dynamic.base import DynamicModule, register_dynamic
+
+__all__ = ["DynamicLinear"]
+
+
+@register_dynamic
+class DynamicLinear(DynamicModule, nn.Linear):
+    """``nn.Linear`` with sliceable features.
+
+    Example::
+
+        >>> lin = DynamicLinear.convert(nn.Linear(8, 4))
+        >>> from nasviz.hparam import Hparam
+        >>> lin.set_dim("out_features", Hparam([2, 4]))
+        >>> lin.dim("out_features").active = 2
+        >>> lin(torch.zeros(1, 8)).shape
+        torch.Size([1, 2])
+    """
+
+    torch_cls = nn.Linear
+    layer_type = "nn.Linear"
+    dynamic_attrs = {"out_features": "out", "in_features": "in"}
+    param_dims = {"weight": {0: "out_features", 1: "in_features"}, "bias": {0: "out_features"}}
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        weight = self.sliced("weight", self.weight, self.param_dims["weight"])
+        bias = self.sliced("bias", self.bias, self.param_dims["bias"])
+        return F.linear(input, weight, bias)
+
+    def importance(self, attr: str) -> torch.Tensor | None:
+        if attr == "out_features":
+            return self.weight.detach().float().norm(dim=1)
+        return None
+
+    def export(self) -> nn.Linear:
+        w = self.sliced("weight", self.weight.detach(), self.param_dims["weight"])
+        plain = nn.Linear(
+            w.shape[1], w.shape[0], bias=self.bias is not None, device=w.device, dtype=w.dtype
+        )
+        with torch.no_grad():
+            plain.weight.copy_(w)
+            if self.bias is not None:
+                plain.bias.copy_(self.sliced("bias", self.bias.detach(), self.param_dims["bias"]))
+        return self._export_finish(plain)  # type: ignore[return-value]

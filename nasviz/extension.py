@@ -1,0 +1,536 @@
+"""Activation grabbers: read (and feed on) what named sub-modules of a model output.
+
+A *handle* wraps a model and puts a forward hook on some of its sub-modules, named by their
+qualified names from ``model.named_modules()`` (``"layer1.0.conv1"``; ``""`` is the model itself).
+The hooks record only while the handle itself runs the model, so a hooked model called directly
+behaves exactly as before, and the records are cleared at the start and end of every call.
+
+* ``HooksHandle``: the hook bookkeeping (register, unregister, look up, remove).
+* ``ActivationMapGrabber``: returns ``(main output, {module_id: output})``.
+* ``ModelExtender``: feeds those outputs to extension models, ``(main output, {name: ext out})``.
+* ``ModelStump``: returns one sub-module's output and stops the forward pass right there.
+* ``compare_activations``: per-layer drift between two models (e.g. original vs pruned).
+
+Hooks are global state on the model, so every handle removes its hooks on ``remove_hooks()``, at
+the end of a ``with`` block (also on an exception) and when it is deleted; ``attach_hooks()`` (or
+entering a ``with`` block again) puts them back. This file is one piece (over 400 lines) because
+the four classes share that hook life cycle; ``compare_activations`` is their main client.
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from nasviz.errors import NasvizError
+
+__all__ = [
+    "ActivationMapGrabber",
+    "ExtensionNameError",
+    "HooksHandle",
+    "ModelExtender",
+    "ModelStump",
+    "ModuleIdError",
+    "compare_activations",
+]
+
+Capture = Literal["last", "all"]
+_H = TypeVar("_H", bound="HooksHandle")
+
+
+class _LookupNasvizError(NasvizError, KeyError):
+    """A name lookup failed; catchable as ``NasvizError``, ``ValueError`` and ``KeyError``."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ModuleIdError(_LookupNasvizError):
+    """A module id is not a qualified name of the model (the message lists the closest ones)."""
+
+
+class ExtensionNameError(_LookupNasvizError):
+    """An extension name is not registered (the message lists the closest ones)."""
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
+    if close:
+        return "closest names: " + ", ".join(repr(c) for c in close)
+    shown = ", ".join(repr(k) for k in known[:10])
+    return f"known names: {shown}{', ...' if len(known) > 10 else ''}" if known else "none known"
+
+
+def _detach(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach()
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a namedtuple
+        return type(obj)(*(_detach(o) for o in obj))
+    if isinstance(obj, tuple | list):
+        return type(obj)(_detach(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _detach(v) for k, v in obj.items()}
+    return obj
+
+
+class HooksHandle(nn.Module, abc.ABC):
+    """Base class: forward hooks on named sub-modules of ``wrapped_model``.
+
+    ``registered_submodules`` lists the registered ids in order; ``hook_handles`` maps each id to
+    its attached hook (empty after ``remove_hooks()``). Subclasses define what a hook does with an
+    output (``_on_output``) and what ``forward`` returns.
+    """
+
+    def __init__(self, model: nn.Module, module_ids: Iterable[str] | None = None) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise NasvizError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.wrapped_model: nn.Module = model
+        self.hook_handles: dict[str, RemovableHandle] = {}
+        self._module_ids: list[str] = []
+        self._attached = True
+        self._recording = False
+        ids = list(module_ids or [])
+        for m_id in ids:  # validate all before hooking any: a failed init leaves no hook behind
+            self.get_module_by_id(m_id)
+        for m_id in ids:
+            self.register_submodule(m_id)
+
+    @property
+    def registered_submodules(self) -> list[str]:
+        """List of the ids of the registered sub-modules, in registration order."""
+        return list(self._module_ids)
+
+    @property
+    def hooks_attached(self) -> bool:
+        """Whether the hooks are on the model (``False`` after ``remove_hooks()``)."""
+        return self._attached
+
+    def get_module_by_id(self, m_id: str) -> nn.Module:
+        """Get the sub-module of ``wrapped_model`` named ``m_id``; raises ``ModuleIdError``."""
+        modules = dict(self.wrapped_model.named_modules(remove_duplicate=False))
+        if not isinstance(m_id, str) or m_id not in modules:
+            raise ModuleIdError(
+                f"module id {m_id!r} is not a sub-module of {type(self.wrapped_model).__name__}; "
+                f"{_suggest(str(m_id), modules)}. Use a qualified name from model.named_modules()."
+            )
+        return modules[m_id]
+
+    def register_submodule(self, module_id: str) -> None:
+        """Register a further sub-module to take outputs from (a no-op if registered already)."""
+        module = self.get_module_by_id(module_id)
+        if module_id in self._module_ids:
+            return
+        self._module_ids.append(module_id)
+        if self._attached:
+            self.hook_handles[module_id] = module.register_forward_hook(self._make_hook(module_id))
+
+    def unregister_submodule(self, module_id: str) -> None:
+        """Unregister a sub-module and remove its hook; raises ``ModuleIdError`` if unknown."""
+        if module_id not in self._module_ids:
+            raise ModuleIdError(
+                f"module id {module_id!r} is not registered with this handle; "
+                f"{_suggest(str(module_id), self._module_ids)}."
+            )
+        self._module_ids.remove(module_id)
+        handle = self.hook_handles.pop(module_id, None)
+        if handle is not None:
+            handle.remove()
+
+    def remove_hooks(self) -> None:
+        """Take every hook of this handle off the model (registrations are kept)."""
+        for handle in self.hook_handles.values():
+            handle.remove()
+        self.hook_handles.clear()
+        self._attached = False
+
+    def attach_hooks(self) -> None:
+        """Put the hooks of all registered sub-modules (back) on the model; idempotent."""
+        self._attached = True
+        for m_id in self._module_ids:
+            if m_id not in self.hook_handles:
+                module = self.get_module_by_id(m_id)
+                self.hook_handles[m_id] = module.register_forward_hook(self._make_hook(m_id))
+
+    def __enter__(self: _H) -> _H:
+        self.attach_hooks()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.remove_hooks()
+
+    def __del__(self) -> None:
+        """Unregister all hooks held by this handle on handle delete."""
+        for handle in self.__dict__.get("hook_handles", {}).values():
+            handle.remove()
+
+    def extra_repr(self) -> str:
+        return f"module_ids={self._module_ids}, hooks_attached={self._attached}"
+
+    def _make_hook(self, module_id: str) -> Any:
+        ref = weakref.ref(self)  # a strong ref would keep the handle alive via the model
+
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            handle = ref()
+            if handle is not None and handle._recording:
+                handle._on_output(module_id, output)
+
+        return hook
+
+    def _run_model(self, *inps: Any) -> Any:
+        """Run ``wrapped_model`` with the hooks recording; refuse to run with removed hooks."""
+        if not self._attached and self._module_ids:
+            raise NasvizError(
+                f"{type(self).__name__}: its hooks were removed (remove_hooks() or the end of a "
+                "with block); call attach_hooks() or use it inside `with handle:` again"
+            )
+        self._recording = True
+        try:
+            return self.wrapped_model(*inps)
+        finally:
+            self._recording = False
+
+    @abc.abstractmethod
+    def _on_output(self, module_id: str, output: Any) -> None:
+        """Handle the output of a registered sub-module during this handle's forward."""
+
+
+class ActivationMapGrabber(HooksHandle):
+    """Return the model output together with the outputs of registered sub-modules.
+
+    ``capture="last"`` (default) keeps the last output of a sub-module that runs several times in
+    one forward; ``capture="all"`` gives the list of all its outputs in call order. A registered
+    sub-module that did not run has no entry. Outputs are returned as they are (still in the
+    autograd graph) unless ``detach=True``.
+
+    Example::
+
+        >>> model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> with ActivationMapGrabber(model, ["0", "1"]) as grabber:
+        ...     out, acts = grabber(torch.zeros(4, 2))
+        >>> sorted(acts), acts["1"].shape
+        (['0', '1'], torch.Size([4, 3]))
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        module_ids: Iterable[str],
+        *,
+        capture: Capture = "last",
+        detach: bool = False,
+    ) -> None:
+        if capture not in ("last", "all"):
+            raise NasvizError(f"capture must be 'last' or 'all', got {capture!r}")
+        super().__init__(model, module_ids)
+        self.capture: Capture = capture
+        self.detach = detach
+        self._intermediate_outs: dict[str, Any] = {}
+
+    def _on_output(self, module_id: str, output: Any) -> None:
+        if self.detach:
+            output = _detach(output)
+        if self.capture == "all":
+            self._intermediate_outs.setdefault(module_id, []).append(output)
+        else:
+            self._intermediate_outs[module_id] = output
+
+    def forward(self, *inps: Any) -> tuple[Any, dict[str, Any]]:
+        """Run the model; returns ``(main output, {module_id: output})``."""
+        self._intermediate_outs = {}
+        try:
+            main_out = self._run_model(*inps)
+            got = self._intermediate_outs
+            outs = {m: got[m] for m in self._module_ids if m in got}
+        finally:
+            self._intermediate_outs = {}
+        return main_out, outs
+
+    def stump(self, module_id: str) -> ModelStump:
+        """A ``ModelStump`` (in eval mode) yielding the output of ``module_id``.
+
+        The stump shares ``wrapped_model``, so this puts that model in eval mode too.
+        """
+        return ModelStump(self.wrapped_model, module_id).eval()
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, capture={self.capture!r}, detach={self.detach}"
+
+
+class ModelExtender(ActivationMapGrabber):
+    """Extend a model's output by extension models fed with outputs of its sub-modules.
+
+    ``extensions`` is ``{module_id: {name: extension model}}``; names are unique across all
+    sub-modules. ``forward`` returns ``(main output, {name: ext(output of module_id)})``, or only
+    the dict when ``return_orig_out`` is ``False``. With ``capture="all"`` each extension output is
+    the list ``[ext(o) for o in outputs]``. Extension models live in ``extension_models`` (an
+    ``nn.ModuleDict``), so their parameters are in ``parameters()`` and move with ``.to()``.
+
+    Example::
+
+        >>> model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> ext = ModelExtender(model, {"1": {"probe": nn.Linear(3, 2)}})
+        >>> out, ext_outs = ext(torch.zeros(4, 2))
+        >>> ext_outs["probe"].shape, ext.name_registrations
+        (torch.Size([4, 2]), {'1': ['probe']})
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        extensions: Mapping[str, Mapping[str, nn.Module]],
+        return_orig_out: bool = True,
+        *,
+        capture: Capture = "last",
+        detach: bool = False,
+    ) -> None:
+        super().__init__(model, [], capture=capture, detach=detach)
+        self.return_orig_out = return_orig_out
+        self.extension_models = nn.ModuleDict()
+        self._name_registrations: dict[str, list[str]] = {}
+        self.register_extensions(extensions)
+
+    @property
+    def name_registrations(self) -> dict[str, list[str]]:
+        """Dict mapping sub-module ids to the names of their extensions."""
+        return {m: list(names) for m, names in self._name_registrations.items()}
+
+    @property
+    def extensions(self) -> dict[str, dict[str, nn.Module]]:
+        """Nested dict ``{module_id: {name: extension model}}``."""
+        return {
+            m: {n: self.extension_models[n] for n in names}
+            for m, names in self._name_registrations.items()
+        }
+
+    @property
+    def extension_names(self) -> list[str]:
+        """List of the names of all registered extensions."""
+        return list(self.extension_models.keys())
+
+    def _check_new(self, name: str, module_id: str, model: nn.Module, taken: set[str]) -> None:
+        if not isinstance(name, str) or not name or "." in name:
+            raise NasvizError(f"extension name {name!r} must be a non-empty str without '.'")
+        if name in taken:
+            where = [m for m, ns in self._name_registrations.items() if name in ns]
+            raise NasvizError(
+                f"extension name {name!r} is already registered (at {where or 'this call'}); "
+                "names are unique across all sub-modules: pick another or unregister it first"
+            )
+        if name in vars(self.extension_models):  # e.g. 'training': would break .train()
+            raise NasvizError(f"extension name {name!r} clashes with an nn.ModuleDict attribute")
+        if not isinstance(model, nn.Module):
+            raise NasvizError(
+                f"extension {name!r} must be an nn.Module, got {type(model).__name__}"
+            )
+        self.get_module_by_id(module_id)
+
+    def register_extension(self, name: str, module_id: str, model: nn.Module) -> None:
+        """Register ``model`` as extension ``name`` fed by ``module_id``; duplicates raise."""
+        self.register_extensions({module_id: {name: model}})
+
+    def register_extensions(self, new_extensions: Mapping[str, Mapping[str, nn.Module]]) -> None:
+        """Register ``{module_id: {name: model}}``; all are checked before any is registered."""
+        taken = set(self.extension_models.keys())
+        for module_id, named in new_extensions.items():
+            for name, model in named.items():
+                self._check_new(name, module_id, model, taken)
+                taken.add(name)
+        for module_id, named in new_extensions.items():
+            for name, model in named.items():
+                self.register_submodule(module_id)
+                # not via add_module: it also refuses method names such as 'double' or 'eval',
+                # which are harmless as keys (the dict is only ever indexed by key)
+                self.extension_models._modules[name] = model
+                self._name_registrations.setdefault(module_id, []).append(name)
+
+    def unregister_extension(self, name: str) -> None:
+        """Unregister extension ``name``; a sub-module left without extensions is unhooked."""
+        if name not in self.extension_models:
+            raise ExtensionNameError(
+                f"extension {name!r} is not registered; {_suggest(str(name), self.extension_names)}"
+            )
+        del self.extension_models[name]
+        module_id = next(m for m, ns in self._name_registrations.items() if name in ns)
+        self._name_registrations[module_id].remove(name)
+        if not self._name_registrations[module_id]:
+            del self._name_registrations[module_id]
+            super().unregister_submodule(module_id)
+
+    def unregister_submodule(self, module_id: str) -> None:
+        """Unregister a sub-module; refused while extensions still read from it."""
+        if self._name_registrations.get(module_id):
+            raise NasvizError(
+                f"module {module_id!r} feeds extensions {self._name_registrations[module_id]}; "
+                "unregister them with unregister_extension() instead"
+            )
+        super().unregister_submodule(module_id)
+
+    def forward(  # type: ignore[override]
+        self, *inps: Any
+    ) -> tuple[Any, dict[str, Any]] | dict[str, Any]:
+        """Returns ``(main output, {name: ext output})``, or only the dict."""
+        main_out, acts = super().forward(*inps)
+        ext_outs: dict[str, Any] = {}
+        for module_id, names in self._name_registrations.items():
+            if module_id not in acts:
+                continue
+            for name in names:
+                ext = self.extension_models[name]
+                act = acts[module_id]
+                ext_outs[name] = [ext(a) for a in act] if self.capture == "all" else ext(act)
+        return (main_out, ext_outs) if self.return_orig_out else ext_outs
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, return_orig_out={self.return_orig_out}"
+
+
+class _StumpStop(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by a stump's hook to end the forward pass; carries the head's output."""
+
+    def __init__(self, output: Any) -> None:
+        super().__init__()
+        self.output = output
+
+
+class ModelStump(HooksHandle):
+    """The model cut after ``stump_head``: returns that sub-module's output, runs nothing later.
+
+    A hook on ``stump_head`` raises a private exception carrying the output, caught in
+    ``forward``; this relies on the model not catching that exception itself.
+
+    Example::
+
+        >>> model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> ModelStump(model, "1")(torch.zeros(4, 2)).shape
+        torch.Size([4, 3])
+    """
+
+    def __init__(self, model: nn.Module, stump_head: str) -> None:
+        super().__init__(model, [stump_head])
+        self.stump_head = stump_head
+
+    def register_submodule(self, module_id: str) -> None:
+        """A stump has exactly one head; registering a second sub-module is refused."""
+        if self._module_ids and module_id not in self._module_ids:
+            raise NasvizError(
+                f"a ModelStump has one head ({self._module_ids[0]!r}); "
+                f"create another ModelStump for {module_id!r}"
+            )
+        super().register_submodule(module_id)
+
+    def _on_output(self, module_id: str, output: Any) -> None:
+        raise _StumpStop(output)
+
+    def forward(self, *inps: Any) -> Any:
+        """Run the model up to ``stump_head`` and return its output."""
+        try:
+            self._run_model(*inps)
+        except _StumpStop as stop:
+            return stop.output
+        raise NasvizError(
+            f"stump head {self.stump_head!r} did not run in the forward pass of "
+            f"{type(self.wrapped_model).__name__}; pick a sub-module on the forward path"
+        )
+
+    def extra_repr(self) -> str:
+        return f"stump_head={self.stump_head!r}, hooks_attached={self._attached}"
+
+
+def _stats(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float]:
+    a, b = a.detach().double().flatten().cpu(), b.detach().double().flatten().cpu()
+    norm_a, norm_b, diff = a.norm().item(), b.norm().item(), (a - b).norm().item()
+    rel = diff / norm_a if norm_a > 0 else (0.0 if diff == 0 else float("inf"))
+    cos = float(torch.dot(a, b).item() / (norm_a * norm_b)) if norm_a * norm_b > 0 else float("nan")
+    max_abs = float((a - b).abs().max().item()) if a.numel() else 0.0
+    return rel, cos, max_abs
+
+
+def _compare_one(a: Any, b: Any, module_id: str, channel_dim: int) -> dict[str, Any]:
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        raise NasvizError(
+            f"module {module_id!r} returned {type(a).__name__}/{type(b).__name__}, not tensors; "
+            "compare a sub-module whose output is a single tensor"
+        )
+    row: dict[str, Any] = {"module_id": module_id, "shape_a": tuple(a.shape)}
+    row["shape_b"] = tuple(b.shape)
+    if a.shape == b.shape:
+        row["compared"] = "full tensor"
+        rel, cos, max_abs = _stats(a, b)
+    else:
+        same_rest = a.dim() == b.dim() and a.dim() >= 2
+        if same_rest:
+            dim = channel_dim % a.dim()
+            same_rest = all(a.shape[i] == b.shape[i] for i in range(a.dim()) if i != dim)
+        if not same_rest:
+            row["compared"] = f"not compared: shapes differ outside channel_dim={channel_dim}"
+            rel = cos = max_abs = float("nan")
+        else:
+            row["compared"] = f"channel mean (mean over dim {dim})"
+            rel, cos, max_abs = _stats(a.mean(dim=dim), b.mean(dim=dim))
+    row.update(rel_l2=rel, cosine=cos, max_abs_diff=max_abs)
+    return row
+
+
+def compare_activations(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    inputs: torch.Tensor | Sequence[Any],
+    module_ids: Sequence[str],
+    *,
+    channel_dim: int = 1,
+) -> pd.DataFrame:
+    """Per-layer drift between two models run on the same inputs (e.g. original vs pruned).
+
+    ``inputs`` is one tensor or a tuple/list of positional inputs, passed unchanged to both
+    models. Both run under ``torch.no_grad()`` in eval mode; every module's train/eval flag is
+    restored afterwards. One row per module id (same qualified name in both models), columns:
+
+    * ``module_id``, ``shape_a``, ``shape_b``;
+    * ``compared``: what was compared. ``"full tensor"`` when the shapes match. When they differ
+      only in ``channel_dim`` (a pruned layer), ``"channel mean (mean over dim d)"``: both outputs
+      are averaged over the channel dimension, giving per-sample maps of equal shape (``(N, H, W)``
+      for convs, ``(N,)`` for linears), which are compared. Other shape differences are not
+      compared (NaN stats).
+    * ``rel_l2`` = ``||a - b|| / ||a||`` over the whole compared tensor (0 if both are zero,
+      inf if only ``a`` is); ``cosine`` = ``<a, b> / (||a|| ||b||)`` (NaN if either is zero);
+      ``max_abs_diff`` = ``max |a - b|``. Computed in float64.
+
+    A module that did not run, or whose output is not a tensor, raises ``NasvizError``.
+    """
+    args = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+    ids = [module_ids] if isinstance(module_ids, str) else list(module_ids)
+    flags = {m: m.training for model in (model_a, model_b) for m in model.modules()}
+    acts: list[dict[str, Any]] = []
+    try:
+        with torch.no_grad():
+            for model in (model_a, model_b):
+                model.eval()
+                with ActivationMapGrabber(model, ids) as grabber:
+                    acts.append(grabber(*args)[1])
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+    rows = []
+    for m_id in ids:
+        for side, got in zip("ab", acts):
+            if m_id not in got:
+                raise NasvizError(f"module {m_id!r} did not run in model_{side} on these inputs")
+        rows.append(_compare_one(acts[0][m_id], acts[1][m_id], m_id, channel_dim))
+    columns = ["module_id", "shape_a", "shape_b", "compared", "rel_l2", "cosine", "max_abs_diff"]
+    return pd.DataFrame(rows, columns=columns)

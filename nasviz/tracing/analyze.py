@@ -1,0 +1,467 @@
+"""The analyzer: walks the captured graphs and couples channel dimensions into groups.
+
+Every node gets an abstract value (:class:`~nasviz.tracing.values.Val`): the layout of its
+channel dimension and the axis that carries it. Prunable layers create elements (their output
+widths) and read layouts (their input widths); norms and depthwise convs pass their input's
+layout through; element-wise ops couple their inputs; ``torch.cat`` on the channel axis builds a
+concatenation; shape ops move the axis (see :mod:`nasviz.tracing.shapeops`). Whatever is not
+understood fixes the channels it touches, with a reason: the analysis is conservative and never
+couples dimensions it cannot prove to be coupled.
+
+Example::
+
+    >>> analysis = analyze(model, capture(model, (x,)))
+    >>> analysis.layers["layer1.0.conv1"].dims["out_channels"]
+    Sym(elem=3, size=16)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from nasviz.dynamic import dynamic_class_for, is_dynamic
+from nasviz.tracing.graph import Capture, CapturedGraph
+from nasviz.tracing.groups import Coupling, Expr, Sym, expr_size, make_cat, make_rep
+from nasviz.tracing.rules import (
+    LayerSpec,
+    OpKind,
+    classify_function,
+    classify_method,
+    classify_module,
+    has_custom_forward,
+    layer_spec,
+)
+from nasviz.tracing.shapeops import ShapeOps
+from nasviz.tracing.values import Val, iter_vals, node_is_tensor, node_shape, resolve_dim
+
+__all__ = ["Analysis", "LayerUse", "analyze"]
+
+Args = tuple[Any, ...]
+Kwargs = dict[str, Any]
+
+
+@dataclass
+class LayerUse:
+    """One prunable layer as tracing saw it: the layout of each channel attribute.
+
+    ``dims[attr]`` is the layout of that width; an attribute missing from ``dims`` is static and
+    ``static[attr]`` says why.
+    """
+
+    name: str
+    module: nn.Module
+    spec: LayerSpec
+    dims: dict[str, Expr] = field(default_factory=dict)
+    static: dict[str, str] = field(default_factory=dict)
+    out_elem: int | None = None
+
+
+@dataclass
+class Analysis:
+    """The result: the coupling of elements, every prunable layer met, and layer-level reasons."""
+
+    coupling: Coupling
+    layers: dict[str, LayerUse]
+    #: prunable layers that are entirely static, with the reason (untraced, custom forward ...)
+    layer_reasons: dict[str, str]
+    notes: list[str]
+
+
+def analyze(model: nn.Module, captured: Capture) -> Analysis:
+    """Run the analyzer over every captured graph of ``model``."""
+    a = _Analyzer(model)
+    for cg in captured.graphs:
+        a.run(cg)
+    reasons: dict[str, str] = {}
+    for name, m in model.named_modules():
+        if layer_spec(m) is None or name in a.layers:
+            continue
+        if name in captured.leaf_reasons:
+            reasons[name] = captured.leaf_reasons[name]
+        elif name in a.opaque:
+            reasons[name] = a.opaque[name]
+        else:
+            reasons[name] = _unreached_reason(name, captured)
+    return Analysis(a.c, a.layers, reasons, list(captured.untraced.values()))
+
+
+def _unreached_reason(name: str, captured: Capture) -> str:
+    parts = name.split(".")
+    for k in range(len(parts) - 1, 0, -1):
+        parent = ".".join(parts[:k])
+        if parent in captured.untraced:
+            return f"inside untraceable '{parent}' and not called from a traced part"
+    return "not reached by tracing (never called in forward, or inside an opaque module)"
+
+
+class _Analyzer(ShapeOps):
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.modules = dict(model.named_modules())
+        self.c = Coupling()
+        self.layers: dict[str, LayerUse] = {}
+        self.opaque: dict[str, str] = {}
+        self._cur_module: nn.Module | None = None
+
+    def run(self, cg: CapturedGraph) -> None:
+        env: dict[fx.Node, Any] = {}
+        for node in cg.graph.nodes:
+            env[node] = self._node(node, env, cg)
+
+    # -- dispatch ------------------------------------------------------------------------------
+    def _node(self, node: fx.Node, env: dict[fx.Node, Any], cg: CapturedGraph) -> Any:
+        if node.op == "placeholder":
+            return self._untracked(node, cg, cg.input_origin)
+        if node.op == "get_attr":
+            return self._get_attr(node, cg)
+        args: Args = fx.node.map_arg(node.args, lambda n: env[n])
+        kwargs: Kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+        if node.op == "output":
+            for v in iter_vals(args):
+                if v.expr is not None:
+                    self.c.fix_expr(v.expr, cg.output_reason)
+            return None
+        self._cur_module = None
+        if node.op == "call_module":
+            qual = cg.qualify(str(node.target))
+            m = self.modules[qual]
+            spec = layer_spec(m)
+            why = _opaque_reason(m) if spec is not None else None
+            if spec is not None and why is None:
+                return self._layer(node, qual, m, spec, args, kwargs, cg)
+            if spec is not None:
+                kind = OpKind("unknown", f"{type(m).__name__} '{qual}'")
+                self.opaque[qual] = why or ""
+            else:
+                kind = classify_module(m, qual)
+                self._cur_module = m
+        elif node.op == "call_function":
+            kind = classify_function(node.target)
+        else:
+            kind = classify_method(str(node.target))
+        handler: Callable[..., Any] = getattr(self, f"_op_{kind.kind}", self._op_unknown)
+        return handler(node, kind, args, kwargs, cg)
+
+    def _untracked(self, node: fx.Node, cg: CapturedGraph, origin: str) -> Val:
+        return Val(None, None, node_shape(node), node_is_tensor(node, cg.no_shapes is None), origin)
+
+    def _get_attr(self, node: fx.Node, cg: CapturedGraph) -> Val:
+        target = str(node.target)
+        obj: Any = cg.root
+        for part in target.split("."):
+            obj = getattr(obj, part, None)
+        what = (
+            "parameter"
+            if isinstance(obj, nn.Parameter)
+            else "buffer"
+            if isinstance(obj, torch.Tensor)
+            else "attribute"
+        )
+        shape = tuple(obj.shape) if isinstance(obj, torch.Tensor) else None
+        tensor = isinstance(obj, torch.Tensor)
+        return Val(None, None, shape, tensor, f"{what} '{cg.qualify(target)}'")
+
+    # -- generic ops ---------------------------------------------------------------------------
+    def _op_unknown(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        reason = f"consumed by {kind.name}: unsupported op"
+        for v in iter_vals((args, kwargs)):
+            if v.expr is not None:
+                self.c.fix_expr(v.expr, reason)
+        return self._untracked(node, cg, f"output of {kind.name}")
+
+    def _op_info(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        if kind.name == "torch.getattr" or kind.name.endswith(".getattr"):
+            attr = args[1] if len(args) > 1 else None
+            if attr not in ("shape", "dtype", "device", "ndim", "is_cuda", "requires_grad"):
+                return self._op_unknown(node, OpKind("unknown", f"Tensor.{attr}"), args, {}, cg)
+        return Val(None, None, None, False, "a size")
+
+    def _op_unary(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        x = self._first(node, cg, args)
+        if x is None:
+            return self._op_unknown(node, kind, args, kwargs, cg)
+        if kind.kind == "unary":
+            for v in iter_vals((args[1:], kwargs)):
+                if v.expr is not None:
+                    self.c.fix_expr(v.expr, f"used as an extra argument of {kind.name}")
+        return Val(x.expr, x.axis, node_shape(node), x.tensor, x.origin)
+
+    _op_cast = _op_unary
+
+    def _op_elementwise(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        vals = [v for v in iter_vals((args, kwargs)) if v.tensor is not False]
+        return self._couple(node, kind, vals, cg, broadcast=True)
+
+    def _couple(
+        self, node: fx.Node, kind: OpKind, vals: list[Val], cg: CapturedGraph, broadcast: bool
+    ) -> Val:
+        """Couple the channels of ``vals`` (all must carry the same channels)."""
+        tracked = [v for v in vals if v.expr is not None and v.axis is not None]
+        if not tracked:
+            origin = vals[0].origin if vals else f"output of {kind.name}"
+            return self._untracked(node, cg, origin)
+        ref = tracked[0]
+        assert ref.expr is not None
+        assert ref.axis is not None
+        for v in tracked[1:]:
+            assert v.expr is not None
+            if v.axis != ref.axis:
+                why = f"{kind.name} combines channels of different dimensions"
+                self.c.fix_expr(ref.expr, why)
+                self.c.fix_expr(v.expr, why)
+            else:
+                self.c.unify(ref.expr, v.expr, f"{kind.name} couples different channel layouts")
+        for u in vals:
+            if u.expr is not None:
+                continue
+            size = _size_at(u.shape, ref.axis, broadcast)
+            if size == 1:
+                continue
+            if size is None:
+                why = f"{kind.name} with {u.origin} of unknown shape ({cg.no_shapes})"
+            else:
+                why = f"{kind.name} with {u.origin} (size {size} along the channels)"
+            for t in tracked:
+                assert t.expr is not None
+                self.c.fix_expr(t.expr, why)
+        return Val(ref.expr, ref.axis, node_shape(node), True, ref.origin)
+
+    def _op_cat(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        seq = kwargs.get("tensors", args[0] if args else None)
+        dim = kwargs.get("dim", kwargs.get("axis", args[1] if len(args) > 1 else 0))
+        if not isinstance(seq, (list, tuple)) or not all(isinstance(v, Val) for v in seq):
+            return self._op_unknown(node, kind, args, kwargs, cg)
+        vals: list[Val] = list(seq)
+        tracked = [v for v in vals if v.expr is not None]
+        if not tracked:
+            return self._untracked(node, cg, f"output of {kind.name}")
+        out_shape = node_shape(node)
+        ndim = len(out_shape) if out_shape is not None else None
+        d = resolve_dim(dim, ndim)
+        if kind.kind == "stack":
+            return self._stack(node, kind, vals, d, cg)
+        if d is None:
+            return self._give_up_all(node, cg, vals, self._need_shapes(kind, cg))
+        if not any(v.axis == d for v in tracked):
+            return self._couple(node, kind, vals, cg, broadcast=False)
+        parts: list[Expr] = []
+        for v in vals:
+            if v.expr is not None and v.axis == d:
+                parts.append(v.expr)
+                continue
+            if v.expr is not None:
+                self.c.fix_expr(v.expr, f"{kind.name} joins it along another dimension")
+            size = _size_at(v.shape, d, broadcast=False)
+            if size is None:
+                return self._give_up_all(node, cg, vals, self._need_shapes(kind, cg))
+            parts.append(Sym(self.c.new_fixed(size, f"concatenated {v.origin}"), size))
+        return Val(make_cat(parts), d, out_shape, True, "")
+
+    def _stack(
+        self, node: fx.Node, kind: OpKind, vals: list[Val], d: int | None, cg: CapturedGraph
+    ) -> Val:
+        out = self._couple(node, kind, vals, cg, broadcast=False)
+        if out.expr is None or out.axis is None:
+            return out
+        if d is None:
+            return self._give_up(node, cg, out, self._need_shapes(kind, cg))
+        # the new dimension sits at d in the output; the channel axis is one further left if
+        # the new dimension lies right of it
+        axis = out.axis - 1 if d > out.axis - 1 else out.axis
+        return Val(out.expr, axis, node_shape(node), True, out.origin)
+
+    def _give_up_all(self, node: fx.Node, cg: CapturedGraph, vals: list[Val], why: str) -> Val:
+        for v in vals:
+            if v.expr is not None:
+                self.c.fix_expr(v.expr, why)
+        return self._untracked(node, cg, why)
+
+    def _spatial_ok(
+        self, node: fx.Node, kind: OpKind, x: Val, spatial: int | None, cg: CapturedGraph
+    ) -> Val:
+        if x.expr is None or x.axis is None:
+            return self._untracked(node, cg, x.origin)
+        if spatial is None:
+            return self._give_up(node, cg, x, self._need_shapes(kind, cg))
+        if x.axis >= -spatial:
+            return self._give_up(node, cg, x, f"consumed by {kind.name} over the channel dimension")
+        return Val(x.expr, x.axis, node_shape(node), True, x.origin)
+
+    def _op_pool(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        x = self._first(node, cg, args)
+        if x is None:
+            return self._op_unknown(node, kind, args, kwargs, cg)
+        return self._spatial_ok(node, kind, x, kind.arg, cg)
+
+    def _op_interpolate(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        x = self._first(node, cg, args)
+        if x is None:
+            return self._op_unknown(node, kind, args, kwargs, cg)
+        spatial = len(x.shape) - 2 if x.shape is not None else None
+        return self._spatial_ok(node, kind, x, spatial, cg)
+
+    def _op_pad(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        x = self._first(node, cg, args)
+        if x is None:
+            return self._op_unknown(node, kind, args, kwargs, cg)
+        if self._cur_module is not None:
+            return self._spatial_ok(node, kind, x, kind.arg, cg)
+        pad = kwargs.get("pad", args[1] if len(args) > 1 else None)
+        spatial = len(pad) // 2 if isinstance(pad, (tuple, list)) else None
+        return self._spatial_ok(node, kind, x, spatial, cg)
+
+    def _op_embedding(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        self._op_unknown(node, kind, args, kwargs, cg)
+        return self._untracked(node, cg, f"{kind.name} (not a prunable layer)")
+
+    # -- prunable layers -----------------------------------------------------------------------
+    def _layer(
+        self,
+        node: fx.Node,
+        qual: str,
+        m: nn.Module,
+        spec: LayerSpec,
+        args: Args,
+        kwargs: Kwargs,
+        cg: CapturedGraph,
+    ) -> Val:
+        use = self.layers.get(qual)
+        if use is None:
+            use = self.layers[qual] = LayerUse(qual, m, spec)
+        x = args[0] if args and isinstance(args[0], Val) else None
+        for v in iter_vals((args[1:], kwargs)):
+            if v.expr is not None:
+                self.c.fix_expr(v.expr, f"passed to '{qual}' as an extra argument")
+        in_expr, in_reason = self._input_layout(qual, spec, x, cg)
+        out_shape = node_shape(node)
+        if spec.kind == "norm":
+            if in_expr is not None:
+                why = _norm_problem(m, in_expr)
+                if why:
+                    self.c.fix_expr(in_expr, f"'{qual}': {why}")
+                    in_expr, in_reason = None, why
+            self._merge(use, spec.in_attr, in_expr, in_reason)
+            if x is None or x.expr is None:
+                return self._untracked(node, cg, x.origin if x else f"'{qual}'")
+            return Val(x.expr, x.axis, out_shape, True, x.origin)
+        groups = spec.groups
+        out_size = int(getattr(m, spec.out_attr))
+        in_size = int(getattr(m, spec.in_attr))
+        out_axis = -1 if spec.kind == "linear" else spec.axis
+        assert out_axis is not None
+        if groups > 1 and groups == in_size and out_size % in_size == 0:
+            # depthwise (channel multiplier m = out / in): every input channel becomes m outputs
+            out_expr = None if in_expr is None else make_rep(in_expr, out_size // in_size)
+            self._merge(use, spec.in_attr, in_expr, in_reason)
+            self._merge(use, spec.out_attr, out_expr, in_reason)
+            if out_expr is None:
+                return self._untracked(node, cg, f"'{qual}' (depthwise; {in_reason})")
+            return Val(out_expr, out_axis, out_shape, True, "")
+        if groups > 1:
+            why = f"grouped conv (groups={groups}) keeps its group structure"
+            if in_expr is not None:
+                self.c.fix_expr(in_expr, f"consumed by '{qual}': {why}")
+            in_expr, in_reason = None, why
+        self._merge(use, spec.in_attr, in_expr, in_reason)
+        if use.out_elem is None:
+            use.out_elem = self.c.new(out_size, (qual, spec.out_attr), f"'{qual}'")
+            use.dims[spec.out_attr] = Sym(use.out_elem, out_size)
+            if groups > 1:
+                self.c.fix(
+                    use.out_elem, f"grouped conv (groups={groups}) keeps its group structure"
+                )
+        return Val(Sym(use.out_elem, out_size), out_axis, out_shape, True, f"'{qual}'")
+
+    def _input_layout(
+        self, qual: str, spec: LayerSpec, x: Val | None, cg: CapturedGraph
+    ) -> tuple[Expr | None, str]:
+        if x is None:
+            return None, "its input is not a traced tensor"
+        if x.expr is None or x.axis is None:
+            return None, f"its input comes from {x.origin}"
+        axis = spec.axis
+        if axis is None and spec.pos_axis is not None and x.shape is not None:
+            axis = spec.pos_axis - len(x.shape)
+        if axis is None:
+            why = f"'{qual}' needs the input rank ({cg.no_shapes})"
+        elif axis != x.axis:
+            why = f"'{qual}' reads its channels from another dimension"
+        else:
+            return x.expr, ""
+        self.c.fix_expr(x.expr, why)
+        return None, why
+
+    def _merge(self, use: LayerUse, attr: str, expr: Expr | None, reason: str) -> None:
+        """Record a layer's layout for ``attr``; a layer called twice couples both calls."""
+        if attr not in use.dims and attr not in use.static:
+            if expr is None:
+                use.static[attr] = reason
+            else:
+                use.dims[attr] = expr
+            return
+        prev = use.dims.get(attr)
+        if prev is not None and expr is not None:
+            self.c.unify(prev, expr, f"'{use.name}' is called on differently laid out inputs")
+        elif prev is not None:
+            self.c.fix_expr(prev, f"'{use.name}' is also called on a static input ({reason})")
+            del use.dims[attr]
+            use.static[attr] = reason
+        elif expr is not None:
+            self.c.fix_expr(expr, f"'{use.name}' is also called where {use.static[attr]}")
+
+
+def _opaque_reason(m: nn.Module) -> str | None:
+    """Why a layer with a dynamic twin is still treated as an opaque op (``None``: it is not)."""
+    twin = dynamic_class_for(m)
+    if twin is None:
+        return "no dynamic twin"
+    if is_dynamic(m):
+        return "already converted to a dynamic layer (convert each model once)"
+    if has_custom_forward(m):
+        return (
+            f"{type(m).__name__} overrides forward: not a plain {twin.torch_cls.__name__} "
+            "nasviz can slice"
+        )
+    return twin.unsupported_reason(m)
+
+
+def _norm_problem(m: nn.Module, expr: Expr) -> str:
+    if isinstance(m, nn.LayerNorm) and len(m.normalized_shape) != 1:
+        return "normalizes over several dimensions"
+    if isinstance(m, nn.GroupNorm) and not isinstance(expr, Sym):
+        return "GroupNorm over concatenated channels (its groups would shift)"
+    if expr_size(expr) != int(getattr(m, "num_features", expr_size(expr))):
+        return "channel count does not match"
+    return ""
+
+
+def _size_at(shape: tuple[int, ...] | None, axis: int, broadcast: bool) -> int | None:
+    if shape is None:
+        return None
+    if len(shape) < -axis:
+        return 1 if broadcast else None
+    return shape[axis]

@@ -1,0 +1,302 @@
+"""The search-space plan: which layers become dynamic, their hparams, and why the rest is static.
+
+:func:`make_plan` turns an :class:`~nasviz.tracing.analyze.Analysis` and a rule config into a
+:class:`Plan`, pure data that round-trips through the modelopt state:
+
+1. layers switched off by the config (``None`` rules), layers sharing a parameter with another
+   module, and layers tracing could not follow stay static, and so does every group they belong to;
+2. the remaining layers are converted to their dynamic twins (in place) so they can say which
+   widths their rule allows (``choices_for``); a group's choices are the intersection over its
+   members, and a group with nothing but its original width is static ("no common choices");
+3. each configurable group gets an hparam named ``<module>.<attribute>`` after its first producer
+   in topological order; every layer dimension is written as a layout of hparams
+   (``{"hp": name}``, ``{"cat": [...]}``, ``{"rep": [src, inner]}``, ``{"fixed": n}``);
+4. every static layer dimension gets a row with its reason.
+
+:func:`apply_plan` rebuilds the hparams and the dynamic layers from a plan alone (this is how a
+restore rebuilds the exact search space without tracing).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from torch import nn
+
+from nasviz.config import LayerConfig, ModeloptBaseRuleConfig
+from nasviz.dynamic import DynamicModule, dynamic_class_for
+from nasviz.errors import TracingError
+from nasviz.hparam import ConcatDim, DimSource, Hparam, RepeatDim
+from nasviz.tracing.analyze import Analysis, LayerUse
+from nasviz.tracing.groups import Cat, Coupling, Expr, Sym, expr_size, expr_syms
+from nasviz.tracing.rules import layer_spec
+
+__all__ = ["GroupInfo", "Plan", "apply_plan", "make_plan"]
+
+
+@dataclass
+class GroupInfo:
+    """One configurable hparam: its choices and the layer dimensions it drives.
+
+    ``members`` are ``(module, attribute, how)`` with ``how`` one of ``"direct"`` (the dimension
+    is the hparam), ``"concat"`` (part of a concatenation), ``"repeat"`` (flatten -> Linear) or
+    ``"kernel"``. ``block`` is the number of channels kept or dropped together (GroupNorm).
+    """
+
+    name: str
+    original: int
+    choices: list[int]
+    members: list[tuple[str, str, str]]
+    block: int = 1
+    kind: str = "channels"
+
+
+@dataclass
+class Plan:
+    """Everything needed to rebuild a search space (see the module docstring)."""
+
+    hparams: list[GroupInfo] = field(default_factory=list)
+    #: converted layer -> {attribute: layout json}
+    layers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: one row per static layer dimension: module, type, attr, size, reason
+    static: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hparams"] = [{**g, "members": [list(m) for m in g["members"]]} for g in d["hparams"]]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
+        try:
+            groups = [
+                GroupInfo(**{**g, "members": [tuple(m) for m in g["members"]]})
+                for g in d["hparams"]
+            ]
+            return cls(groups, dict(d["layers"]), list(d["static"]), list(d.get("notes", [])))
+        except (KeyError, TypeError) as e:
+            raise TracingError(
+                f"the stored search-space plan is malformed ({e}); it was written by an "
+                "incompatible nasviz version"
+            ) from e
+
+
+def _rule(config: ModeloptBaseRuleConfig, layer_type: str, name: str) -> tuple[Any, str]:
+    if layer_type not in config.layer_types():
+        return None, f"{layer_type} has no rule in {type(config).__name__}"
+    match = config.rule_for(layer_type, name)
+    if match.rule is not None:
+        return match.rule, ""
+    if match.pattern is not None:
+        return None, f"switched off by rule '{match.pattern}'"
+    if config.rules(layer_type) is None:
+        return None, f"switched off: the {layer_type} rule is None"
+    return None, f"no {layer_type} rule matches '{name}'"
+
+
+def _shared(model: nn.Module) -> dict[str, str]:
+    owners: dict[int, list[tuple[str, str]]] = {}
+    for mname, m in model.named_modules(remove_duplicate=False):
+        for pname, p in m.named_parameters(recurse=False):
+            owners.setdefault(id(p), []).append((mname, pname))
+    out: dict[str, str] = {}
+    for pairs in owners.values():
+        if len({mn for mn, _ in pairs}) > 1:
+            for mn, pn in pairs:
+                other = next(o for o, _ in pairs if o != mn)
+                out.setdefault(mn, f"shares its {pn} with '{other}' (tied weights)")
+    return out
+
+
+def make_plan(model: nn.Module, analysis: Analysis, config: ModeloptBaseRuleConfig) -> Plan:
+    """Decide the search space (see the module docstring); converts layers in place."""
+    c = analysis.coupling
+    modules = dict(model.named_modules())
+    reasons = dict(analysis.layer_reasons)
+    rules: dict[str, LayerConfig] = {}
+    shared = _shared(model)
+    for name, use in analysis.layers.items():
+        twin = dynamic_class_for(use.module)
+        assert twin is not None
+        rule, why = _rule(config, twin.layer_type, name)
+        if rule is None or name in shared:
+            reasons[name] = why or shared[name]
+            for expr in use.dims.values():
+                c.fix_expr(expr, f"coupled with '{name}', which is {reasons[name]}")
+        else:
+            rules[name] = rule
+    dyn: dict[str, DynamicModule] = {}
+    for name in rules:
+        twin = dynamic_class_for(modules[name])
+        assert twin is not None
+        dyn[name] = twin.convert(modules[name])
+    roots = _choose(analysis, c, dyn, rules)
+    names = {r: "{}.{}".format(*(c.elements[r].producer or ("?", "?"))) for r in sorted(roots)}
+    plan = Plan(notes=list(analysis.notes))
+    for r in sorted(roots):
+        choices, block = roots[r]
+        plan.hparams.append(GroupInfo(names[r], c.elements[r].size, choices, [], block))
+    by_name = {g.name: g for g in plan.hparams}
+    for name, m in dyn.items():
+        use = analysis.layers[name]
+        dims = _layer_json(use, c, names, by_name)
+        if "kernel_size" in m.dynamic_attrs:
+            ks = m.choices_for("kernel_size", rules[name])
+            if ks is not None and len(ks) > 1:
+                hp_name = f"{name}.kernel_size"
+                full = m.original_size("kernel_size")
+                plan.hparams.append(
+                    GroupInfo(hp_name, full, ks, [(name, "kernel_size", "kernel")], 1, "kernel")
+                )
+                dims["kernel_size"] = {"hp": hp_name}
+        if dims:
+            plan.layers[name] = dims
+        else:
+            m.unconvert()
+    plan.static = _static_rows(model, analysis, c, plan, reasons)
+    return plan
+
+
+def _choose(
+    analysis: Analysis, c: Coupling, dyn: dict[str, DynamicModule], rules: dict[str, LayerConfig]
+) -> dict[int, tuple[list[int], int]]:
+    """Choices and channel block of every configurable group, by root element."""
+    members: dict[int, list[tuple[str, str]]] = {}
+    for name in dyn:
+        for attr, expr in analysis.layers[name].dims.items():
+            if isinstance(expr, Sym) and not c.is_fixed(expr.elem):
+                members.setdefault(c.find(expr.elem), []).append((name, attr))
+    out: dict[int, tuple[list[int], int]] = {}
+    for root, mem in members.items():
+        size = c.elements[root].size
+        allowed: set[int] | None = None
+        shown: list[str] = []
+        block = 1
+        for name, attr in mem:
+            m = dyn[name]
+            block = math.lcm(block, m.channel_block(attr))
+            ch = m.choices_for(attr, rules[name])
+            if ch is None:
+                continue
+            shown.append(f"{name}.{attr}: {ch}")
+            allowed = set(ch) if allowed is None else allowed & set(ch)
+        allowed = (allowed or {size}) | {size}
+        allowed = {a for a in allowed if a % block == 0 or a == size}
+        if len(allowed) < 2:
+            detail = "; ".join(shown[:3]) + (" ..." if len(shown) > 3 else "")
+            c.fix(root, f"no common choices ({detail})")
+            continue
+        out[root] = (sorted(allowed), block)
+    return out
+
+
+def _to_json(e: Expr, c: Coupling, names: dict[int, str]) -> dict[str, Any]:
+    if isinstance(e, Sym):
+        root = c.find(e.elem)
+        return {"hp": names[root]} if root in names else {"fixed": e.size}
+    if isinstance(e, Cat):
+        parts = [_to_json(p, c, names) for p in e.parts]
+        if all("fixed" in p for p in parts):
+            return {"fixed": expr_size(e)}
+        return {"cat": parts}
+    src = _to_json(e.src, c, names)
+    return {"fixed": expr_size(e)} if "fixed" in src else {"rep": [src, e.inner]}
+
+
+def _layer_json(
+    use: LayerUse, c: Coupling, names: dict[int, str], by_name: dict[str, GroupInfo]
+) -> dict[str, Any]:
+    dims: dict[str, Any] = {}
+    depthwise = use.spec.kind == "conv" and use.spec.groups > 1
+    for attr, expr in use.dims.items():
+        j = _to_json(expr, c, names)
+        if "fixed" in j:
+            continue
+        how = "direct" if "hp" in j else "concat" if "cat" in j else "repeat"
+        for s in expr_syms(expr):
+            root = c.find(s.elem)
+            if root in names:
+                member = (use.name, attr, how)
+                if member not in by_name[names[root]].members:
+                    by_name[names[root]].members.append(member)
+        if not (depthwise and attr == use.spec.out_attr):  # a depthwise out follows its in
+            dims[attr] = j
+    return dims
+
+
+def _static_rows(
+    model: nn.Module, analysis: Analysis, c: Coupling, plan: Plan, reasons: dict[str, str]
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for name, m in model.named_modules():
+        spec = layer_spec(m)
+        twin = dynamic_class_for(m)
+        if spec is None or twin is None:
+            continue
+        use = analysis.layers.get(name)
+        for attr in dict.fromkeys((spec.in_attr, spec.out_attr)):
+            configurable = any(attr == a for _, a, _ in _members_of(plan, name))
+            if configurable:
+                continue
+            size = _size(m, attr)
+            if name in reasons:
+                why = reasons[name]
+            elif use is not None and attr in use.dims:
+                found = [r for s in expr_syms(use.dims[attr]) for r in c.reasons(s.elem)]
+                why = "; ".join(dict.fromkeys(found)) or "no configurable channels"
+            elif use is not None and attr in use.static:
+                why = use.static[attr]
+            else:
+                why = "not reached by tracing"
+            rows.append(
+                {"module": name, "type": twin.layer_type, "attr": attr, "size": size, "reason": why}
+            )
+    return rows
+
+
+def _members_of(plan: Plan, module: str) -> list[tuple[str, str, str]]:
+    return [m for g in plan.hparams for m in g.members if m[0] == module]
+
+
+def _size(m: nn.Module, attr: str) -> int:
+    if isinstance(m, DynamicModule):
+        return m.original_size(attr)
+    value = getattr(m, attr)
+    return int(value[-1]) if isinstance(value, (tuple, list)) else int(value)
+
+
+# -- applying a plan -----------------------------------------------------------------------------
+
+
+def _source(j: dict[str, Any], hps: dict[str, Hparam]) -> DimSource:
+    if "hp" in j:
+        return hps[j["hp"]]
+    if "fixed" in j:
+        return Hparam([int(j["fixed"])])
+    if "cat" in j:
+        return ConcatDim([_source(p, hps) for p in j["cat"]])
+    src, inner = j["rep"]
+    return RepeatDim(_source(src, hps), int(inner))
+
+
+def apply_plan(model: nn.Module, plan: Plan) -> dict[str, Hparam]:
+    """Convert the plan's layers and back their dimensions by fresh hparams (by name)."""
+    hps = {g.name: Hparam(g.choices, g.original, g.name) for g in plan.hparams}
+    for name, dims in plan.layers.items():
+        try:
+            m = model.get_submodule(name)
+        except AttributeError as e:
+            raise TracingError(
+                f"the search space names layer {name!r}, which this {type(model).__name__} does "
+                "not have; restore onto a fresh instance built with the same arguments"
+            ) from e
+        twin = dynamic_class_for(m)
+        if twin is None:
+            raise TracingError(f"layer {name!r} ({type(m).__name__}) has no dynamic twin")
+        dm = twin.convert(m)
+        for attr, j in dims.items():
+            dm.set_dim(attr, _source(j, hps))
+    return hps

@@ -1,0 +1,335 @@
+"""Shape ops for the analyzer: how flatten, view, permute, indexing ... move the channel axis.
+
+Each handler takes the node, its :class:`~nasviz.tracing.rules.OpKind` and its evaluated args,
+and returns the output value. A handler that cannot prove where the channels go fixes them with
+a reason and returns an untracked value. Shapes (from shape propagation) are needed for most
+of them; without shapes the channels are fixed with the graph's ``no_shapes`` reason.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch.fx as fx
+
+from nasviz.tracing.graph import CapturedGraph
+from nasviz.tracing.groups import Coupling, make_rep
+from nasviz.tracing.rules import OpKind
+from nasviz.tracing.values import Many, Val, node_shape, resolve_dim
+
+__all__ = ["ShapeOps", "match_blocks"]
+
+Args = tuple[Any, ...]
+Kwargs = dict[str, Any]
+
+
+def match_blocks(
+    a: tuple[int, ...], b: tuple[int, ...]
+) -> list[tuple[tuple[int, int], tuple[int, int]]] | None:
+    """Pair runs of dims of ``a`` and ``b`` with equal products (how a reshape regroups dims)."""
+    blocks = []
+    i = j = 0
+    while i < len(a) or j < len(b):
+        i0, j0 = i, j
+        pa = pb = 1
+        if i < len(a):
+            pa, i = pa * a[i], i + 1
+        if j < len(b):
+            pb, j = pb * b[j], j + 1
+        while pa != pb:
+            if pa < pb and i < len(a):
+                pa, i = pa * a[i], i + 1
+            elif pb < pa and j < len(b):
+                pb, j = pb * b[j], j + 1
+            else:
+                return None
+        blocks.append(((i0, i), (j0, j)))
+    return blocks
+
+
+def _sizes(args: Args, start: int) -> list[Any]:
+    rest = list(args[start:])
+    if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+        return list(rest[0])
+    return rest
+
+
+class ShapeOps:
+    """Mixin of shape-op handlers; the analyzer provides ``c`` and the helpers used below."""
+
+    c: Coupling
+
+    # provided by the analyzer
+    def _untracked(self, node: fx.Node, cg: CapturedGraph, origin: str) -> Val:
+        raise NotImplementedError
+
+    def _give_up(
+        self, node: fx.Node, cg: CapturedGraph, x: Val, reason: str, origin: str = ""
+    ) -> Val:
+        """Fix ``x``'s channels with ``reason``; return an untracked output."""
+        if x.expr is not None:
+            self.c.fix_expr(x.expr, reason)
+        return self._untracked(node, cg, origin or reason)
+
+    def _need_shapes(self, kind: OpKind, cg: CapturedGraph) -> str:
+        return f"{kind.name} needs tensor shapes ({cg.no_shapes or 'shapes unknown'})"
+
+    def _out(self, node: fx.Node, x: Val, axis: int) -> Val:
+        return Val(x.expr, axis, node_shape(node), True, x.origin)
+
+    def _first(self, node: fx.Node, cg: CapturedGraph, args: Args) -> Val | None:
+        x = args[0] if args else None
+        return x if isinstance(x, Val) else None
+
+    # -- handlers ------------------------------------------------------------------------------
+    def _op_flatten(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        x = self._first(node, cg, args)
+        if x is None or x.expr is None or x.axis is None:
+            return self._untracked(node, cg, x.origin if x else f"output of {kind.name}")
+        module = getattr(self, "_cur_module", None)
+        default_start = 1 if module is not None else 0
+        start = kwargs.get("start_dim", args[1] if len(args) > 1 else default_start)
+        end = kwargs.get("end_dim", args[2] if len(args) > 2 else -1)
+        if module is not None:
+            start, end = module.start_dim, module.end_dim
+        if x.shape is None:
+            if cg.no_shapes == "no dummy_input":
+                why = "no dummy_input for the spatial size"
+            else:
+                why = f"{kind.name} needs the spatial size ({cg.no_shapes})"
+            return self._give_up(node, cg, x, why)
+        n = len(x.shape)
+        if not (isinstance(start, int) and isinstance(end, int)) or n == 0:
+            return self._give_up(node, cg, x, f"{kind.name} with unknown dims")
+        s, e = start % n, end % n
+        ch = n + x.axis
+        out_n = n - (e - s)
+        if ch < s:
+            return self._out(node, x, ch - out_n)
+        if ch > e:
+            return self._out(node, x, ch - (e - s) - out_n)
+        outer = math.prod(x.shape[s:ch])
+        inner = math.prod(x.shape[ch + 1 : e + 1])
+        if outer != 1:
+            return self._give_up(
+                node, cg, x, f"{kind.name} merges the channels into a preceding dimension"
+            )
+        return Val(make_rep(x.expr, inner), s - out_n, node_shape(node), True, "")
+
+    def _op_view(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        x = self._first(node, cg, args)
+        if x is None or x.expr is None or x.axis is None:
+            return self._untracked(node, cg, x.origin if x else f"output of {kind.name}")
+        out_shape = node_shape(node)
+        if x.shape is None or out_shape is None:
+            return self._give_up(node, cg, x, self._need_shapes(kind, cg))
+        literal = kind.kind == "view"
+        sizes = _sizes(args, 1) if "shape" not in kwargs else list(kwargs["shape"])
+        blocks = match_blocks(x.shape, out_shape)
+        ch = len(x.shape) + x.axis
+        block = next((b for b in blocks or [] if b[0][0] <= ch < b[0][1]), None)
+        if block is None:
+            return self._give_up(node, cg, x, f"{kind.name} reshapes the channels unpredictably")
+        (i0, i1), (o0, o1) = block
+        if o1 - o0 != 1:
+            return self._give_up(
+                node,
+                cg,
+                x,
+                f"consumed by {kind.name}: it splits the channel dimension "
+                f"{x.shape[ch]} into {list(out_shape[o0:o1])} (channel shuffle or attention "
+                "heads): unsupported op",
+            )
+        if literal and len(sizes) == len(out_shape) and sizes[o0] != -1:
+            shown = sizes[o0] if isinstance(sizes[o0], int) else "a computed size"
+            return self._give_up(
+                node,
+                cg,
+                x,
+                f"{kind.name} names the channel count ({shown}) instead of -1: a pruned "
+                "width would not fit",
+            )
+        outer = math.prod(x.shape[i0:ch])
+        if outer != 1:
+            return self._give_up(
+                node, cg, x, f"{kind.name} merges the channels into a preceding dimension"
+            )
+        inner = math.prod(x.shape[ch + 1 : i1])
+        return Val(make_rep(x.expr, inner), o0 - len(out_shape), out_shape, True, "")
+
+    _op_unflatten = _op_view
+
+    def _op_permute(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        x = self._first(node, cg, args)
+        if x is None or x.expr is None or x.axis is None:
+            return self._untracked(node, cg, x.origin if x else f"output of {kind.name}")
+        dims = _sizes(args, 1) if "dims" not in kwargs else list(kwargs["dims"])
+        n = len(dims)
+        if not all(isinstance(d, int) for d in dims) or n + x.axis < 0:
+            return self._give_up(node, cg, x, f"{kind.name} with unknown dims")
+        order = [d % n for d in dims]
+        return self._out(node, x, order.index(n + x.axis) - n)
+
+    def _op_transpose(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        x = self._first(node, cg, args)
+        if x is None or x.expr is None or x.axis is None:
+            return self._untracked(node, cg, x.origin if x else f"output of {kind.name}")
+        ndim = len(x.shape) if x.shape is not None else None
+        a = resolve_dim(kwargs.get("dim0", args[1] if len(args) > 1 else None), ndim)
+        b = resolve_dim(kwargs.get("dim1", args[2] if len(args) > 2 else None), ndim)
+        if a is None or b is None:
+            return self._give_up(node, cg, x, self._need_shapes(kind, cg))
+        axis = b if x.axis == a else a if x.axis == b else x.axis
+        return self._out(node, x, axis)
+
+    def _op_t(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        x = self._first(node, cg, args)
+        if x is None or x.expr is None or x.axis is None:
+            return self._untracked(node, cg, x.origin if x else f"output of {kind.name}")
+        if x.shape is None:
+            return self._give_up(node, cg, x, self._need_shapes(kind, cg))
+        axis = x.axis if len(x.shape) < 2 else (-2 if x.axis == -1 else -1)
+        return self._out(node, x, axis)
+
+    def _op_squeeze(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        return self._by_shapes(node, kind, args, cg)
+
+    _op_unsqueeze = _op_squeeze
+
+    def _by_shapes(self, node: fx.Node, kind: OpKind, args: Args, cg: CapturedGraph) -> Val:
+        """squeeze/unsqueeze: locate the channel axis by matching non-1 dims of both shapes."""
+        x = self._first(node, cg, args)
+        if x is None or x.expr is None or x.axis is None:
+            return self._untracked(node, cg, x.origin if x else f"output of {kind.name}")
+        out_shape = node_shape(node)
+        if x.shape is None or out_shape is None:
+            return self._give_up(node, cg, x, self._need_shapes(kind, cg))
+        ch = len(x.shape) + x.axis
+        if x.shape[ch] == 1:
+            return self._give_up(node, cg, x, f"{kind.name} on a single channel")
+        rank = sum(1 for s in x.shape[:ch] if s != 1)
+        seen = -1
+        for k, s in enumerate(out_shape):
+            if s != 1:
+                seen += 1
+                if seen == rank:
+                    return self._out(node, x, k - len(out_shape))
+        return self._give_up(node, cg, x, f"{kind.name} loses the channel dimension")
+
+    def _op_getitem(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        base, idx = args[0], args[1]
+        if isinstance(base, Many):
+            return Val(base.item.expr, base.item.axis, node_shape(node), True, base.item.origin)
+        if isinstance(base, (list, tuple)) and isinstance(idx, int):
+            item = base[idx]
+            return item if isinstance(item, Val) else self._untracked(node, cg, "a constant")
+        if not isinstance(base, Val) or base.expr is None or base.axis is None:
+            origin = base.origin if isinstance(base, Val) else "a constant"
+            return self._untracked(node, cg, origin)
+        if base.shape is None:
+            return self._give_up(node, cg, base, self._need_shapes(kind, cg))
+        items = list(idx) if isinstance(idx, tuple) else [idx]
+        n = len(base.shape)
+        ch = n + base.axis
+        used = sum(1 for it in items if it is not None and it is not Ellipsis)
+        i = o = 0
+        out_ch: int | None = None
+        for it in items:
+            if it is Ellipsis:
+                skip = n - used
+                if i <= ch < i + skip:
+                    out_ch = o + (ch - i)
+                i, o = i + skip, o + skip
+            elif it is None:
+                o += 1
+            elif isinstance(it, int) and not isinstance(it, bool):
+                if i == ch:
+                    return self._give_up(node, cg, base, "indexing picks single channels")
+                i += 1
+            elif isinstance(it, slice) and not any(isinstance(v, Val) for v in _slots(it)):
+                if i == ch:
+                    if it != slice(None):
+                        return self._give_up(node, cg, base, "slicing the channel dimension")
+                    out_ch = o
+                i, o = i + 1, o + 1
+            else:
+                return self._give_up(node, cg, base, "advanced indexing of the channels")
+        if out_ch is None:
+            out_ch = o + (ch - i)
+        out_n = o + (n - i)
+        return Val(base.expr, out_ch - out_n, node_shape(node), True, base.origin)
+
+    def _op_split(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Any:
+        x = self._first(node, cg, args)
+        unbind = kind.name.endswith("unbind")
+        pos = 1 if unbind else 2
+        dim = kwargs.get("dim", args[pos] if len(args) > pos else 0)
+        if x is None or x.expr is None or x.axis is None:
+            return Many(self._untracked(node, cg, x.origin if x else f"output of {kind.name}"))
+        ndim = len(x.shape) if x.shape is not None else None
+        d = resolve_dim(dim, ndim)
+        if d is None:
+            return Many(self._give_up(node, cg, x, self._need_shapes(kind, cg)))
+        if d == x.axis:
+            return Many(
+                self._give_up(
+                    node, cg, x, f"consumed by {kind.name}: splits the channels: unsupported op"
+                )
+            )
+        axis = x.axis + 1 if unbind and d > x.axis else x.axis
+        return Many(Val(x.expr, axis, None, True, x.origin))
+
+    def _op_expand(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        x = self._first(node, cg, args)
+        if x is None or x.expr is None or x.axis is None:
+            return self._untracked(node, cg, x.origin if x else f"output of {kind.name}")
+        sizes = _sizes(args, 1)
+        keep = -1 if kind.kind == "expand" else 1
+        k = len(sizes) + x.axis
+        if k < 0 or sizes[k] != keep:
+            return self._give_up(node, cg, x, f"{kind.name} names the channel count")
+        return self._out(node, x, x.axis)
+
+    _op_repeat = _op_expand
+
+    def _op_reduce(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        x = self._first(node, cg, args)
+        if x is None or x.expr is None or x.axis is None:
+            return self._untracked(node, cg, x.origin if x else f"output of {kind.name}")
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+        keep = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
+        if dim is None:
+            return self._untracked(node, cg, f"output of {kind.name}")
+        ndim = len(x.shape) if x.shape is not None else None
+        dims = [resolve_dim(d, ndim) for d in (dim if isinstance(dim, (tuple, list)) else [dim])]
+        if any(d is None for d in dims) or not isinstance(keep, bool):
+            return self._give_up(node, cg, x, self._need_shapes(kind, cg))
+        if x.axis in dims:  # the channels are summed over: a valid consumer
+            return self._untracked(node, cg, f"output of {kind.name}")
+        axis = x.axis if keep else x.axis + sum(1 for d in dims if d is not None and d > x.axis)
+        return self._out(node, x, axis)
+
+
+def _slots(s: slice) -> tuple[Any, Any, Any]:
+    return (s.start, s.stop, s.step)

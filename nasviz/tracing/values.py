@@ -1,0 +1,79 @@
+"""Abstract values the analyzer computes for graph nodes (a tensor's channel layout and shape)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch.fx as fx
+
+from nasviz.tracing.graph import SHAPE_KEY
+from nasviz.tracing.groups import Expr
+
+__all__ = ["Many", "Val", "iter_vals", "node_is_tensor", "node_shape", "resolve_dim"]
+
+
+@dataclass(frozen=True)
+class Val:
+    """What the analyzer knows about one node's value.
+
+    ``expr`` is the channel layout along dimension ``axis`` (negative, counted from the end), or
+    ``None`` when no prunable channels are tracked in it. ``shape`` is known when shapes were
+    propagated; ``tensor`` is ``False`` for Python values (sizes, dtypes) and ``None`` when
+    unknown. ``origin`` words where an untracked value comes from, for reasons.
+    """
+
+    expr: Expr | None
+    axis: int | None
+    shape: tuple[int, ...] | None
+    tensor: bool | None
+    origin: str
+
+    def with_layout(self, expr: Expr | None, axis: int | None) -> Val:
+        return replace(self, expr=expr, axis=axis if expr is not None else None)
+
+
+@dataclass(frozen=True)
+class Many:
+    """A tuple of tensors that share one layout (``chunk`` along another dimension)."""
+
+    item: Val
+
+
+def iter_vals(obj: Any) -> Iterator[Val]:
+    """Every :class:`Val` inside nested args/kwargs."""
+    if isinstance(obj, Val):
+        yield obj
+    elif isinstance(obj, Many):
+        yield obj.item
+    elif isinstance(obj, (list, tuple)):
+        for x in obj:
+            yield from iter_vals(x)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            yield from iter_vals(x)
+    elif isinstance(obj, slice):
+        yield from iter_vals((obj.start, obj.stop, obj.step))
+
+
+def node_shape(node: fx.Node) -> tuple[int, ...] | None:
+    shape: tuple[int, ...] | None = node.meta.get(SHAPE_KEY)
+    return shape
+
+
+def node_is_tensor(node: fx.Node, shapes_known: bool) -> bool | None:
+    if not shapes_known:
+        return None
+    return SHAPE_KEY in node.meta
+
+
+def resolve_dim(dim: Any, ndim: int | None) -> int | None:
+    """A dimension index as a negative index (``None`` if it cannot be resolved)."""
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        return None
+    if dim < 0:
+        return dim if ndim is None or -ndim <= dim else None
+    if ndim is None or dim >= ndim:
+        return None
+    return dim - ndim

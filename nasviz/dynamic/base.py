@@ -22,10 +22,11 @@ A dynamic class declares, per dynamic attribute, its *role*:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from nasviz.config import LayerConfig
 from nasviz.errors import HparamError, NasvizError
@@ -41,11 +42,22 @@ __all__ = [
 ]
 
 _D = TypeVar("_D", bound="type[DynamicModule]")
+_M = TypeVar("_M", bound="DynamicModule")
 
 #: torch layer class -> its dynamic twin
 _REGISTRY: dict[type[nn.Module], type[DynamicModule]] = {}
 #: (dynamic twin, user subclass of the torch layer) -> generated class
 _SUBCLASS_CACHE: dict[tuple[type, type], type] = {}
+#: bumped after every torch optimizer step: fused steps change parameters without bumping
+#: ``Tensor._version``, so cached slices are keyed on this counter too
+_OPTIMIZER_STEPS = [0]
+
+
+def _count_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
+    _OPTIMIZER_STEPS[0] += 1
+
+
+register_optimizer_step_post_hook(_count_optimizer_step)
 
 
 def register_dynamic(cls: _D) -> _D:
@@ -118,15 +130,22 @@ class DynamicModule(nn.Module):
 
     # -- conversion ----------------------------------------------------------------------------
     @classmethod
-    def convert(cls, module: nn.Module) -> DynamicModule:
+    def convert(cls: type[_M], module: nn.Module) -> _M:
         """Turn ``module`` (an instance of ``torch_cls`` or a subclass) into its dynamic twin."""
         if isinstance(module, DynamicModule):
+            if not isinstance(module, cls):
+                raise NasvizError(
+                    f"{type(module).__name__} is already dynamic; {cls.__name__} cannot convert it"
+                )
             return module
         if not isinstance(module, cls.torch_cls):
             raise NasvizError(
                 f"{cls.__name__} converts {cls.torch_cls.__name__} layers, got "
                 f"{type(module).__name__}"
             )
+        reason = cls.unsupported_reason(module)
+        if reason is not None:
+            raise NasvizError(f"cannot convert {type(module).__name__} to {cls.__name__}: {reason}")
         target: type = cls
         if type(module) is not cls.torch_cls:
             key = (cls, type(module))
@@ -138,13 +157,21 @@ class DynamicModule(nn.Module):
         orig = {attr: module.__dict__.pop(attr) for attr in cls.dynamic_attrs}
         original_class = type(module)
         module.__class__ = target
-        dyn: DynamicModule = module  # type: ignore[assignment]
+        dyn = cast(_M, module)
         object.__setattr__(dyn, "_nv_orig", orig)
         object.__setattr__(dyn, "_nv_original_class", original_class)
         object.__setattr__(dyn, "_nv_dims", dict.fromkeys(cls.dynamic_attrs))
         object.__setattr__(dyn, "_nv_cache", {})
         dyn._nv_after_convert()
         return dyn
+
+    @classmethod
+    def unsupported_reason(cls, module: nn.Module) -> str | None:
+        """Why ``module`` cannot become this dynamic class (``None`` if it can).
+
+        Tracing calls this to leave a layer static with a stated reason; ``convert`` raises it.
+        """
+        return None
 
     def _nv_after_convert(self) -> None:
         """Hook for subclasses that need extra per-instance state."""
@@ -256,24 +283,37 @@ class DynamicModule(nn.Module):
         """Per-channel importance along ``attr`` (``None`` if this layer has no opinion)."""
         return None
 
+    def channel_block(self, attr: str) -> int:
+        """Channels along ``attr`` that must be kept or dropped together (a GroupNorm's group
+        size; 1 for most layers). An enforced order must keep such blocks whole."""
+        self._check_attr(attr)
+        return 1
+
     # -- slicing -------------------------------------------------------------------------------
     def sliced(self, name: str, tensor: torch.Tensor | None, dims: dict[int, str]) -> Any:
         """``tensor`` sliced along ``{tensor dim: dynamic attribute}`` to the active subnet.
 
-        Results are cached, keyed on the selection and the tensor's version, whenever autograd
-        is not recording through the tensor (a cached graph must never be reused).
+        Results are cached in eval mode, keyed on the selection and the tensor's version, while
+        autograd is not recording through the tensor (a cached graph must never be reused). Some
+        in-place updates do not bump ``Tensor._version`` (fused optimizer steps, BatchNorm running
+        statistics), so nothing is cached in training mode, ``train()``/``eval()`` and every torch
+        optimizer step invalidate the cache, and buffers that torch updates in place should be
+        sliced with :func:`slice_dim`.
         """
         if tensor is None:
             return None
         indices = [(d, self.active_index(a)) for d, a in dims.items()]
         if all(i is None for _, i in indices):
             return tensor
-        cacheable = not (tensor.requires_grad and torch.is_grad_enabled())
-        if cacheable:
+        cacheable = not self.training and not (tensor.requires_grad and torch.is_grad_enabled())
+        if not cacheable:
+            self._nv_cache.pop(name, None)  # the tensor may change before the next cached read
+        else:
             key = (
                 tuple(_version_of(self._nv_dims[a]) for a in dims.values()),
                 tensor._version,
                 tensor.data_ptr(),
+                _OPTIMIZER_STEPS[0],
             )
             hit = self._nv_cache.get(name)
             if hit is not None and hit[0] == key:
@@ -319,6 +359,23 @@ class DynamicModule(nn.Module):
     def export(self) -> nn.Module:
         """The plain torch layer with the active shape (copies of the active weights)."""
         raise NotImplementedError
+
+    def train(self, mode: bool = True) -> DynamicModule:
+        """Switch train/eval mode and drop the slicing cache (parameters may change meanwhile)."""
+        self._nv_cache.clear()
+        return super().train(mode)
+
+    def extra_repr(self) -> str:
+        """The torch layer's ``extra_repr`` showing active values (torch formats some layers
+        from ``__dict__``, where dynamic attributes no longer live)."""
+        injected = [a for a in self.dynamic_attrs if a not in self.__dict__]
+        for attr in injected:
+            self.__dict__[attr] = getattr(self, attr)
+        try:
+            return super().extra_repr()
+        finally:
+            for attr in injected:
+                self.__dict__.pop(attr, None)
 
     def _export_finish(self, plain: nn.Module) -> nn.Module:
         """Common tail of ``export``: same train flag and ``requires_grad`` as this layer."""

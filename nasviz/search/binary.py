@@ -1,0 +1,312 @@
+"""FastNAS's binary searcher: a sensitivity map, a bisected score drop, and then better.
+
+As in the FastNAS reference:
+
+1. ``before_search`` builds the **sensitivity map** ``{hparam: {choice: drop}}``: the score drop
+   of the subnet where only that hparam is reduced to that choice (all others at full width).
+2. Each step bisects a tolerated drop ``middle_value`` in ``[min_degrade, max_degrade]``; every
+   hparam takes its smallest choice whose drop is within it; a candidate that meets the
+   constraints moves ``max_degrade`` down, one that does not moves ``min_degrade`` up.
+
+Where the reference is wrong, this one is not:
+
+* every scored subnet has its BatchNorm statistics re-estimated first (and the statistics land in
+  the buffers the exported model receives);
+* the budget is used: after bisection, the groups whose widening costs the least predicted score
+  per FLOP are grown while every constraint still holds;
+* the final subnet is scored with the real ``score_func`` and reported (``best["score"]``);
+* state is checkpointed after each hparam of the map and each step; a checkpoint made for one
+  constraint is reused for another without re-scoring (only the map and the original score are
+  loaded: the bisection is deterministic and cheap).
+
+Example::
+
+    searcher = BinarySearcher()
+    state = searcher.search(model, {"flops": "60%"}, dummy_input=x,
+                            config={"data_loader": train_loader, "score_func": val_accuracy})
+    state["best"]["config"], state["best"]["score"]
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from nasviz.errors import SearchError
+from nasviz.search.base import IterativeSearcher
+from nasviz.search.events import (
+    BisectionStep,
+    FinalScore,
+    GrowStep,
+    MapEntry,
+    MapFinished,
+    MapStarted,
+    SearchFinished,
+    SearchStarted,
+)
+
+__all__ = ["BinarySearcher"]
+
+
+class BinarySearcher(IterativeSearcher):
+    """An iterative searcher that bisects the tolerated score drop (see module docstring)."""
+
+    sensitivity_map: dict[str, dict[int, float]]
+    original_score: float | None
+    min_degrade: float
+    max_degrade: float
+    middle_value: float
+
+    @property
+    def default_search_config(self) -> dict[str, Any]:
+        return {**super().default_search_config, "iterations": 40, "tolerance": 1e-4}
+
+    @property
+    def default_state_dict(self) -> dict[str, Any]:
+        return {
+            **super().default_state_dict,
+            "sensitivity_map": {},
+            "original_score": None,
+            "min_degrade": 0.0,
+            "max_degrade": 0.0,
+            "middle_value": 0.0,
+        }
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def load_search_checkpoint(self) -> bool:
+        """Load only the sensitivity map and the original score; the rest is recomputed."""
+        from pathlib import Path
+
+        import torch
+
+        path = self.config["checkpoint"]
+        if path is None or not Path(path).exists():
+            return False
+        try:
+            state = torch.load(path, weights_only=True)
+        except Exception as e:
+            raise SearchError(f"checkpoint {str(path)!r} could not be read: {e}") from e
+        smap = state.get("sensitivity_map", {})
+        names = set(self._hparams())
+        unknown = sorted(set(smap) - names)
+        if unknown:
+            raise SearchError(
+                f"checkpoint {str(path)!r} belongs to another search space: it has hparams "
+                f"{unknown} this model does not have; delete it or pass another checkpoint path"
+            )
+        self.sensitivity_map = {k: {int(c): float(d) for c, d in v.items()} for k, v in smap.items()}
+        self.original_score = state.get("original_score")
+        return True
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _space(self) -> Any:
+        from nasviz.space import search_space
+
+        return search_space(self.model)
+
+    def _hparams(self) -> dict[str, Any]:
+        return {n: hp for n, hp in self._space().hparams.items() if hp.is_configurable}
+
+    def _select(self, config: dict[str, int]) -> None:
+        from nasviz.space import select
+
+        select(self.model, config)
+
+    def _max_config(self) -> dict[str, int]:
+        return {n: hp.original for n, hp in self._hparams().items()}
+
+    def _cost(self, config: dict[str, int]) -> tuple[float, float]:
+        flops, params = self._cost_model.estimate(config)
+        return float(flops), float(params)
+
+    def _feasible(self, config: dict[str, int]) -> bool:
+        flops, params = self._cost(config)
+        return bool(self.constraints.check(flops=flops, params=params))
+
+    def _config_at(self, tolerated: float) -> dict[str, int]:
+        """Every hparam at its smallest choice whose drop is within ``tolerated``."""
+        config: dict[str, int] = {}
+        for name, hp in self._hparams().items():
+            drops = self.sensitivity_map.get(name, {})
+            ok = [c for c in hp.choices if c == hp.original or drops.get(c, float("inf")) <= tolerated]
+            config[name] = min(ok)
+        return config
+
+    def _drop(self, name: str, choice: int) -> float:
+        if choice == self._hparams()[name].original:
+            return 0.0
+        return self.sensitivity_map[name][choice]
+
+    # -- the search -------------------------------------------------------------------------------
+    def before_search(self) -> None:
+        """Resolve the constraints, refuse unreachable ones, then build the sensitivity map."""
+        from nasviz.profile import CostModel
+
+        self._cost_model = CostModel.from_model(self.model, self.dummy_input)
+        hps = self._hparams()
+        if not hps:
+            raise SearchError(
+                "the model has no searchable channel groups: convert it first "
+                "(nv.convert(model, mode='fastnas', dummy_input=x)) and check "
+                "nv.search_space(model).static_table() for why layers are static"
+            )
+        full = self._cost(self._max_config())
+        smallest = self._cost({n: hp.min for n, hp in hps.items()})
+        self.limits = self.constraints.resolve(full_flops=full[0], full_params=full[1])
+        self.constraints.check_reachable(min_flops=smallest[0], min_params=smallest[1])
+        self.emit(
+            SearchStarted(
+                full_flops=full[0],
+                full_params=full[1],
+                limits=dict(self.limits),
+                hparams={n: list(hp.choices) for n, hp in hps.items()},
+            )
+        )
+        self._build_sensitivity_map(hps)
+        all_drops = [d for v in self.sensitivity_map.values() for d in v.values()]
+        self.min_degrade = min(0.0, *all_drops) if all_drops else 0.0
+        self.max_degrade = max(0.0, *all_drops) if all_drops else 0.0
+        # the all-original subnet may already fit
+        start = self._max_config()
+        if self._feasible(start):
+            self.max_degrade = self.min_degrade
+        self.best = {"config": self._config_at(self.max_degrade), "score": None}
+
+    def _build_sensitivity_map(self, hps: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        total = sum(len(hp.choices) - 1 for hp in hps.values())
+        done = sum(len(v) for k, v in self.sensitivity_map.items() if k in hps)
+        full = self._max_config()
+        if self.original_score is None:
+            self._select(full)
+            self.original_score = self.eval_score("the full model")
+            self.save_search_checkpoint()
+        self.emit(MapStarted(original_score=self.original_score, total=total, done=done))
+        index = 0
+        n_scored = 0
+        for name, hp in hps.items():
+            entries = self.sensitivity_map.setdefault(name, {})
+            for choice in sorted(hp.choices[:-1], reverse=True):
+                cfg = {**full, name: choice}
+                flops, params = self._cost(cfg)
+                if choice in entries:
+                    drop = entries[choice]
+                    skipped = True
+                else:
+                    self._select(cfg)
+                    score = self.eval_score(f"{name}={choice}")
+                    drop = self.original_score - score
+                    entries[choice] = drop
+                    skipped = False
+                    n_scored += 1
+                self.emit(
+                    MapEntry(
+                        hparam=name,
+                        choice=choice,
+                        score=self.original_score - drop,
+                        drop=drop,
+                        flops=flops,
+                        params=params,
+                        index=index,
+                        total=total,
+                        skipped=skipped,
+                    )
+                )
+                index += 1
+            self.save_search_checkpoint()
+        self._select(full)
+        self.emit(MapFinished(entries=total, n_scored=n_scored, seconds=time.perf_counter() - t0))
+
+    def early_stop(self) -> bool:
+        """Stop once the interval is narrower than the tolerance."""
+        scale = max(1.0, abs(self.original_score or 0.0))
+        return self.max_degrade - self.min_degrade <= self.config["tolerance"] * scale
+
+    def before_step(self) -> None:
+        """The tolerated drop to try: the middle of the interval."""
+        self.middle_value = (self.min_degrade + self.max_degrade) / 2.0
+
+    def sample(self) -> dict[str, Any]:
+        """Each hparam takes its smallest choice within ``middle_value``; select that subnet."""
+        config = self._config_at(self.middle_value)
+        self._candidate = config
+        return config
+
+    def after_step(self) -> None:
+        """Feasible: tolerate less next time (``max_degrade = mid``); else more."""
+        config = self._candidate
+        flops, params = self._cost(config)
+        feasible = bool(self.constraints.check(flops=flops, params=params))
+        self.emit(
+            BisectionStep(
+                step=self.iter_num,
+                lo=self.min_degrade,
+                hi=self.max_degrade,
+                mid=self.middle_value,
+                flops=flops,
+                params=params,
+                feasible=feasible,
+                config=dict(config),
+            )
+        )
+        if feasible:
+            self.max_degrade = self.middle_value
+            self.best = {"config": dict(config), "score": None}
+        else:
+            self.min_degrade = self.middle_value
+
+    def after_search(self) -> None:
+        """Grow into the unused budget, then score the chosen subnet for real."""
+        config = self._grow(dict(self.best["config"]))
+        self._select(config)
+        score = self.eval_score("the chosen subnet")
+        flops, params = self._cost(config)
+        self.best = {"config": config, "score": score, "flops": flops, "params": params}
+        self.emit(
+            FinalScore(
+                score=score,
+                original_score=float(self.original_score or 0.0),
+                flops=flops,
+                params=params,
+                config=dict(config),
+            )
+        )
+        self.save_search_checkpoint()
+        self.emit(SearchFinished(best_config=dict(config), best_score=score, seconds=self.elapsed()))
+
+    def _grow(self, config: dict[str, int]) -> dict[str, int]:
+        """Widen groups while every constraint holds, best predicted gain per FLOP first."""
+        hps = self._hparams()
+        while True:
+            cur_flops, _ = self._cost(config)
+            best_move: tuple[float, float, str, int] | None = None
+            best_cost: tuple[float, float] = (0.0, 0.0)
+            for name, hp in hps.items():
+                bigger = [c for c in hp.choices if c > config[name]]
+                if not bigger:
+                    continue
+                nxt = bigger[0]
+                cand = {**config, name: nxt}
+                flops, params = self._cost(cand)
+                if not self.constraints.check(flops=flops, params=params):
+                    continue
+                gain = self._drop(name, config[name]) - self._drop(name, nxt)
+                added = max(flops - cur_flops, 1e-9)
+                key = (gain / added, -added, name, nxt)
+                if best_move is None or key > best_move:
+                    best_move, best_cost = key, (flops, params)
+            if best_move is None:
+                return config
+            _, _, name, nxt = best_move
+            old = config[name]
+            config[name] = nxt
+            self.emit(
+                GrowStep(
+                    hparam=name,
+                    old=old,
+                    new=nxt,
+                    predicted_drop=sum(self._drop(n, c) for n, c in config.items()),
+                    flops=best_cost[0],
+                    params=best_cost[1],
+                )
+            )

@@ -1,0 +1,427 @@
+"""Estimating a candidate subnet's FLOPs and parameters without a forward pass.
+
+Public as :class:`nasviz.profile.CostModel` (this private module only keeps ``profile.py`` short;
+it imports ``nasviz.profile`` lazily because ``nasviz.profile`` re-exports it).
+
+:meth:`CostModel.from_model` profiles the model once at full size (every hparam at its
+original value) with :func:`nasviz.profile.measure_modules`. From then on
+:meth:`CostModel.estimate` prices a candidate ``{hparam name: value}`` in microseconds:
+
+* a static module costs what it cost at full size;
+* a dynamic module costs ``full FLOPs * flops_ratio()`` and ``active_param_count()``.
+
+Every dynamic module whose dimensions are made of :class:`~nasviz.hparam.Hparam`,
+:class:`~nasviz.hparam.ConcatDim` and :class:`~nasviz.hparam.RepeatDim` is first *compiled* with
+the base-class formulas (``DynamicModule.flops_ratio``/``active_param_count``/``active_shape``):
+every dimension's active size is a linear form in the hparam values and every cost term a
+product of such sizes, so an estimate is one ``bincount`` and one ``prod`` over numpy arrays and
+touches no model state. The compiled formula is then checked against the module's *own* methods
+(which a twin may override) at probe subnets - everything full, everything at its minimum, and
+each hparam through all its choices - and a module that disagrees anywhere (a depthwise or
+grouped conv, a twin with its own formula, a module with tied parameters) is *opaque*: its cost
+is memoised per combination of the values of the hparams it depends on, and a cache miss sets
+those hparams briefly (restored in ``finally``) and calls the module's own methods.
+
+For convolutions and linear layers the estimate equals the exact FlopCounterMode profile of the
+exported subnet. **Approximation:** FLOPs a *non-dynamic* module issues itself (e.g. the
+``q @ k.T`` and ``attn @ v`` matmuls an attention block computes in its own ``forward``) stay at
+their full-size value even when the widths they run on shrink, so attention-heavy nets are
+over-estimated by those FLOPs. The model's structure (which hparams drive which dimension) must
+not change after ``from_model``; build a new cost model after re-converting.
+
+Example::
+
+    >>> model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))
+    >>> hp = Hparam([8, 16, 32], name="0.out_features")
+    >>> DynamicLinear.convert(model[0]).set_dim("out_features", hp)
+    >>> DynamicLinear.convert(model[2]).set_dim("in_features", hp)
+    >>> cm = CostModel.from_model(model, torch.zeros(1, 16))
+    >>> cm.estimate({"0.out_features": 16})  # 2 * (16*16 + 16*10) FLOPs, (16*16+16) + (16*10+10)
+    (832, 442)
+    >>> hp.active  # the model is untouched
+    32
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from nasviz.dynamic.base import DynamicModule
+from nasviz.errors import HparamError
+from nasviz.hparam import ConcatDim, DimSource, Hparam, RepeatDim
+
+if TYPE_CHECKING:
+    from nasviz.profile import Profile
+
+__all__ = ["CostModel", "param_count"]
+
+_FloatArray = npt.NDArray[np.float64]
+_IntArray = npt.NDArray[np.int64]
+
+
+@dataclass
+class _Opaque:
+    module: DynamicModule
+    cols: tuple[int, ...]
+    full_flops: int
+    tied: frozenset[str]
+    cache: dict[tuple[int, ...], tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass
+class _Compiled:
+    """Cost terms of the compiled modules: ``value_t = coef_t * prod_j size[fac_tj]``."""
+
+    row: _IntArray  # size row of each (row, col, weight) triplet
+    col: _IntArray
+    weight: _FloatArray
+    n_rows: int
+    coef: _FloatArray
+    fac: _IntArray  # (terms, max factors), padded with the constant-1 row
+    is_flops: _FloatArray  # 1.0 for FLOPs terms, 0.0 for params terms
+    module: _IntArray  # index into the compiled module list
+
+
+class _Builder:
+    """Turns dynamic modules into linear size rows and product terms."""
+
+    def __init__(self, col_of: dict[int, int], const_col: int) -> None:
+        self.col_of = col_of
+        self.const_col = const_col
+        self.triplets: list[tuple[int, int, float]] = [(0, const_col, 1.0)]  # row 0 == 1
+        self.n_rows = 1
+        self.terms: list[tuple[int, float, list[int], bool]] = []
+
+    def linear(self, src: DimSource) -> dict[int, float] | None:
+        if isinstance(src, Hparam) and type(src).active_size is Hparam.active_size:
+            return {self.col_of[id(src)]: 1.0}
+        if type(src) is ConcatDim:
+            out: dict[int, float] = {}
+            for part in src.parts:
+                form = self.linear(part)
+                if form is None:
+                    return None
+                for c, w in form.items():
+                    out[c] = out.get(c, 0.0) + w
+            return out
+        if type(src) is RepeatDim:
+            form = self.linear(src.source)
+            return None if form is None else {c: w * src.inner for c, w in form.items()}
+        return None
+
+    def add_module(self, index: int, m: DynamicModule, full_flops: int) -> bool:
+        forms: dict[str, dict[int, float]] = {}
+        for attr in m.dynamic_attrs:
+            src = m.dim(attr)
+            form = {self.const_col: float(m.original_size(attr))} if src is None else None
+            if src is not None:
+                form = self.linear(src)
+            if form is None:
+                return False
+            forms[attr] = form
+        rows: dict[str, int] = {}
+        for attr, form in forms.items():
+            rows[attr] = self.n_rows
+            self.triplets.extend((self.n_rows, c, w) for c, w in form.items())
+            self.n_rows += 1
+        terms: list[tuple[int, float, list[int], bool]] = []
+        w = getattr(m, "weight", None)
+        dims = m.param_dims.get("weight")
+        if isinstance(w, torch.Tensor) and dims is not None and w.numel():
+            static = math.prod(s for d, s in enumerate(w.shape) if d not in dims)
+            full = math.prod(w.shape)
+            terms.append(
+                (index, full_flops * static / full, [rows[a] for a in dims.values()], True)
+            )
+        else:
+            terms.append((index, float(full_flops), [], True))
+        for name, p in m.named_parameters(recurse=False):
+            pdims = m.param_dims.get(name, {})
+            static = math.prod(s for d, s in enumerate(p.shape) if d not in pdims)
+            terms.append((index, float(static), [rows[a] for a in pdims.values()], False))
+        self.terms.extend(terms)
+        return True
+
+    def build(self) -> _Compiled:
+        width = max((len(f) for _, _, f, _ in self.terms), default=0) or 1
+        fac = np.zeros((len(self.terms), width), dtype=np.int64)
+        for t, (_, _, factors, _) in enumerate(self.terms):
+            fac[t, : len(factors)] = factors
+        tri = np.array(self.triplets, dtype=np.float64).reshape(-1, 3)
+        return _Compiled(
+            row=tri[:, 0].astype(np.int64),
+            col=tri[:, 1].astype(np.int64),
+            weight=tri[:, 2].copy(),
+            n_rows=self.n_rows,
+            coef=np.array([c for _, c, _, _ in self.terms], dtype=np.float64),
+            fac=fac,
+            is_flops=np.array([float(f) for _, _, _, f in self.terms], dtype=np.float64),
+            module=np.array([i for i, _, _, _ in self.terms], dtype=np.int64),
+        )
+
+
+def param_count(module: nn.Module, tied: frozenset[str] = frozenset()) -> int:
+    """Parameters of ``module`` itself (active subnet if dynamic), without the ``tied`` names."""
+    if isinstance(module, DynamicModule):
+        total = module.active_param_count()
+        for name, p in module.named_parameters(recurse=False):
+            if name in tied:
+                shape = module.active_shape(name) if name in module.param_dims else p.shape
+                total -= math.prod(shape)
+        return total
+    return sum(p.numel() for n, p in module.named_parameters(recurse=False) if n not in tied)
+
+
+class CostModel:
+    """FLOPs/params of any subnet of a converted model, from one full-size profile.
+
+    Use :meth:`from_model`. ``full`` is the full-size :class:`~nasviz.profile.Profile`;
+    ``hparams`` maps names to the model's hparams; ``static_flops``/``static_params`` are what
+    the non-dynamic modules contribute (fixed).
+
+    Example (continuing the module's example)::
+
+        >>> cm.full_flops, cm.full_params
+        (1664, 874)
+        >>> cm.estimate_min()  # every hparam at its smallest choice (8)
+        (416, 226)
+    """
+
+    def __init__(
+        self,
+        full: Profile,
+        hparams: list[Hparam],
+        static: tuple[int, int],
+        compiled: _Compiled,
+        opaque: list[_Opaque],
+    ) -> None:
+        self.full = full
+        self._hps = hparams
+        self._col = {hp.name: i for i, hp in enumerate(hparams) if hp.name}
+        self.static_flops, self.static_params = static
+        self._compiled = compiled
+        self._opaque = opaque
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_model(cls, model: nn.Module, dummy_input: Any) -> CostModel:
+        """Profile ``model`` once at full size (the active subnet is restored afterwards)."""
+        from nasviz.profile import Profile, measure_modules
+
+        hps: list[Hparam] = []
+        col_of: dict[int, int] = {}
+        for m in model.modules():
+            if isinstance(m, DynamicModule):
+                for _, hp in m.hparams():
+                    if id(hp) not in col_of:
+                        col_of[id(hp)] = len(hps)
+                        hps.append(hp)
+        named: dict[str, Hparam] = {}
+        for hp in hps:
+            if hp.name and named.setdefault(hp.name, hp) is not hp:
+                raise HparamError(
+                    f"two different hparams are both named {hp.name!r}; hparam names must be "
+                    "unique to address them in a config (rename one, e.g. after its module)"
+                )
+        saved = [hp.active for hp in hps]
+        try:
+            for hp in hps:
+                hp.active = hp.original
+            rows = measure_modules(model, dummy_input)
+            full = Profile.from_rows(
+                [(n, type(m).__name__, f, p) for n, m, f, p, _ in rows if f or p]
+            )
+            static_flops = static_params = 0
+            candidates: list[tuple[DynamicModule, int, frozenset[str]]] = []
+            opaque: list[_Opaque] = []
+            for _, m, flops, params, tied in rows:
+                if not isinstance(m, DynamicModule):
+                    static_flops += flops
+                    static_params += params
+                elif tied:
+                    opaque.append(_opaque(m, flops, tied, col_of))
+                else:
+                    candidates.append((m, flops, tied))
+            table, kept = _compile(candidates, col_of, len(hps), opaque)
+            self = cls(full, hps, (static_flops, static_params), table, opaque)
+            bad = self._verify(kept, col_of)
+            if bad:
+                opaque.extend(_opaque(*kept[i], col_of) for i in sorted(bad))
+                good = [k for i, k in enumerate(kept) if i not in bad]
+                self._compiled, _ = _compile(good, col_of, len(hps), opaque)
+        finally:
+            for hp, value in zip(hps, saved):
+                hp.active = value
+        return self
+
+    def _verify(
+        self, kept: list[tuple[DynamicModule, int, frozenset[str]]], col_of: dict[int, int]
+    ) -> set[int]:
+        """Indices of compiled modules whose formula disagrees with their own methods.
+
+        Probes: every hparam at its original, every hparam at its minimum, and each hparam
+        through all its choices with the others at their originals. Changes ``active`` values;
+        the caller restores them.
+        """
+        hps = self._hps
+        users: dict[int, set[int]] = {}
+        for i, (m, _, _) in enumerate(kept):
+            for _, hp in m.hparams():
+                users.setdefault(col_of[id(hp)], set()).add(i)
+        bad: set[int] = set()
+
+        def probe(check: Iterable[int]) -> None:
+            flops_m, params_m = self._compiled_per_module(self._vector(None), len(kept))
+            for i in check:
+                m, f, t = kept[i]
+                if flops_m[i] != round(f * m.flops_ratio()) or params_m[i] != param_count(m, t):
+                    bad.add(i)
+
+        for hp in hps:
+            hp.active = hp.min
+        probe(range(len(kept)))
+        for hp in hps:
+            hp.active = hp.original
+        probe(range(len(kept)))
+        for j, hp in enumerate(hps):
+            for c in hp.choices[:-1]:
+                hp.active = c
+                probe(sorted(users.get(j, ())))
+            hp.active = hp.original
+        return bad
+
+    # -- queries -------------------------------------------------------------------------------
+    @property
+    def hparams(self) -> dict[str, Hparam]:
+        """``{name: Hparam}`` of every named hparam the cost depends on."""
+        return {name: self._hps[i] for name, i in self._col.items()}
+
+    @property
+    def full_flops(self) -> int:
+        return self.full.flops
+
+    @property
+    def full_params(self) -> int:
+        return self.full.params
+
+    def estimate(self, config: Mapping[str, int] | None = None) -> tuple[int, int]:
+        """``(flops, params)`` of the subnet ``config`` (the active subnet when ``None``).
+
+        Hparams missing from ``config`` keep their current active value. Unknown names and
+        values outside an hparam's choices raise :class:`~nasviz.errors.HparamError`. The model
+        is not run; opaque modules may set their hparams briefly on a cache miss.
+        """
+        return self._total(self._vector(config))
+
+    def estimate_min(self) -> tuple[int, int]:
+        """``(flops, params)`` of the smallest subnet (every hparam at its smallest choice)."""
+        v = np.ones(len(self._hps) + 1)
+        v[:-1] = [hp.min for hp in self._hps]
+        return self._total(v)
+
+    def __repr__(self) -> str:
+        from nasviz.profile import format_flops, format_params
+
+        return (
+            f"CostModel({len(self._hps)} hparams, full={format_flops(self.full_flops)}, "
+            f"{format_params(self.full_params)}; compiled modules: "
+            f"{len(set(self._compiled.module.tolist()))}, opaque: {len(self._opaque)})"
+        )
+
+    # -- internals -----------------------------------------------------------------------------
+    def _vector(self, config: Mapping[str, int] | None) -> _FloatArray:
+        hps = self._hps
+        v = np.ones(len(hps) + 1)
+        v[:-1] = [hp.active for hp in hps]
+        if config:
+            col = self._col
+            for name, value in config.items():
+                i = col.get(name)
+                if i is None:
+                    known = sorted(col)
+                    more = f", ... ({len(known)} in all)" if len(known) > 8 else ""
+                    raise HparamError(
+                        f"{name!r} is not an hparam of this model; known names: "
+                        f"{', '.join(known[:8])}{more}"
+                    )
+                if type(value) is bool or value not in hps[i].choices:
+                    raise HparamError(
+                        f"{name}: {value!r} is not a valid choice; choose one of "
+                        f"{list(hps[i].choices)}"
+                    )
+                v[i] = value
+        return v
+
+    def _terms(self, v: _FloatArray) -> _FloatArray:
+        c = self._compiled
+        sizes = np.bincount(c.row, weights=c.weight * v[c.col], minlength=c.n_rows)
+        return np.rint(c.coef * np.prod(sizes[c.fac], axis=1))
+
+    def _compiled_per_module(self, v: _FloatArray, n: int) -> tuple[_IntArray, _IntArray]:
+        c = self._compiled
+        vals = self._terms(v)
+        flops = np.bincount(c.module, weights=vals * c.is_flops, minlength=n)
+        params = np.bincount(c.module, weights=vals * (1.0 - c.is_flops), minlength=n)
+        return flops.astype(np.int64), params.astype(np.int64)
+
+    def _total(self, v: _FloatArray) -> tuple[int, int]:
+        c = self._compiled
+        vals = self._terms(v)
+        flops_c = float(vals @ c.is_flops)
+        flops = self.static_flops + int(flops_c)
+        params = self.static_params + int(float(vals.sum()) - flops_c)
+        for entry in self._opaque:
+            f, p = _opaque_cost(entry, v, self._hps)
+            flops += f
+            params += p
+        return flops, params
+
+
+def _opaque(m: DynamicModule, flops: int, tied: frozenset[str], col_of: dict[int, int]) -> _Opaque:
+    cols = tuple(dict.fromkeys(col_of[id(hp)] for _, hp in m.hparams()))
+    return _Opaque(module=m, cols=cols, full_flops=flops, tied=tied)
+
+
+def _compile(
+    modules: list[tuple[DynamicModule, int, frozenset[str]]],
+    col_of: dict[int, int],
+    n_hparams: int,
+    opaque: list[_Opaque],
+) -> tuple[_Compiled, list[tuple[DynamicModule, int, frozenset[str]]]]:
+    """Compile what can be compiled; the rest is appended to ``opaque``."""
+    builder = _Builder(col_of, n_hparams)
+    kept: list[tuple[DynamicModule, int, frozenset[str]]] = []
+    for m, flops, tied in modules:
+        if builder.add_module(len(kept), m, flops):
+            kept.append((m, flops, tied))
+        else:
+            opaque.append(_opaque(m, flops, tied, col_of))
+    return builder.build(), kept
+
+
+def _opaque_cost(entry: _Opaque, v: _FloatArray, hps: list[Hparam]) -> tuple[int, int]:
+    key = tuple(int(v[j]) for j in entry.cols)
+    hit = entry.cache.get(key)
+    if hit is None:
+        touched = [hps[j] for j in entry.cols]
+        saved = [hp.active for hp in touched]
+        try:
+            for hp, value in zip(touched, key):
+                hp.active = value
+            hit = (
+                round(entry.full_flops * entry.module.flops_ratio()),
+                param_count(entry.module, entry.tied),
+            )
+        finally:
+            for hp, value in zip(touched, saved):
+                hp.active = value
+        entry.cache[key] = hit
+    return hit

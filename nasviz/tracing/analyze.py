@@ -87,17 +87,19 @@ def analyze(model: nn.Module, captured: Capture) -> Analysis:
         elif name in a.opaque:
             reasons[name] = a.opaque[name]
         else:
-            reasons[name] = _unreached_reason(name, captured)
+            reasons[name] = _unreached_reason(name, captured, a.called)
     return Analysis(a.c, a.layers, reasons, list(captured.untraced.values()))
 
 
-def _unreached_reason(name: str, captured: Capture) -> str:
+def _unreached_reason(name: str, captured: Capture, called: dict[str, str]) -> str:
     parts = name.split(".")
     for k in range(len(parts) - 1, 0, -1):
         parent = ".".join(parts[:k])
+        if parent in called:
+            return f"inside {called[parent]}, which nasviz treats as one opaque op"
         if parent in captured.untraced:
             return f"inside untraceable '{parent}' and not called from a traced part"
-    return "not reached by tracing (never called in forward, or inside an opaque module)"
+    return "not reached by tracing (never called in forward)"
 
 
 class _Analyzer(ShapeOps):
@@ -107,6 +109,8 @@ class _Analyzer(ShapeOps):
         self.c = Coupling()
         self.layers: dict[str, LayerUse] = {}
         self.opaque: dict[str, str] = {}
+        #: qualified name -> op name of every non-prunable module called as one op
+        self.called: dict[str, str] = {}
         self._cur_module: nn.Module | None = None
 
     def run(self, cg: CapturedGraph) -> None:
@@ -141,6 +145,7 @@ class _Analyzer(ShapeOps):
             else:
                 kind = classify_module(m, qual)
                 self._cur_module = m
+            self.called[qual] = kind.name
         elif node.op == "call_function":
             kind = classify_function(node.target)
         else:

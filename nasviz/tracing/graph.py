@@ -5,7 +5,8 @@ The model is traced with a tracer that keeps every module with a dynamic twin
 fx keeps by default (activations, pools, ...). With an example input the graph is run once
 (shape propagation, in eval mode without grad), so every tensor-valued node knows its shape.
 
-A module whose ``forward`` fx cannot trace (data-dependent control flow, unsupported Python) is
+The model is traced in eval mode and in train mode; if ``forward`` branches on ``self.training``
+both graphs are analysed. A module whose ``forward`` fx cannot trace (data-dependent control flow, unsupported Python) is
 handled through its children: the module is run once on its example input with forward
 pre-hooks that record what each child receives, and every child is traced on its own (recursively,
 so one untraceable block never freezes the rest of the model). Channels that cross the untraceable
@@ -111,16 +112,40 @@ def _trace(
     no_input: str | None,
 ) -> None:
     try:
-        graph = _LeafTracer().trace(module)
+        graphs = _trace_both_modes(module)
     except Exception as e:
         _fallback(module, prefix, example, result, e)
         return
-    no_shapes = no_input
-    if example is not None:
-        no_shapes = _propagate(module, graph, example)
-    result.graphs.append(
-        CapturedGraph(prefix, module, graph, no_shapes, input_origin, output_reason)
-    )
+    for graph in graphs:
+        no_shapes = no_input
+        if example is not None:
+            no_shapes = _propagate(module, graph, example)
+        result.graphs.append(
+            CapturedGraph(prefix, module, graph, no_shapes, input_origin, output_reason)
+        )
+
+
+def _trace_both_modes(module: nn.Module) -> list[fx.Graph]:
+    """The eval-mode graph, plus the train-mode graph if ``forward`` branches on ``training``.
+
+    Both are analysed, so a coupling that exists in one mode only is never missed.
+    """
+    flags = [(m, m.training) for m in module.modules()]
+    graphs: list[fx.Graph] = []
+    seen: set[str] = set()
+    try:
+        for mode in (False, True):
+            for m, _ in flags:
+                m.training = mode
+            graph = _LeafTracer().trace(module)
+            code = graph.python_code("self").src
+            if code not in seen:
+                seen.add(code)
+                graphs.append(graph)
+    finally:
+        for m, t in flags:
+            m.training = t
+    return graphs
 
 
 def _propagate(
@@ -185,7 +210,7 @@ def _fallback(
         "its children were traced separately"
     )
     captured = _record_child_inputs(module, example) if example is not None else {}
-    where = f"untraceable {label}.forward"
+    where = f"the untraceable forward of {label}"
     for name, child in module.named_children():
         qual = f"{prefix}.{name}" if prefix else name
         if dynamic_class_for(child) is not None:
@@ -202,7 +227,7 @@ def _fallback(
             qual,
             child_example,
             result,
-            f"an input from {where}",
+            where,
             f"output used by {where}",
             no_input,
         )

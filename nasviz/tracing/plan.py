@@ -125,7 +125,7 @@ def make_plan(model: nn.Module, analysis: Analysis, config: ModeloptBaseRuleConf
         if rule is None or name in shared:
             reasons[name] = why or shared[name]
             for expr in use.dims.values():
-                c.fix_expr(expr, f"coupled with '{name}', which is {reasons[name]}")
+                c.fix_expr(expr, f"coupled with '{name}' ({reasons[name]})")
         else:
             rules[name] = rule
     dyn: dict[str, DynamicModule] = {}

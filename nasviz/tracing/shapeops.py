@@ -70,7 +70,7 @@ class ShapeOps:
         """Fix ``x``'s channels with ``reason``; return an untracked output."""
         if x.expr is not None:
             self.c.fix_expr(x.expr, reason)
-        return self._untracked(node, cg, origin or reason)
+        return self._untracked(node, cg, origin or f"a tensor whose channels are static ({reason})")
 
     def _need_shapes(self, kind: OpKind, cg: CapturedGraph) -> str:
         return f"{kind.name} needs tensor shapes ({cg.no_shapes or 'shapes unknown'})"

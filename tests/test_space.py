@@ -1,0 +1,227 @@
+"""The public search-space API: convert, search_space, sample, select, get_subnet_config, export."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import nasviz._build
+import nasviz.space as nv
+from nasviz.config import LAYER_TYPES
+from nasviz.dynamic import DynamicModule
+from nasviz.errors import ApplyModeError, HparamError, NasvizError, TracingError
+from nasviz.models import REFERENCE_MODELS
+from nasviz.patch import PatchManager
+
+SMALL: dict[str, Any] = {k: {"*": {LAYER_TYPES[k].divisor_field: 4}} for k in LAYER_TYPES}
+NAMES = sorted(REFERENCE_MODELS)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def converted(name: str, config: dict[str, Any] | None = None) -> tuple[nn.Module, Tensor]:
+    model, x = REFERENCE_MODELS[name]()
+    nv.convert(model, mode=[("fastnas", config or SMALL)], dummy_input=x)
+    return model, x
+
+
+class _Cache(dict[str, tuple[nn.Module, Tensor, Tensor, int]]):
+    """Converted models (with their full-size output and weight count), built on first use."""
+
+    def __missing__(self, name: str) -> tuple[nn.Module, Tensor, Tensor, int]:
+        model, x = REFERENCE_MODELS[name]()
+        with torch.no_grad():
+            full = model(x)
+        weights = sum(p.numel() for p in model.parameters())
+        nv.convert(model, mode=[("fastnas", SMALL)], dummy_input=x)
+        self[name] = (model, x, full, weights)
+        return self[name]
+
+
+@pytest.fixture(scope="module")
+def cache() -> _Cache:
+    return _Cache()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_convert_keeps_outputs_and_describes_the_space(name: str, cache: _Cache) -> None:
+    model, x, full, _ = cache[name]
+    nv.select(model, {n: hp.max for n, hp in nv.search_space(model).hparams.items()})
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), full, rtol=1e-4, atol=1e-5)
+    space = nv.search_space(model)
+    table = space.table()
+    assert list(table.name) == list(space.hparams) and len(space.groups) == len(table)
+    assert space.size() == math.prod(table.n_choices) > 1
+    static = space.static_table()
+    assert list(static.columns) == ["module", "type", "attr", "size", "reason"]
+    assert static.reason.map(lambda r: isinstance(r, str) and len(r) > 3).all()
+    assert space.static.equals(static)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=3, deadline=None)
+@given(seed=st.integers(0, 2**16))
+def test_random_subnets_export_to_the_same_outputs_with_fewer_weights(
+    name: str, seed: int, cache: _Cache
+) -> None:
+    model, x, _, full_weights = cache[name]
+    config = nv.sample(model, "random", seed=seed)
+    with torch.no_grad():
+        expected = model(x)
+    small = nv.export(model)
+    assert not any(isinstance(m, DynamicModule) for m in small.modules())
+    assert nv.get_subnet_config(model) == config  # the searchable model is untouched
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), expected, rtol=1e-5, atol=1e-5)
+    weights = sum(p.numel() for p in small.parameters())
+    hps = nv.search_space(model).hparams
+    if any(config[n] < hp.original for n, hp in hps.items()):
+        assert weights < full_weights
+    else:
+        assert weights == full_weights
+
+
+def test_exported_min_subnet_needs_fewer_flops(cache: _Cache) -> None:
+    model, x, _, _ = cache["resnet_tiny"]
+
+    def flops(m: nn.Module) -> int:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            m(x)
+        return int(counter.get_total_flops())
+
+    nv.sample(model, "max")
+    full = flops(nv.export(model))
+    nv.sample(model, "min")
+    assert flops(nv.export(model)) < full / 4
+
+
+def test_sample_strategies_give_the_documented_configs(cache: _Cache) -> None:
+    model, _, _, _ = cache["mobilenetv2_like"]
+    hps = nv.search_space(model).hparams
+    assert nv.sample(model, "min") == {n: hp.choices[0] for n, hp in hps.items()}
+    assert nv.get_subnet_config(model) == {n: hp.choices[0] for n, hp in hps.items()}
+    assert nv.sample(model, "max") == {n: hp.original for n, hp in hps.items()}
+    centroid = nv.sample(model, "centroid")
+    assert centroid == {n: hp.choices[len(hp.choices) // 2] for n, hp in hps.items()}
+    assert nv.sample(model, seed=3) == nv.sample(model, "random", seed=3)
+    with pytest.raises(NasvizError, match="use one of random, min, max, centroid"):
+        nv.sample(model, "median")
+
+
+def test_select_checks_names_and_values_and_allows_partial_configs(cache: _Cache) -> None:
+    model, _, _, _ = cache["resnet_tiny"]
+    nv.sample(model, "max")
+    with pytest.raises(HparamError, match=r"unknown hparam 'conv1.out_channel'\. Did you mean "):
+        nv.select(model, {"conv1.out_channel": 8})
+    with pytest.raises(HparamError, match=r"Valid names: conv1\.out_channels, "):
+        nv.select(model, {"nope": 8})
+    with pytest.raises(HparamError, match=r"conv1.out_channels: 5 is not a valid choice; choose "):
+        nv.select(model, {"conv1.out_channels": 5})
+    with pytest.raises(HparamError, match=r"choose one of \[4, 8, 12, 16\]"):
+        nv.select(model, {"layer1.0.conv1.out_channels": 8, "conv1.out_channels": 5})
+    assert nv.get_subnet_config(model)["layer1.0.conv1.out_channels"] == 16  # nothing changed
+    nv.select(model, {"conv1.out_channels": 8})
+    config = nv.get_subnet_config(model)
+    assert config["conv1.out_channels"] == 8 and config["layer1.0.conv1.out_channels"] == 16
+
+
+def test_hparam_names_are_stable_across_runs() -> None:
+    a, _ = converted("densenet_like")
+    b, _ = converted("densenet_like")
+    assert nv.search_space(a).table().equals(nv.search_space(b).table())
+    assert list(nv.search_space(a).hparams)[:2] == [
+        "stem.out_channels",
+        "features.0.0.conv1.out_channels",
+    ]
+
+
+def test_switching_off_the_head_shows_the_rule() -> None:
+    config = {**SMALL, "nn.Linear": {"*": {"feature_divisor": 4}, "*head*": None}}
+    model, _ = converted("vit_like", config)
+    static = nv.search_space(model).static_table().set_index(["module", "attr"])
+    assert static.loc[("head", "in_features"), "reason"] == "switched off by rule '*head*'"
+    assert static.loc[("head", "out_features"), "reason"] == "switched off by rule '*head*'"
+    assert not isinstance(model.head, DynamicModule)
+
+
+def test_without_dummy_input_the_head_group_is_static_with_the_reason() -> None:
+    model, x = REFERENCE_MODELS["vgg_like"]()
+    nv.convert(model, mode=[("fastnas", SMALL)])
+    space = nv.search_space(model)
+    assert "features.15.out_channels" not in space.hparams and len(space.hparams) == 5
+    static = space.static_table().set_index(["module", "attr"])
+    reason = static.loc[("features.15", "out_channels"), "reason"]
+    assert reason == "no dummy_input for the spatial size"
+    nv.sample(model, "min")
+    with torch.no_grad():
+        torch.testing.assert_close(nv.export(model)(x), model(x))
+
+
+def test_a_failing_self_check_restores_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, x = REFERENCE_MODELS["resnet_tiny"]()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def corrupt(model: nn.Module, plan: Any, hparams: Any) -> None:
+        with torch.no_grad():
+            model.get_submodule("layer1.0.conv1").weight.mul_(2)
+
+    monkeypatch.setattr(nasviz._build, "sort_channels", corrupt)
+    with pytest.raises(TracingError, match="self-check failed: converting ResNet changed output"):
+        nv.convert(model, mode=[("fastnas", SMALL)], dummy_input=x)
+    assert not any(isinstance(m, DynamicModule) for m in model.modules())
+    assert not PatchManager.is_patched(model)
+    assert "_nasviz_space" not in model.__dict__ and "_nasviz_state" not in model.__dict__
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_bad_dummy_input_and_double_conversion_are_refused() -> None:
+    model, x = REFERENCE_MODELS["resnet_tiny"]()
+    with pytest.raises(TracingError, match="does not run on the given dummy_input"):
+        nv.convert(model, dummy_input=torch.zeros(1, 5, 8, 8))
+    nv.convert(model, mode=[("fastnas", SMALL)], dummy_input=x)
+    with pytest.raises(ApplyModeError, match="cannot follow mode 'fastnas'"):
+        nv.convert(model, dummy_input=x)
+    with pytest.raises(NasvizError, match="has no search space: convert it first"):
+        nv.search_space(nn.Linear(2, 2))
+
+
+def test_export_copies_by_default_and_can_work_in_place() -> None:
+    model, x = converted("digits_cnn")
+    nv.sample(model, "min")
+    copy_ = nv.export(model)
+    assert copy_ is not model and any(isinstance(m, DynamicModule) for m in model.modules())
+    same = nv.export(model, in_place=True)
+    assert same is model and not any(isinstance(m, DynamicModule) for m in model.modules())
+    assert not PatchManager.is_patched(model)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), copy_(x))
+    with pytest.raises(NasvizError, match="has no search space"):
+        nv.get_subnet_config(model)
+
+
+def test_batchnorm_statistics_of_a_subnet_update_in_place() -> None:
+    model, x = converted("resnet_tiny")
+    nv.select(model, {"layer1.0.conv1.out_channels": 4})
+    bn = model.get_submodule("layer1.0.bn1")
+    before = bn.running_mean.clone()
+    model.train()
+    with torch.no_grad():
+        model(x)
+    assert not torch.equal(bn.running_mean[:4], before[:4])
+    assert torch.equal(bn.running_mean[4:], before[4:])

@@ -1,0 +1,350 @@
+"""Tracing: coupling groups and static reasons, on tiny models whose answer is known by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from nasviz.config import LAYER_TYPES, FastNASConfig, ModeloptBaseRuleConfig
+from nasviz.models import REFERENCE_MODELS
+from nasviz.tracing import Plan, analyze, capture, make_plan
+
+# every layer type with divisor 4, so that even 8-channel layers have choices
+SMALL: dict[str, Any] = {k: {"*": {LAYER_TYPES[k].divisor_field: 4}} for k in LAYER_TYPES}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def plan_of(model: nn.Module, x: Any, config: ModeloptBaseRuleConfig | None = None) -> Plan:
+    config = config or FastNASConfig(**SMALL)
+    return make_plan(model, analyze(model, capture(model, x)), config)
+
+
+def group_names(plan: Plan) -> list[str]:
+    return [g.name for g in plan.hparams]
+
+
+def reason(plan: Plan, module: str, attr: str) -> str:
+    rows = [r for r in plan.static if r["module"] == module and r["attr"] == attr]
+    assert rows, f"{module}.{attr} is not static"
+    return str(rows[0]["reason"])
+
+
+def members(plan: Plan, name: str) -> set[tuple[str, str, str]]:
+    return set(next(g for g in plan.hparams if g.name == name).members)
+
+
+def cbr(cin: int, cout: int, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, groups=groups), nn.BatchNorm2d(cout), nn.ReLU()
+    )
+
+
+# -- per reference model: the group counts worked out by hand ------------------------------------
+
+EXPECTED_GROUPS = {
+    # stem+stage1 residual, 3x conv1 internals, stage2/3 residuals (downsample + conv2)
+    "resnet_tiny": 6,
+    # stem, 2 residual groups (downsample + conv3), 2 x (conv1, conv2) internals
+    "resnet_bottleneck_tiny": 7,
+    # stem(+block0), 6 expand convs (each with its depthwise), SE fc1, 3 stage projections
+    # (coupled by residual adds), head conv
+    "mobilenetv2_like": 12,
+    # stem, 6 dense layers x (bottleneck, growth), 2 transitions
+    "densenet_like": 15,
+    # 5 convs (the last one feeds flatten -> Linear), the hidden Linear
+    "vgg_like": 6,
+    # stem (feeds both branches of the first unit), 5 branch2 internals, head conv; everything
+    # that reaches the channel shuffle is static
+    "shufflenet_like": 7,
+    # the 4 MLP hidden widths; the residual streams meet the layer-scale parameter gamma
+    "convnext_like": 4,
+    # the 2 MLP hidden widths; the stream meets cls_token/pos_embed, qkv is split into heads
+    "vit_like": 2,
+    "gpt_like": 2,
+    "conv1d_net": 3,
+    "conv3d_net": 2,
+    # 3 encoder levels x 2 convs, 2 upsamples, 2 decoder levels x 2 convs
+    "unet_like": 12,
+    # only the traceable child 'features' has an inner group
+    "data_dependent_net": 1,
+    # stem (+ both residual blocks), res_conv1, ir_expand (+ depthwise)
+    "digits_cnn": 3,
+}
+
+
+def test_every_reference_model_has_an_expected_count() -> None:
+    assert set(EXPECTED_GROUPS) == set(REFERENCE_MODELS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_GROUPS))
+def test_reference_model_group_counts(name: str) -> None:
+    model, x = REFERENCE_MODELS[name]()
+    plan = plan_of(model, x)
+    assert len(plan.hparams) == EXPECTED_GROUPS[name], group_names(plan)
+    assert all(len(g.choices) > 1 for g in plan.hparams)
+    assert all(row["reason"] for row in plan.static)
+
+
+def test_vgg_flatten_linear_group_is_searchable() -> None:
+    model, x = REFERENCE_MODELS["vgg_like"]()
+    plan = plan_of(model, x)
+    last = "features.15.out_channels"
+    assert last in group_names(plan)
+    assert ("classifier.0", "in_features", "repeat") in members(plan, last)
+    assert plan.layers["classifier.0"]["in_features"] == {"rep": [{"hp": last}, 4]}  # 2 x 2
+
+
+# -- coupling rules ------------------------------------------------------------------------------
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.head = cbr(3, 8), cbr(8, 8), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.a(x)
+        return self.head(y + self.b(y))
+
+
+def test_residual_add_couples_producers_and_norms_follow() -> None:
+    plan = plan_of(Residual(), torch.randn(1, 3, 8, 8))
+    assert group_names(plan) == ["a.0.out_channels"]
+    got = members(plan, "a.0.out_channels")
+    assert {("a.0", "out_channels", "direct"), ("b.0", "out_channels", "direct")} <= got
+    assert {("a.1", "num_features", "direct"), ("head", "in_channels", "direct")} <= got
+    assert reason(plan, "head", "out_channels") == "output layer"
+    assert reason(plan, "a.0", "in_channels") == "its input comes from the model input"
+
+
+class Concat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.head = cbr(3, 8), cbr(3, 12), nn.Conv2d(20, 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(torch.cat([self.a(x), self.b(x)], dim=1))
+
+
+def test_concat_keeps_each_input_and_the_consumer_follows_the_concatenation() -> None:
+    plan = plan_of(Concat(), torch.randn(1, 3, 8, 8))
+    assert group_names(plan) == ["a.0.out_channels", "b.0.out_channels"]
+    assert ("head", "in_channels", "concat") in members(plan, "b.0.out_channels")
+    layout = {"cat": [{"hp": "a.0.out_channels"}, {"hp": "b.0.out_channels"}]}
+    assert plan.layers["head"]["in_channels"] == layout
+
+
+class Flatten(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = cbr(3, 8), nn.Linear(8 * 3 * 3, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(nn.functional.max_pool2d(self.conv(x), 2), 1))
+
+
+def test_flatten_to_linear_repeats_each_channel_over_the_spatial_size() -> None:
+    plan = plan_of(Flatten(), torch.randn(1, 3, 6, 6))
+    assert plan.layers["fc"]["in_features"] == {"rep": [{"hp": "conv.0.out_channels"}, 9]}
+
+
+def test_without_dummy_input_flatten_to_linear_stays_static_with_a_reason() -> None:
+    plan = plan_of(Flatten(), None)
+    assert group_names(plan) == []
+    assert reason(plan, "conv.0", "out_channels") == "no dummy_input for the spatial size"
+
+
+class Rolled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = cbr(3, 8), cbr(8, 8), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c(torch.roll(self.b(self.a(x)), 1, dims=1))
+
+
+def test_unknown_op_freezes_what_it_touches_with_a_reason() -> None:
+    plan = plan_of(Rolled(), torch.randn(1, 3, 8, 8))
+    assert group_names(plan) == ["a.0.out_channels"]  # untouched by the roll
+    assert reason(plan, "b.0", "out_channels") == "consumed by torch.roll: unsupported op"
+    assert "torch.roll" in reason(plan, "c", "in_channels")
+
+
+class Shuffle(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = cbr(3, 8), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.a(x)
+        n, c, h, w = y.shape
+        y = y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.b(y)
+
+
+def test_channel_shuffle_is_left_static_with_the_reason() -> None:
+    plan = plan_of(Shuffle(), torch.randn(1, 3, 8, 8))
+    assert group_names(plan) == []
+    assert "splits the channel dimension 8 into [2, 4]" in reason(plan, "a.0", "out_channels")
+
+
+class Grouped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.dw, self.b = cbr(3, 8), cbr(8, 8, groups=8), cbr(8, 8)
+        self.g, self.c = cbr(8, 8, groups=2), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c(self.g(self.b(self.dw(self.a(x)))))
+
+
+def test_grouped_convs_stay_static_and_depthwise_convs_pass_channels_through() -> None:
+    plan = plan_of(Grouped(), torch.randn(1, 3, 8, 8))
+    assert group_names(plan) == ["a.0.out_channels"]
+    got = members(plan, "a.0.out_channels")
+    assert {("dw.0", "in_channels", "direct"), ("dw.0", "out_channels", "direct")} <= got
+    assert ("b.0", "in_channels", "direct") in got
+    assert "grouped conv (groups=2)" in reason(plan, "b.0", "out_channels")
+    assert "grouped conv (groups=2)" in reason(plan, "g.0", "out_channels")
+
+
+class ChannelsLast(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm = nn.Conv2d(3, 8, 1), nn.LayerNorm(8)
+        self.fc, self.out = nn.Linear(8, 16), nn.Linear(16, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.norm(self.conv(x).permute(0, 2, 3, 1))
+        return self.out(self.fc(y).mean(dim=(1, 2)))
+
+
+def test_permute_to_channels_last_then_layernorm_and_linear() -> None:
+    plan = plan_of(ChannelsLast(), torch.randn(2, 3, 4, 4))
+    assert group_names(plan) == ["conv.out_channels", "fc.out_features"]
+    got = members(plan, "conv.out_channels")
+    assert {("norm", "normalized_shape", "direct"), ("fc", "in_features", "direct")} <= got
+
+
+class Scaled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = cbr(3, 8), nn.Conv2d(8, 2, 1)
+        self.gamma = nn.Parameter(torch.ones(8, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.b(self.a(x) * self.gamma + 1.0)
+
+
+def test_a_parameter_of_channel_size_freezes_the_group() -> None:
+    plan = plan_of(Scaled(), torch.randn(1, 3, 8, 8))
+    assert group_names(plan) == []
+    assert "parameter 'gamma' (size 8 along the channels)" in reason(plan, "a.0", "out_channels")
+
+
+class Twice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.shared = cbr(3, 8), cbr(3, 8), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.shared(self.a(x)), self.shared(self.b(x))], 1).sum((2, 3))
+
+
+def test_a_layer_called_twice_couples_both_inputs() -> None:
+    plan = plan_of(Twice(), torch.randn(1, 3, 8, 8))
+    assert "a.0.out_channels" in group_names(plan)
+    assert ("b.0", "out_channels", "direct") in members(plan, "a.0.out_channels")
+
+
+class TrainOnly(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = cbr(3, 8), cbr(3, 8), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.a(x)
+        if self.training:  # a branch fx bakes in at trace time
+            y = y + self.b(x)
+        return self.c(y)
+
+
+def test_couplings_of_the_train_mode_graph_are_not_missed() -> None:
+    plan = plan_of(TrainOnly().eval(), torch.randn(1, 3, 8, 8))
+    assert group_names(plan) == ["a.0.out_channels"]
+    assert ("b.0", "out_channels", "direct") in members(plan, "a.0.out_channels")
+
+
+class MyConv(nn.Conv2d):
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) * 2
+
+
+class Custom(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = cbr(3, 8), MyConv(8, 8, 1), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c(self.b(self.a(x)))
+
+
+def test_a_subclass_with_its_own_forward_is_opaque() -> None:
+    plan = plan_of(Custom(), torch.randn(1, 3, 8, 8))
+    assert group_names(plan) == []
+    assert "MyConv overrides forward" in reason(plan, "b", "out_channels")
+    assert "consumed by MyConv 'b': unsupported op" in reason(plan, "a.0", "out_channels")
+
+
+def test_untraceable_model_is_handled_through_its_children() -> None:
+    model, x = REFERENCE_MODELS["data_dependent_net"]()
+    captured = capture(model, x)
+    assert [g.prefix for g in captured.graphs] == ["features", "head"]
+    plan = make_plan(model, analyze(model, captured), FastNASConfig(**SMALL))
+    assert group_names(plan) == ["features.0.0.out_channels"]
+    assert any("fx cannot trace" in n for n in plan.notes)
+    assert "untraceable forward" in reason(plan, "features.1.0", "out_channels")
+
+
+def test_attention_projections_stay_static_with_the_reason() -> None:
+    model, x = REFERENCE_MODELS["vit_like"]()
+    plan = plan_of(model, x)
+    why = reason(plan, "blocks.0.attn.qkv", "out_features")
+    assert "splits the channel dimension 192 into [3, 4, 16]" in why
+    assert "cls_token" in reason(plan, "patch_embed", "out_channels")
+
+
+def test_tied_weights_are_static_with_the_reason() -> None:
+    model, x = REFERENCE_MODELS["gpt_like"]()
+    plan = plan_of(model, x)
+    assert (
+        reason(plan, "lm_head", "in_features") == "shares its weight with 'tok_emb' (tied weights)"
+    )
+
+
+def test_switched_off_layers_show_the_rule_and_freeze_their_group() -> None:
+    model, x = REFERENCE_MODELS["vit_like"]()
+    config = FastNASConfig(**{**SMALL, "nn.Linear": {"*": {"feature_divisor": 4}, "*fc2*": None}})
+    plan = plan_of(model, x, config)
+    assert group_names(plan) == []
+    assert reason(plan, "blocks.0.mlp.fc2", "in_features") == "switched off by rule '*fc2*'"
+    assert "switched off by rule '*fc2*'" in reason(plan, "blocks.0.mlp.fc1", "out_features")
+
+
+def test_no_common_choices_is_a_reason() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.Conv2d(8, 2, 1))
+    config = FastNASConfig(**{"nn.Conv2d": {"channel_divisor": 4}})  # BN keeps divisor 32
+    plan = plan_of(model, torch.randn(1, 3, 4, 4), config)
+    assert group_names(plan) == []
+    assert reason(plan, "0", "out_channels").startswith("no common choices (0.out_channels: [4, 8]")

@@ -348,3 +348,19 @@ def test_no_common_choices_is_a_reason() -> None:
     plan = plan_of(model, torch.randn(1, 3, 4, 4), config)
     assert group_names(plan) == []
     assert reason(plan, "0", "out_channels").startswith("no common choices (0.out_channels: [4, 8]")
+
+
+class ChannelsLastFlatten(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 8, 1), nn.Linear(8, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.conv(x).permute(0, 2, 3, 1).flatten(1))
+
+
+def test_a_merge_before_the_channels_is_refused_even_if_the_dummy_dim_is_one() -> None:
+    # with a 1x1 dummy image the flatten looks like a no-op, but at 4x4 the channels interleave
+    plan = plan_of(ChannelsLastFlatten(), torch.randn(2, 3, 1, 1))
+    assert group_names(plan) == []
+    assert "merges the channels into a preceding dimension" in reason(plan, "conv", "out_channels")

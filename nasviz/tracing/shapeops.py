@@ -111,12 +111,11 @@ class ShapeOps:
             return self._out(node, x, ch - out_n)
         if ch > e:
             return self._out(node, x, ch - (e - s) - out_n)
-        outer = math.prod(x.shape[s:ch])
-        inner = math.prod(x.shape[ch + 1 : e + 1])
-        if outer != 1:
+        if ch != s:  # even a dim of size 1 here may be larger at run time (batch, spatial)
             return self._give_up(
                 node, cg, x, f"{kind.name} merges the channels into a preceding dimension"
             )
+        inner = math.prod(x.shape[ch + 1 : e + 1])
         return Val(make_rep(x.expr, inner), s - out_n, node_shape(node), True, "")
 
     def _op_view(
@@ -154,8 +153,7 @@ class ShapeOps:
                 f"{kind.name} names the channel count ({shown}) instead of -1: a pruned "
                 "width would not fit",
             )
-        outer = math.prod(x.shape[i0:ch])
-        if outer != 1:
+        if ch != i0:  # even a dim of size 1 here may be larger at run time (batch, spatial)
             return self._give_up(
                 node, cg, x, f"{kind.name} merges the channels into a preceding dimension"
             )

@@ -1,0 +1,78 @@
+"""Convert time of the "fastnas" mode per reference model, and for a ResNet-50-sized net at 224x224.
+
+Each measurement converts a fresh model (``nv.convert(model, dummy_input=x)``: tracing, shape
+propagation, coupling analysis, conversion, channel sorting and the self-check, which runs the
+model twice more). The reference models use their registry input (batch 2, tiny images) and a
+config with divisor 4 for every layer type; ``resnet50_like`` uses the default FastNAS config and a
+1x3x224x224 input. The time of one plain forward is shown for scale. Target: the ResNet-50-sized
+net converts in under 2 s.
+
+Usage::
+
+    .venv/bin/python benchmarks/convert_time.py [--repeat 3] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+import nasviz.space as nv
+from nasviz.config import LAYER_TYPES
+from nasviz.models import REFERENCE_MODELS, resnet50_like
+
+SMALL: dict[str, Any] = {k: {"*": {LAYER_TYPES[k].divisor_field: 4}} for k in LAYER_TYPES}
+
+
+def measure(
+    factory: Callable[[], tuple[nn.Module, torch.Tensor]], config: Any, repeat: int
+) -> tuple[float, float, int]:
+    """Median convert time, median forward time and the number of hparams."""
+    converts, forwards, groups = [], [], 0
+    for _ in range(repeat):
+        model, x = factory()
+        with torch.no_grad():
+            start = time.perf_counter()
+            model(x)
+            forwards.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        nv.convert(model, mode=[("fastnas", config)], dummy_input=x)
+        converts.append(time.perf_counter() - start)
+        groups = len(nv.search_space(model).hparams)
+    return statistics.median(converts), statistics.median(forwards), groups
+
+
+def _resnet50() -> tuple[nn.Module, torch.Tensor]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = resnet50_like().eval()
+    return model, torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per model (median shown)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    # warm up imports and kernels once, outside the measurements
+    measure(REFERENCE_MODELS["resnet_tiny"], SMALL, 1)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), median of {args.repeat}")
+    print(f"{'model':<24}{'hparams':>8}{'convert [s]':>13}{'forward [s]':>13}")
+    for name, factory in REFERENCE_MODELS.items():
+        convert, forward, groups = measure(factory, SMALL, args.repeat)
+        print(f"{name:<24}{groups:>8}{convert:>13.3f}{forward:>13.4f}")
+    convert, forward, groups = measure(_resnet50, {}, args.repeat)
+    verdict = "OK" if convert < 2.0 else "over the 2 s target"
+    print(f"{'resnet50_like @224':<24}{groups:>8}{convert:>13.3f}{forward:>13.4f}  {verdict}")
+
+
+if __name__ == "__main__":
+    main()

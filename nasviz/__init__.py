@@ -12,17 +12,85 @@ Model Optimizer's FastNAS (``mtn.convert``, ``mtp.prune``, ``mto.save``)::
 """
 
 from nasviz.config import FastNASConfig, ModeloptBaseConfig, ModeloptBaseRuleConfig
-from nasviz.errors import ApplyModeError, NasvizError
+from nasviz.errors import (
+    ApplyModeError,
+    ConstraintError,
+    HparamError,
+    NasvizError,
+    RestoreError,
+    SearchError,
+    TracingError,
+)
+from nasviz.extension import (
+    ActivationMapGrabber,
+    HooksHandle,
+    ModelExtender,
+    ModelStump,
+    compare_activations,
+)
 from nasviz.hparam import Hparam
+from nasviz.modes import ModeDescriptor, get_mode, register_mode
+from nasviz.modes.fastnas import FastNASModeDescriptor, FastNASPatchManager
+from nasviz.patch import AutoNASPatchManager, PatchManager, prep_for_eval
+from nasviz.profile import CostModel, Profile, profile
+from nasviz.prune import prune
+from nasviz.search import BinarySearcher, Constraints, SearchHistory
+from nasviz.space import (
+    SearchSpace,
+    convert,
+    export,
+    get_subnet_config,
+    sample,
+    search_space,
+    select,
+)
+from nasviz.state import apply_mode, modelopt_state, restore, restore_from_modelopt_state, save
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivationMapGrabber",
     "ApplyModeError",
+    "AutoNASPatchManager",
+    "BinarySearcher",
+    "ConstraintError",
+    "Constraints",
+    "CostModel",
     "FastNASConfig",
+    "FastNASModeDescriptor",
+    "FastNASPatchManager",
+    "HooksHandle",
     "Hparam",
+    "HparamError",
+    "ModeDescriptor",
+    "ModelExtender",
+    "ModelStump",
     "ModeloptBaseConfig",
     "ModeloptBaseRuleConfig",
     "NasvizError",
+    "PatchManager",
+    "Profile",
+    "RestoreError",
+    "SearchError",
+    "SearchHistory",
+    "SearchSpace",
+    "TracingError",
     "__version__",
+    "apply_mode",
+    "compare_activations",
+    "convert",
+    "export",
+    "get_mode",
+    "get_subnet_config",
+    "modelopt_state",
+    "prep_for_eval",
+    "profile",
+    "prune",
+    "register_mode",
+    "restore",
+    "restore_from_modelopt_state",
+    "sample",
+    "save",
+    "search_space",
+    "select",
 ]

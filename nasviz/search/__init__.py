@@ -1,5 +1,42 @@
-"""Searching for the best subnet under constraints (searchers, constraints, search history)."""
+"""Searching a converted model: constraints, events and history, searchers.
 
+``BinarySearcher`` is FastNAS's searcher (see :mod:`nasviz.search.binary`); ``Constraints`` parses
+``{"flops": "60%", "params": 2e5}``; every step is an event (:mod:`nasviz.search.events`).
+"""
+
+from nasviz.search.base import BaseSearcher, IterativeSearcher
+from nasviz.search.binary import BinarySearcher
 from nasviz.search.constraints import CONSTRAINT_KEYS, Constraints, Limit
+from nasviz.search.events import (
+    BisectionStep,
+    EventBus,
+    FinalScore,
+    GrowStep,
+    MapEntry,
+    MapFinished,
+    MapStarted,
+    SearchEvent,
+    SearchFinished,
+    SearchHistory,
+    SearchStarted,
+)
 
-__all__ = ["CONSTRAINT_KEYS", "Constraints", "Limit"]
+__all__ = [
+    "CONSTRAINT_KEYS",
+    "BaseSearcher",
+    "BinarySearcher",
+    "BisectionStep",
+    "Constraints",
+    "EventBus",
+    "FinalScore",
+    "GrowStep",
+    "IterativeSearcher",
+    "Limit",
+    "MapEntry",
+    "MapFinished",
+    "MapStarted",
+    "SearchEvent",
+    "SearchFinished",
+    "SearchHistory",
+    "SearchStarted",
+]

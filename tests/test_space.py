@@ -225,3 +225,45 @@ def test_batchnorm_statistics_of_a_subnet_update_in_place() -> None:
         model(x)
     assert not torch.equal(bn.running_mean[:4], before[:4])
     assert torch.equal(bn.running_mean[4:], before[4:])
+
+
+def test_kernel_size_rules_add_one_hparam_per_conv() -> None:
+    config = {**SMALL, "nn.Conv2d": {"*": {"channel_divisor": 4, "kernel_size": [1, 3]}}}
+    model, x = converted("digits_cnn", config)
+    table = nv.search_space(model).table()
+    kernels = table[table.kind == "kernel"]
+    names = {"stem.0", "res_conv1.0", "res_conv2.0", "ir_depthwise.0"}  # the 3x3 convs
+    assert set(kernels.name) == {f"{n}.kernel_size" for n in names}
+    assert all(c == [1, 3] for c in kernels.choices)
+    nv.sample(model, "min")
+    small = nv.export(model)
+    assert small.get_submodule("stem.0").kernel_size == (1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), model(x))
+
+
+class DictNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 32), nn.Linear(32, 4)
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+
+    def forward(self, x: Tensor, scale: float = 1.0) -> dict[str, Tensor]:
+        h = self.inp(x) * scale
+        a, _ = self.attn(h, h, h)
+        return {"out": self.fc2(torch.relu(self.fc1(a))), "aux": h.mean(-1)}
+
+
+def test_keyword_inputs_dict_outputs_and_opaque_torch_modules() -> None:
+    model, x = DictNet(), torch.randn(2, 5, 8)
+    nv.convert(model, mode=[("fastnas", SMALL)], dummy_input={"x": x})
+    space = nv.search_space(model)
+    assert list(space.hparams) == ["fc1.out_features"]
+    static = space.static_table().set_index(["module", "attr"])
+    opaque = "inside nn.MultiheadAttention 'attn', which nasviz treats as one opaque op"
+    assert static.loc[("attn.out_proj", "in_features"), "reason"] == opaque
+    why = "consumed by nn.MultiheadAttention 'attn': unsupported op"
+    assert static.loc[("inp", "out_features"), "reason"] == why
+    nv.sample(model, "min")
+    with torch.no_grad():
+        torch.testing.assert_close(nv.export(model)(x)["out"], model(x)["out"])

@@ -27,7 +27,8 @@ from torch import nn
 
 from nasviz.dynamic import dynamic_class_for, is_dynamic
 from nasviz.tracing.graph import Capture, CapturedGraph
-from nasviz.tracing.groups import Coupling, Expr, Sym, expr_size, make_cat, make_rep
+from nasviz.tracing.groups import Coupling, Expr, Sym, expr_size, make_rep
+from nasviz.tracing.ops import PointwiseOps
 from nasviz.tracing.rules import (
     LayerSpec,
     OpKind,
@@ -37,8 +38,7 @@ from nasviz.tracing.rules import (
     has_custom_forward,
     layer_spec,
 )
-from nasviz.tracing.shapeops import ShapeOps
-from nasviz.tracing.values import Val, iter_vals, node_is_tensor, node_shape, resolve_dim
+from nasviz.tracing.values import Val, iter_vals, node_is_tensor, node_shape
 
 __all__ = ["Analysis", "LayerUse", "analyze"]
 
@@ -102,7 +102,7 @@ def _unreached_reason(name: str, captured: Capture, called: dict[str, str]) -> s
     return "not reached by tracing (never called in forward)"
 
 
-class _Analyzer(ShapeOps):
+class _Analyzer(PointwiseOps):
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.modules = dict(model.named_modules())
@@ -171,177 +171,6 @@ class _Analyzer(ShapeOps):
         shape = tuple(obj.shape) if isinstance(obj, torch.Tensor) else None
         tensor = isinstance(obj, torch.Tensor)
         return Val(None, None, shape, tensor, f"{what} '{cg.qualify(target)}'")
-
-    # -- generic ops ---------------------------------------------------------------------------
-    def _op_unknown(
-        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
-    ) -> Val:
-        reason = f"consumed by {kind.name}: unsupported op"
-        for v in iter_vals((args, kwargs)):
-            if v.expr is not None:
-                self.c.fix_expr(v.expr, reason)
-        return self._untracked(node, cg, f"output of {kind.name}")
-
-    def _op_info(
-        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
-    ) -> Val:
-        if kind.name == "torch.getattr" or kind.name.endswith(".getattr"):
-            attr = args[1] if len(args) > 1 else None
-            if attr not in ("shape", "dtype", "device", "ndim", "is_cuda", "requires_grad"):
-                return self._op_unknown(node, OpKind("unknown", f"Tensor.{attr}"), args, {}, cg)
-        return Val(None, None, None, False, "a size")
-
-    def _op_unary(
-        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
-    ) -> Val:
-        x = self._first(node, cg, args)
-        if x is None:
-            return self._op_unknown(node, kind, args, kwargs, cg)
-        if kind.kind == "unary":
-            for v in iter_vals((args[1:], kwargs)):
-                if v.expr is not None:
-                    self.c.fix_expr(v.expr, f"used as an extra argument of {kind.name}")
-        return Val(x.expr, x.axis, node_shape(node), x.tensor, x.origin)
-
-    _op_cast = _op_unary
-
-    def _op_elementwise(
-        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
-    ) -> Val:
-        vals = [v for v in iter_vals((args, kwargs)) if v.tensor is not False]
-        return self._couple(node, kind, vals, cg, broadcast=True)
-
-    def _couple(
-        self, node: fx.Node, kind: OpKind, vals: list[Val], cg: CapturedGraph, broadcast: bool
-    ) -> Val:
-        """Couple the channels of ``vals`` (all must carry the same channels)."""
-        tracked = [v for v in vals if v.expr is not None and v.axis is not None]
-        if not tracked:
-            origin = vals[0].origin if vals else f"output of {kind.name}"
-            return self._untracked(node, cg, origin)
-        ref = tracked[0]
-        assert ref.expr is not None
-        assert ref.axis is not None
-        for v in tracked[1:]:
-            assert v.expr is not None
-            if v.axis != ref.axis:
-                why = f"{kind.name} combines channels of different dimensions"
-                self.c.fix_expr(ref.expr, why)
-                self.c.fix_expr(v.expr, why)
-            else:
-                self.c.unify(ref.expr, v.expr, f"{kind.name} couples different channel layouts")
-        for u in vals:
-            if u.expr is not None:
-                continue
-            size = _size_at(u.shape, ref.axis, broadcast)
-            if size == 1:
-                continue
-            if size is None:
-                why = f"{kind.name} with {u.origin} of unknown shape ({cg.no_shapes})"
-            else:
-                why = f"{kind.name} with {u.origin} (size {size} along the channels)"
-            for t in tracked:
-                assert t.expr is not None
-                self.c.fix_expr(t.expr, why)
-        return Val(ref.expr, ref.axis, node_shape(node), True, ref.origin)
-
-    def _op_cat(
-        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
-    ) -> Val:
-        seq = kwargs.get("tensors", args[0] if args else None)
-        dim = kwargs.get("dim", kwargs.get("axis", args[1] if len(args) > 1 else 0))
-        if not isinstance(seq, (list, tuple)) or not all(isinstance(v, Val) for v in seq):
-            return self._op_unknown(node, kind, args, kwargs, cg)
-        vals: list[Val] = list(seq)
-        tracked = [v for v in vals if v.expr is not None]
-        if not tracked:
-            return self._untracked(node, cg, f"output of {kind.name}")
-        out_shape = node_shape(node)
-        ndim = len(out_shape) if out_shape is not None else None
-        d = resolve_dim(dim, ndim)
-        if kind.kind == "stack":
-            return self._stack(node, kind, vals, d, cg)
-        if d is None:
-            return self._give_up_all(node, cg, vals, self._need_shapes(kind, cg))
-        if not any(v.axis == d for v in tracked):
-            return self._couple(node, kind, vals, cg, broadcast=False)
-        parts: list[Expr] = []
-        for v in vals:
-            if v.expr is not None and v.axis == d:
-                parts.append(v.expr)
-                continue
-            if v.expr is not None:
-                self.c.fix_expr(v.expr, f"{kind.name} joins it along another dimension")
-            size = _size_at(v.shape, d, broadcast=False)
-            if size is None:
-                return self._give_up_all(node, cg, vals, self._need_shapes(kind, cg))
-            parts.append(Sym(self.c.new_fixed(size, f"concatenated {v.origin}"), size))
-        return Val(make_cat(parts), d, out_shape, True, "")
-
-    def _stack(
-        self, node: fx.Node, kind: OpKind, vals: list[Val], d: int | None, cg: CapturedGraph
-    ) -> Val:
-        out = self._couple(node, kind, vals, cg, broadcast=False)
-        if out.expr is None or out.axis is None:
-            return out
-        if d is None:
-            return self._give_up(node, cg, out, self._need_shapes(kind, cg))
-        # the new dimension sits at d in the output; the channel axis is one further left if
-        # the new dimension lies right of it
-        axis = out.axis - 1 if d > out.axis - 1 else out.axis
-        return Val(out.expr, axis, node_shape(node), True, out.origin)
-
-    def _give_up_all(self, node: fx.Node, cg: CapturedGraph, vals: list[Val], why: str) -> Val:
-        for v in vals:
-            if v.expr is not None:
-                self.c.fix_expr(v.expr, why)
-        return self._untracked(node, cg, why)
-
-    def _spatial_ok(
-        self, node: fx.Node, kind: OpKind, x: Val, spatial: int | None, cg: CapturedGraph
-    ) -> Val:
-        if x.expr is None or x.axis is None:
-            return self._untracked(node, cg, x.origin)
-        if spatial is None:
-            return self._give_up(node, cg, x, self._need_shapes(kind, cg))
-        if x.axis >= -spatial:
-            return self._give_up(node, cg, x, f"consumed by {kind.name} over the channel dimension")
-        return Val(x.expr, x.axis, node_shape(node), True, x.origin)
-
-    def _op_pool(
-        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
-    ) -> Val:
-        x = self._first(node, cg, args)
-        if x is None:
-            return self._op_unknown(node, kind, args, kwargs, cg)
-        return self._spatial_ok(node, kind, x, kind.arg, cg)
-
-    def _op_interpolate(
-        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
-    ) -> Val:
-        x = self._first(node, cg, args)
-        if x is None:
-            return self._op_unknown(node, kind, args, kwargs, cg)
-        spatial = len(x.shape) - 2 if x.shape is not None else None
-        return self._spatial_ok(node, kind, x, spatial, cg)
-
-    def _op_pad(
-        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
-    ) -> Val:
-        x = self._first(node, cg, args)
-        if x is None:
-            return self._op_unknown(node, kind, args, kwargs, cg)
-        if self._cur_module is not None:
-            return self._spatial_ok(node, kind, x, kind.arg, cg)
-        pad = kwargs.get("pad", args[1] if len(args) > 1 else None)
-        spatial = len(pad) // 2 if isinstance(pad, (tuple, list)) else None
-        return self._spatial_ok(node, kind, x, spatial, cg)
-
-    def _op_embedding(
-        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
-    ) -> Val:
-        self._op_unknown(node, kind, args, kwargs, cg)
-        return self._untracked(node, cg, f"{kind.name} (not a prunable layer)")
 
     # -- prunable layers -----------------------------------------------------------------------
     def _layer(
@@ -462,11 +291,3 @@ def _norm_problem(m: nn.Module, expr: Expr) -> str:
     if expr_size(expr) != int(getattr(m, "num_features", expr_size(expr))):
         return "channel count does not match"
     return ""
-
-
-def _size_at(shape: tuple[int, ...] | None, axis: int, broadcast: bool) -> int | None:
-    if shape is None:
-        return None
-    if len(shape) < -axis:
-        return 1 if broadcast else None
-    return shape[axis]

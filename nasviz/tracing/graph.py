@@ -6,11 +6,12 @@ fx keeps by default (activations, pools, ...). With an example input the graph i
 (shape propagation, in eval mode without grad), so every tensor-valued node knows its shape.
 
 The model is traced in eval mode and in train mode; if ``forward`` branches on ``self.training``
-both graphs are analysed. A module whose ``forward`` fx cannot trace (data-dependent control flow, unsupported Python) is
-handled through its children: the module is run once on its example input with forward
-pre-hooks that record what each child receives, and every child is traced on its own (recursively,
-so one untraceable block never freezes the rest of the model). Channels that cross the untraceable
-code (a traced child's inputs and outputs) stay static; the reason names the untraceable module.
+both graphs are analysed. A module whose ``forward`` fx cannot trace (data-dependent control
+flow, unsupported Python) is handled through its children: the module is run once on its example
+input with forward pre-hooks that record what each child receives, and every child is traced on
+its own (recursively, so one untraceable block never freezes the rest of the model). Channels
+that cross the untraceable code (a traced child's inputs and outputs) stay static; the reason
+names the untraceable module.
 
 Example::
 

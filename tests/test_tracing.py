@@ -364,3 +364,17 @@ def test_a_merge_before_the_channels_is_refused_even_if_the_dummy_dim_is_one() -
     plan = plan_of(ChannelsLastFlatten(), torch.randn(2, 3, 1, 1))
     assert group_names(plan) == []
     assert "merges the channels into a preceding dimension" in reason(plan, "conv", "out_channels")
+
+
+def test_depthwise_channel_multiplier_repeats_the_group_and_its_norm_restricts() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 1), nn.Conv2d(16, 32, 3, padding=1, groups=16), nn.BatchNorm2d(32),
+        nn.Conv2d(32, 2, 1),
+    )  # fmt: skip
+    config = FastNASConfig(**{**SMALL, "nn.BatchNorm2d": {"feature_divisor": 16}})
+    plan = plan_of(model, torch.randn(1, 3, 4, 4), config)
+    assert group_names(plan) == ["0.out_channels"]
+    # the conv allows 4, 8, 12, 16; the BN (2x as wide) only 16 and 32
+    assert plan.hparams[0].choices == [8, 16]
+    assert ("2", "num_features", "repeat") in members(plan, "0.out_channels")
+    assert plan.layers["3"]["in_channels"] == {"rep": [{"hp": "0.out_channels"}, 2]}

@@ -30,7 +30,7 @@ from nasviz.dynamic import DynamicModule, dynamic_class_for
 from nasviz.errors import TracingError
 from nasviz.hparam import ConcatDim, DimSource, Hparam, RepeatDim
 from nasviz.tracing.analyze import Analysis, LayerUse
-from nasviz.tracing.groups import Cat, Coupling, Expr, Sym, expr_size, expr_syms
+from nasviz.tracing.groups import Cat, Coupling, Expr, Rep, Sym, expr_size, expr_syms
 from nasviz.tracing.rules import layer_spec
 
 __all__ = ["GroupInfo", "Plan", "apply_plan", "make_plan"]
@@ -164,21 +164,27 @@ def _choose(
     analysis: Analysis, c: Coupling, dyn: dict[str, DynamicModule], rules: dict[str, LayerConfig]
 ) -> dict[int, tuple[list[int], int]]:
     """Choices and channel block of every configurable group, by root element."""
-    members: dict[int, list[tuple[str, str]]] = {}
+    members: dict[int, list[tuple[str, str, int]]] = {}
     for name in dyn:
         for attr, expr in analysis.layers[name].dims.items():
-            if isinstance(expr, Sym) and not c.is_fixed(expr.elem):
-                members.setdefault(c.find(expr.elem), []).append((name, attr))
+            sym, inner = expr, 1
+            if isinstance(expr, Rep) and isinstance(expr.src, Sym):  # e.g. BN after a depthwise
+                sym, inner = expr.src, expr.inner  # conv with a channel multiplier
+            if isinstance(sym, Sym) and not c.is_fixed(sym.elem):
+                members.setdefault(c.find(sym.elem), []).append((name, attr, inner))
     out: dict[int, tuple[list[int], int]] = {}
     for root, mem in members.items():
         size = c.elements[root].size
         allowed: set[int] | None = None
         shown: list[str] = []
         block = 1
-        for name, attr in mem:
+        for name, attr, inner in mem:
             m = dyn[name]
-            block = math.lcm(block, m.channel_block(attr))
             ch = m.choices_for(attr, rules[name])
+            if inner > 1:  # this dimension is ``inner`` times the group's width
+                ch = None if ch is None else [v // inner for v in ch if v % inner == 0]
+            else:
+                block = math.lcm(block, m.channel_block(attr))
             if ch is None:
                 continue
             shown.append(f"{name}.{attr}: {ch}")

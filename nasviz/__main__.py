@@ -11,7 +11,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train, prune, export, save and restore the digits CNN")
     demo.add_argument("--flops", default="60%", help="FLOPs limit, absolute or a percentage")
-    demo.add_argument("--epochs", type=int, default=12)
+    demo.add_argument("--epochs", type=int, default=8)
+    demo.add_argument("--width", type=int, default=48, help="DigitsCNN width")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     demo.add_argument("--out", default=None, help="where to write the checkpoint (default: tmp)")
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_demo(
         flops=args.flops,
         epochs=args.epochs,
+        width=args.width,
         seed=args.seed,
         threads=args.threads,
         out_dir=args.out,

@@ -32,14 +32,13 @@ def demo_config() -> Any:
 
     conv = {"channel_divisor": 4}
     feat = {"feature_divisor": 4}
-    return nv.FastNASConfig(
-        **{"nn.Conv2d": conv, "nn.BatchNorm2d": feat, "nn.Linear": feat}  # type: ignore[arg-type]
-    )
+    return nv.FastNASConfig(**{"nn.Conv2d": conv, "nn.BatchNorm2d": feat, "nn.Linear": feat})
 
 
 def run_demo(
     flops: str = "60%",
-    epochs: int = 12,
+    epochs: int = 8,
+    width: int = 48,
     seed: int = 0,
     threads: int | None = None,
     out_dir: str | os.PathLike[str] | None = None,
@@ -58,7 +57,7 @@ def run_demo(
     loaders = digits_loaders(batch_size=64, seed=seed)
 
     t = time.perf_counter()
-    model = DigitsCNN()
+    model: nn.Module = DigitsCNN(width=width)
     train_classifier(model, loaders.train, epochs=epochs, lr=1e-2)
     times["train"] = time.perf_counter() - t
     model.eval()
@@ -103,7 +102,7 @@ def run_demo(
         expected = small(images)
     torch.save({"images": images, "expected": expected}, out / "check.pt")
     t = time.perf_counter()
-    restored = _restore_in_fresh_process(ckpt, out / "check.pt")
+    restored = _restore_in_fresh_process(ckpt, out / "check.pt", width)
     times["restore (fresh process)"] = time.perf_counter() - t
 
     result: DemoResult = {
@@ -132,7 +131,7 @@ _RESTORE_SCRIPT = """
 import json, sys, torch
 import nasviz as nv
 from nasviz.models import DigitsCNN
-model = nv.restore(DigitsCNN(), sys.argv[1])
+model = nv.restore(DigitsCNN(width=int(sys.argv[3])), sys.argv[1])
 small = nv.export(model).eval()
 check = torch.load(sys.argv[2], weights_only=True)
 with torch.no_grad():
@@ -142,9 +141,9 @@ print(json.dumps({"max_abs_diff": diff, "ok": bool(diff <= 1e-5)}))
 """
 
 
-def _restore_in_fresh_process(ckpt: Path, check: Path) -> dict[str, Any]:
+def _restore_in_fresh_process(ckpt: Path, check: Path, width: int) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, "-c", _RESTORE_SCRIPT, str(ckpt), str(check)],
+        [sys.executable, "-c", _RESTORE_SCRIPT, str(ckpt), str(check), str(width)],
         capture_output=True,
         text=True,
         check=False,
@@ -169,10 +168,7 @@ def format_report(r: DemoResult) -> str:
     lines = [f"{a:<{w0}}  {b:>{w1}}  {c}" for a, b, c in rows]
     lines.append("")
     lines.append(f"constraint: flops <= {r['flops_limit']}; subnet: {r['subnet']}")
-    lines.append(
-        "time per phase: "
-        + ", ".join(f"{k} {v:.2f} s" for k, v in r["seconds"].items())
-    )
+    lines.append("time per phase: " + ", ".join(f"{k} {v:.2f} s" for k, v in r["seconds"].items()))
     lines.append(
         f"saved {r['checkpoint']} ({r['checkpoint_bytes'] / 1024:.1f} KiB); restored in a fresh "
         f"process: max |diff| = {r['restore_max_abs_diff']:.2e} -> "

@@ -252,14 +252,14 @@ class IterativeSearcher(BaseSearcher, ABC):
             self.iter_num += 1
             self.save_search_checkpoint()
 
-    def before_step(self) -> None:  # noqa: B027 - optional hook
+    def before_step(self) -> None:
         """Hook: before each step."""
 
     @abstractmethod
     def sample(self) -> dict[str, Any]:
         """Choose (and select) the next candidate subnet; return its config."""
 
-    def after_step(self) -> None:  # noqa: B027 - optional hook
+    def after_step(self) -> None:
         """Hook: after each step."""
 
     def early_stop(self) -> bool:

@@ -15,6 +15,9 @@ Where the reference is wrong, this one is not:
 * the budget is used: after bisection, the groups whose widening costs the least predicted score
   per FLOP are grown while every constraint still holds;
 * the final subnet is scored with the real ``score_func`` and reported (``best["score"]``);
+  since summed single-group drops ignore interactions between groups, the ``final_candidates``
+  best-predicted subnets that use the budget (the grown bisection result first) are all scored
+  for real and the best real score wins;
 * state is checkpointed after each hparam of the map and each step; a checkpoint made for one
   constraint is reused for another without re-scoring (only the map and the original score are
   loaded: the bisection is deterministic and cheap).
@@ -36,6 +39,7 @@ from nasviz.errors import SearchError
 from nasviz.search.base import IterativeSearcher
 from nasviz.search.events import (
     BisectionStep,
+    CandidateScored,
     FinalScore,
     GrowStep,
     MapEntry,
@@ -59,7 +63,13 @@ class BinarySearcher(IterativeSearcher):
 
     @property
     def default_search_config(self) -> dict[str, Any]:
-        return {**super().default_search_config, "iterations": 40, "tolerance": 1e-4}
+        return {
+            **super().default_search_config,
+            "iterations": 40,
+            "tolerance": 1e-4,
+            "final_candidates": 4,
+            "seed": 0,
+        }
 
     @property
     def default_state_dict(self) -> dict[str, Any]:
@@ -94,7 +104,9 @@ class BinarySearcher(IterativeSearcher):
                 f"checkpoint {str(path)!r} belongs to another search space: it has hparams "
                 f"{unknown} this model does not have; delete it or pass another checkpoint path"
             )
-        self.sensitivity_map = {k: {int(c): float(d) for c, d in v.items()} for k, v in smap.items()}
+        self.sensitivity_map = {
+            k: {int(c): float(d) for c, d in v.items()} for k, v in smap.items()
+        }
         self.original_score = state.get("original_score")
         return True
 
@@ -128,7 +140,9 @@ class BinarySearcher(IterativeSearcher):
         config: dict[str, int] = {}
         for name, hp in self._hparams().items():
             drops = self.sensitivity_map.get(name, {})
-            ok = [c for c in hp.choices if c == hp.original or drops.get(c, float("inf")) <= tolerated]
+            ok = [
+                c for c in hp.choices if c == hp.original or drops.get(c, float("inf")) <= tolerated
+            ]
             config[name] = min(ok)
         return config
 
@@ -256,25 +270,98 @@ class BinarySearcher(IterativeSearcher):
             self.min_degrade = self.middle_value
 
     def after_search(self) -> None:
-        """Grow into the unused budget, then score the chosen subnet for real."""
-        config = self._grow(dict(self.best["config"]))
+        """Grow into the unused budget, score the best-predicted candidates for real, keep the
+        best real score."""
+        grown = self._grow(dict(self.best["config"]))
+        candidates = [grown, *self._alternatives(grown, self.config["final_candidates"] - 1)]
+        best: dict[str, Any] | None = None
+        for rank, config in enumerate(candidates):
+            self._select(config)
+            score = self.eval_score(f"candidate {rank + 1} {config}")
+            flops, params = self._cost(config)
+            self.emit(
+                CandidateScored(
+                    rank=rank,
+                    score=score,
+                    predicted_drop=self._predicted_drop(config),
+                    flops=flops,
+                    params=params,
+                    config=dict(config),
+                )
+            )
+            if best is None or score > best["score"]:
+                best = {"config": config, "score": score, "flops": flops, "params": params}
+        if best is None:  # unreachable: candidates always holds the grown config
+            raise SearchError("no candidate subnet was scored")
+        config, score = best["config"], best["score"]
         self._select(config)
-        score = self.eval_score("the chosen subnet")
-        flops, params = self._cost(config)
-        self.best = {"config": config, "score": score, "flops": flops, "params": params}
+        if config is not candidates[-1]:
+            # leave the model calibrated for the chosen subnet, not the last one scored
+            from nasviz.patch import prep_for_eval
+
+            prep_for_eval(self.model, self.forward_loop)
+        self.best = best
         self.emit(
             FinalScore(
                 score=score,
                 original_score=float(self.original_score or 0.0),
-                flops=flops,
-                params=params,
+                flops=best["flops"],
+                params=best["params"],
                 config=dict(config),
             )
         )
         self.save_search_checkpoint()
-        self.emit(SearchFinished(best_config=dict(config), best_score=score, seconds=self.elapsed()))
+        self.emit(
+            SearchFinished(best_config=dict(config), best_score=score, seconds=self.elapsed())
+        )
 
-    def _grow(self, config: dict[str, int]) -> dict[str, int]:
+    def _predicted_drop(self, config: dict[str, int]) -> float:
+        return sum(self._drop(n, c) for n, c in config.items())
+
+    def _alternatives(self, grown: dict[str, int], k: int) -> list[dict[str, int]]:
+        """Up to ``k`` other feasible subnets that use the budget, best predicted drop first.
+
+        Small spaces are enumerated; larger ones are sampled (seeded) and each sample is grown
+        into the budget. Only the cost model is used here: nothing is scored.
+        """
+        if k <= 0:
+            return []
+        import itertools
+        import random
+
+        hps = self._hparams()
+        names = list(hps)
+        size = 1
+        for hp in hps.values():
+            size *= len(hp.choices)
+        pool: list[dict[str, int]] = []
+        if size <= 20_000:
+            for combo in itertools.product(*(hps[n].choices for n in names)):
+                cfg = dict(zip(names, combo))
+                if self._feasible(cfg):
+                    pool.append(cfg)
+        else:
+            rng = random.Random(self.config["seed"])
+            for _ in range(200):
+                cfg = {n: rng.choice(hps[n].choices) for n in names}
+                if self._feasible(cfg):
+                    pool.append(self._grow(cfg, emit=False))
+        # keep subnets that cannot be widened anywhere (they use the budget)
+        maximal = []
+        for cfg in pool:
+            widenable = False
+            for n in names:
+                bigger = [c for c in hps[n].choices if c > cfg[n]]
+                if bigger and self._feasible({**cfg, n: bigger[0]}):
+                    widenable = True
+                    break
+            if not widenable and cfg != grown:
+                maximal.append(cfg)
+        unique = {tuple(sorted(c.items())): c for c in maximal}
+        ranked = sorted(unique.values(), key=lambda c: (self._predicted_drop(c), sorted(c.items())))
+        return ranked[:k]
+
+    def _grow(self, config: dict[str, int], emit: bool = True) -> dict[str, int]:
         """Widen groups while every constraint holds, best predicted gain per FLOP first."""
         hps = self._hparams()
         while True:
@@ -300,6 +387,8 @@ class BinarySearcher(IterativeSearcher):
             _, _, name, nxt = best_move
             old = config[name]
             config[name] = nxt
+            if not emit:
+                continue
             self.emit(
                 GrowStep(
                     hparam=name,

@@ -27,6 +27,7 @@ import pandas as pd
 
 __all__ = [
     "BisectionStep",
+    "CandidateScored",
     "EventBus",
     "FinalScore",
     "GrowStep",
@@ -60,7 +61,7 @@ class SearchStarted(SearchEvent):
 
 @dataclass(frozen=True)
 class MapStarted(SearchEvent):
-    """The sensitivity map is about to be computed; ``total`` entries, ``done`` from a checkpoint."""
+    """The map is about to be computed: ``total`` entries, ``done`` of them from a checkpoint."""
 
     original_score: float
     total: int
@@ -115,6 +116,18 @@ class GrowStep(SearchEvent):
     predicted_drop: float
     flops: float
     params: float
+
+
+@dataclass(frozen=True)
+class CandidateScored(SearchEvent):
+    """A candidate subnet near the budget, scored with the real ``score_func``."""
+
+    rank: int
+    score: float
+    predicted_drop: float
+    flops: float
+    params: float
+    config: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -186,6 +199,10 @@ class SearchHistory:
     def grow_table(self) -> pd.DataFrame:
         return self._table(GrowStep)
 
+    def candidate_table(self) -> pd.DataFrame:
+        """The candidates scored for real at the end, with predicted drop and real score."""
+        return self._table(CandidateScored)
+
     def to_records(self) -> list[dict[str, Any]]:
         """Plain dicts (for checkpoints: only primitives)."""
         return [e.to_dict() for e in self.events]
@@ -217,6 +234,7 @@ _EVENT_TYPES: tuple[type[SearchEvent], ...] = (
     MapFinished,
     BisectionStep,
     GrowStep,
+    CandidateScored,
     FinalScore,
     SearchFinished,
 )

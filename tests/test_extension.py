@@ -597,6 +597,79 @@ def test_compare_errors() -> None:
     assert row["cosine"] != row["cosine"]  # NaN: cosine of zero vectors is undefined
 
 
-# TODO: add searchable-model (after nv.convert) and exported-model (after nv.export) cases once the
-# dynamic-module engine exists: grabbing/extending by the same module ids on both, and
-# compare_activations(original, exported, ...) giving channel-mean rows for pruned layers.
+# -- searchable and exported models ---------------------------------------------------------
+
+
+def _searchable_digits() -> tuple[nn.Module, torch.Tensor]:
+    import nasviz as nv
+    from nasviz.demo import demo_config
+    from nasviz.models import DigitsCNN
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 8, 8)
+    model = nv.convert(DigitsCNN(width=16).eval(), mode=[("fastnas", demo_config())], dummy_input=x)
+    return model, x
+
+
+IDS = ["stem", "res_conv1", "ir_depthwise", "fc"]
+
+
+def test_grabber_on_searchable_model_follows_select() -> None:
+    import nasviz as nv
+
+    model, x = _searchable_digits()
+    with ActivationMapGrabber(model, IDS) as grab:
+        out_full, acts_full = grab(x)
+        assert acts_full["res_conv1"].shape[1] == 16
+        nv.select(model, {"res_conv1.0.out_channels": 8})
+        out_small, acts_small = grab(x)
+    assert acts_small["res_conv1"].shape[1] == 8
+    assert acts_small["stem"].shape == acts_full["stem"].shape
+    torch.testing.assert_close(acts_small["stem"], acts_full["stem"])
+    assert out_small.shape == out_full.shape
+    assert all(hook_count(m) == 0 for m in model.modules())
+
+
+def test_same_module_ids_work_on_the_exported_model() -> None:
+    import nasviz as nv
+
+    model, x = _searchable_digits()
+    nv.select(model, {"res_conv1.0.out_channels": 8, "ir_expand.0.out_channels": 16})
+    small = nv.export(model).eval()
+    with ActivationMapGrabber(model, IDS) as g_dyn, ActivationMapGrabber(small, IDS) as g_exp:
+        out_dyn, acts_dyn = g_dyn(x)
+        out_exp, acts_exp = g_exp(x)
+    torch.testing.assert_close(out_exp, out_dyn)
+    for mid in IDS:
+        torch.testing.assert_close(acts_exp[mid], acts_dyn[mid])
+    table = compare_activations(model, small, x, IDS)
+    assert (table["rel_l2"] < 1e-5).all()
+
+
+def test_compare_full_vs_pruned_uses_channel_means_for_pruned_layers() -> None:
+    import copy
+
+    import nasviz as nv
+
+    model, x = _searchable_digits()
+    full = copy.deepcopy(model)
+    nv.select(model, {"res_conv1.0.out_channels": 8})
+    small = nv.export(model)
+    table = compare_activations(full, small, x, ["stem", "res_conv1"]).set_index("module_id")
+    assert table.loc["stem", "rel_l2"] < 1e-6
+    assert table.loc["res_conv1", "shape_a"] != table.loc["res_conv1", "shape_b"]
+    assert "mean" in str(table.loc["res_conv1", "compared"])
+
+
+def test_stump_on_searchable_model_stops_early() -> None:
+    model, x = _searchable_digits()
+    grab = ActivationMapGrabber(model, ["res_conv1"])
+    stump = grab.stump("res_conv1")
+    calls: list[str] = []
+    handle = model.fc.register_forward_hook(lambda *_: calls.append("fc"))
+    try:
+        out = stump(x)
+    finally:
+        handle.remove()
+    assert out.shape[1] == 16
+    assert calls == []

@@ -18,10 +18,10 @@ import torch.fx as fx
 from torch import nn
 
 from nasviz.tracing.graph import CapturedGraph
-from nasviz.tracing.groups import Expr, Sym, make_cat
+from nasviz.tracing.groups import Expr, Sym, expr_size, make_cat
 from nasviz.tracing.rules import OpKind
 from nasviz.tracing.shapeops import ShapeOps
-from nasviz.tracing.values import Val, iter_vals, node_shape, resolve_dim
+from nasviz.tracing.values import Many, Val, iter_vals, node_shape, resolve_dim
 
 __all__ = ["PointwiseOps"]
 
@@ -112,6 +112,8 @@ class PointwiseOps(ShapeOps):
     ) -> Val:
         seq = kwargs.get("tensors", args[0] if args else None)
         dim = kwargs.get("dim", kwargs.get("axis", args[1] if len(args) > 1 else 0))
+        if isinstance(seq, Many):  # the pieces of one split, joined again
+            seq = [seq.item] if kind.kind == "stack" else self._pieces(seq.item, dim, node)
         if not isinstance(seq, (list, tuple)) or not all(isinstance(v, Val) for v in seq):
             return self._op_unknown(node, kind, args, kwargs, cg)
         vals: list[Val] = list(seq)
@@ -139,6 +141,19 @@ class PointwiseOps(ShapeOps):
                 return self._give_up_all(node, cg, vals, self._need_shapes(kind, cg))
             parts.append(Sym(self.c.new_fixed(size, f"concatenated {v.origin}"), size))
         return Val(make_cat(parts), d, out_shape, True, "")
+
+    _op_stack = _op_cat
+
+    def _pieces(self, item: Val, dim: Any, node: fx.Node) -> list[Val] | None:
+        """The pieces of a split as a list (one suffices unless they are joined on the channels)."""
+        out_shape = node_shape(node)
+        d = resolve_dim(dim, len(out_shape) if out_shape is not None else None)
+        if item.expr is None or d != item.axis:
+            return [item]
+        if out_shape is None or d is None:
+            return None
+        count, rest = divmod(out_shape[d], expr_size(item.expr))
+        return [item] * count if count and not rest else None
 
     def _stack(
         self, node: fx.Node, kind: OpKind, vals: list[Val], d: int | None, cg: CapturedGraph

@@ -42,7 +42,7 @@ class PointwiseOps(ShapeOps):
         for v in iter_vals((args, kwargs)):
             if v.expr is not None:
                 self.c.fix_expr(v.expr, reason)
-        return self._untracked(node, cg, f"output of {kind.name}")
+        return self._untracked(node, cg, f"the output of {kind.name}")
 
     def _op_info(
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
@@ -79,7 +79,7 @@ class PointwiseOps(ShapeOps):
         """Couple the channels of ``vals`` (all must carry the same channels)."""
         tracked = [v for v in vals if v.expr is not None and v.axis is not None]
         if not tracked:
-            origin = vals[0].origin if vals else f"output of {kind.name}"
+            origin = vals[0].origin if vals else f"the output of {kind.name}"
             return self._untracked(node, cg, origin)
         ref = tracked[0]
         assert ref.expr is not None
@@ -119,7 +119,7 @@ class PointwiseOps(ShapeOps):
         vals: list[Val] = list(seq)
         tracked = [v for v in vals if v.expr is not None]
         if not tracked:
-            return self._untracked(node, cg, f"output of {kind.name}")
+            return self._untracked(node, cg, f"the output of {kind.name}")
         out_shape = node_shape(node)
         ndim = len(out_shape) if out_shape is not None else None
         d = resolve_dim(dim, ndim)

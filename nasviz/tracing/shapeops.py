@@ -88,7 +88,7 @@ class ShapeOps:
     ) -> Val:
         x = self._first(node, cg, args)
         if x is None or x.expr is None or x.axis is None:
-            return self._untracked(node, cg, x.origin if x else f"output of {kind.name}")
+            return self._untracked(node, cg, x.origin if x else f"the output of {kind.name}")
         module = getattr(self, "_cur_module", None)
         default_start = 1 if module is not None else 0
         start = kwargs.get("start_dim", args[1] if len(args) > 1 else default_start)
@@ -123,7 +123,7 @@ class ShapeOps:
     ) -> Val:
         x = self._first(node, cg, args)
         if x is None or x.expr is None or x.axis is None:
-            return self._untracked(node, cg, x.origin if x else f"output of {kind.name}")
+            return self._untracked(node, cg, x.origin if x else f"the output of {kind.name}")
         out_shape = node_shape(node)
         if x.shape is None or out_shape is None:
             return self._give_up(node, cg, x, self._need_shapes(kind, cg))
@@ -167,7 +167,7 @@ class ShapeOps:
     ) -> Val:
         x = self._first(node, cg, args)
         if x is None or x.expr is None or x.axis is None:
-            return self._untracked(node, cg, x.origin if x else f"output of {kind.name}")
+            return self._untracked(node, cg, x.origin if x else f"the output of {kind.name}")
         dims = _sizes(args, 1) if "dims" not in kwargs else list(kwargs["dims"])
         n = len(dims)
         if not all(isinstance(d, int) for d in dims) or n + x.axis < 0:
@@ -180,7 +180,7 @@ class ShapeOps:
     ) -> Val:
         x = self._first(node, cg, args)
         if x is None or x.expr is None or x.axis is None:
-            return self._untracked(node, cg, x.origin if x else f"output of {kind.name}")
+            return self._untracked(node, cg, x.origin if x else f"the output of {kind.name}")
         ndim = len(x.shape) if x.shape is not None else None
         a = resolve_dim(kwargs.get("dim0", args[1] if len(args) > 1 else None), ndim)
         b = resolve_dim(kwargs.get("dim1", args[2] if len(args) > 2 else None), ndim)
@@ -194,7 +194,7 @@ class ShapeOps:
     ) -> Val:
         x = self._first(node, cg, args)
         if x is None or x.expr is None or x.axis is None:
-            return self._untracked(node, cg, x.origin if x else f"output of {kind.name}")
+            return self._untracked(node, cg, x.origin if x else f"the output of {kind.name}")
         if x.shape is None:
             return self._give_up(node, cg, x, self._need_shapes(kind, cg))
         axis = x.axis if len(x.shape) < 2 else (-2 if x.axis == -1 else -1)
@@ -211,7 +211,7 @@ class ShapeOps:
         """squeeze/unsqueeze: locate the channel axis by matching non-1 dims of both shapes."""
         x = self._first(node, cg, args)
         if x is None or x.expr is None or x.axis is None:
-            return self._untracked(node, cg, x.origin if x else f"output of {kind.name}")
+            return self._untracked(node, cg, x.origin if x else f"the output of {kind.name}")
         out_shape = node_shape(node)
         if x.shape is None or out_shape is None:
             return self._give_up(node, cg, x, self._need_shapes(kind, cg))
@@ -280,7 +280,7 @@ class ShapeOps:
         pos = 1 if unbind else 2
         dim = kwargs.get("dim", args[pos] if len(args) > pos else 0)
         if x is None or x.expr is None or x.axis is None:
-            return Many(self._untracked(node, cg, x.origin if x else f"output of {kind.name}"))
+            return Many(self._untracked(node, cg, x.origin if x else f"the output of {kind.name}"))
         ndim = len(x.shape) if x.shape is not None else None
         d = resolve_dim(dim, ndim)
         if d is None:
@@ -299,7 +299,7 @@ class ShapeOps:
     ) -> Val:
         x = self._first(node, cg, args)
         if x is None or x.expr is None or x.axis is None:
-            return self._untracked(node, cg, x.origin if x else f"output of {kind.name}")
+            return self._untracked(node, cg, x.origin if x else f"the output of {kind.name}")
         sizes = _sizes(args, 1)
         keep = -1 if kind.kind == "expand" else 1
         k = len(sizes) + x.axis
@@ -314,17 +314,17 @@ class ShapeOps:
     ) -> Val:
         x = self._first(node, cg, args)
         if x is None or x.expr is None or x.axis is None:
-            return self._untracked(node, cg, x.origin if x else f"output of {kind.name}")
+            return self._untracked(node, cg, x.origin if x else f"the output of {kind.name}")
         dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
         keep = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
         if dim is None:
-            return self._untracked(node, cg, f"output of {kind.name}")
+            return self._untracked(node, cg, f"the output of {kind.name}")
         ndim = len(x.shape) if x.shape is not None else None
         dims = [resolve_dim(d, ndim) for d in (dim if isinstance(dim, (tuple, list)) else [dim])]
         if any(d is None for d in dims) or not isinstance(keep, bool):
             return self._give_up(node, cg, x, self._need_shapes(kind, cg))
         if x.axis in dims:  # the channels are summed over: a valid consumer
-            return self._untracked(node, cg, f"output of {kind.name}")
+            return self._untracked(node, cg, f"the output of {kind.name}")
         axis = x.axis if keep else x.axis + sum(1 for d in dims if d is not None and d > x.axis)
         return self._out(node, x, axis)
 

@@ -378,3 +378,20 @@ def test_depthwise_channel_multiplier_repeats_the_group_and_its_norm_restricts()
     assert plan.hparams[0].choices == [8, 16]
     assert ("2", "num_features", "repeat") in members(plan, "0.out_channels")
     assert plan.layers["3"]["in_channels"] == {"rep": [{"hp": "0.out_channels"}, 2]}
+
+
+class TiedFunctional(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.fc, self.out = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.fc(self.a(x))
+        return self.out(h + nn.functional.linear(h, self.fc.weight))
+
+
+def test_a_layer_whose_weight_forward_reads_directly_stays_static() -> None:
+    plan = plan_of(TiedFunctional(), torch.randn(2, 4))
+    assert group_names(plan) == []
+    assert reason(plan, "fc", "in_features") == "its weight is also used directly in forward"
+    assert "coupled with 'fc' (its weight" in reason(plan, "a", "out_features")

@@ -68,7 +68,8 @@ class Analysis:
 
     coupling: Coupling
     layers: dict[str, LayerUse]
-    #: prunable layers that are entirely static, with the reason (untraced, custom forward ...)
+    #: prunable layers that are entirely static, with the reason (untraced, custom forward,
+    #: parameters used directly in forward ...)
     layer_reasons: dict[str, str]
     notes: list[str]
 
@@ -78,8 +79,14 @@ def analyze(model: nn.Module, captured: Capture) -> Analysis:
     a = _Analyzer(model)
     for cg in captured.graphs:
         a.run(cg)
-    reasons: dict[str, str] = {}
+    reasons: dict[str, str] = dict(a.direct)
+    for name, use in a.layers.items():
+        if name in reasons:
+            for expr in use.dims.values():
+                a.c.fix_expr(expr, f"coupled with '{name}' ({reasons[name]})")
     for name, m in model.named_modules():
+        if name in reasons:
+            continue
         if layer_spec(m) is None or name in a.layers:
             continue
         if name in captured.leaf_reasons:
@@ -109,6 +116,8 @@ class _Analyzer(PointwiseOps):
         self.c = Coupling()
         self.layers: dict[str, LayerUse] = {}
         self.opaque: dict[str, str] = {}
+        #: prunable layers whose parameters or buffers forward reads directly -> reason
+        self.direct: dict[str, str] = {}
         #: qualified name -> op name of every non-prunable module called as one op
         self.called: dict[str, str] = {}
         self._cur_module: nn.Module | None = None
@@ -170,6 +179,10 @@ class _Analyzer(PointwiseOps):
         )
         shape = tuple(obj.shape) if isinstance(obj, torch.Tensor) else None
         tensor = isinstance(obj, torch.Tensor)
+        owner, _, attr = cg.qualify(target).rpartition(".")
+        if tensor and layer_spec(self.modules.get(owner, nn.Module())) is not None:
+            # sorting or slicing this layer would change a tensor forward also uses directly
+            self.direct[owner] = f"its {attr} is also used directly in forward"
         return Val(None, None, shape, tensor, f"{what} '{cg.qualify(target)}'")
 
     # -- prunable layers -----------------------------------------------------------------------

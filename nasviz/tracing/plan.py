@@ -122,6 +122,8 @@ def make_plan(model: nn.Module, analysis: Analysis, config: ModeloptBaseRuleConf
         twin = dynamic_class_for(use.module)
         assert twin is not None
         rule, why = _rule(config, twin.layer_type, name)
+        if name in reasons:  # already static (and its groups fixed) by the analysis
+            continue
         if rule is None or name in shared:
             reasons[name] = why or shared[name]
             for expr in use.dims.values():

@@ -395,3 +395,14 @@ def test_a_layer_whose_weight_forward_reads_directly_stays_static() -> None:
     assert group_names(plan) == []
     assert reason(plan, "fc", "in_features") == "its weight is also used directly in forward"
     assert "coupled with 'fc' (its weight" in reason(plan, "a", "out_features")
+
+
+def test_layers_with_hooks_or_parametrizations_are_opaque() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 2))
+    model[1].register_forward_hook(lambda m, i, o: o * 2)
+    nn.utils.parametrizations.weight_norm(model[2])
+    plan = plan_of(model, torch.randn(2, 4))
+    assert group_names(plan) == []
+    assert "forward hooks" in reason(plan, "1", "out_features")
+    assert "parametrized" in reason(plan, "2", "in_features")
+    assert "consumed by Linear '1': unsupported op" in reason(plan, "0", "out_features")

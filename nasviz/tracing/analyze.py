@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.nn.utils import parametrize
 
 from nasviz.dynamic import dynamic_class_for, is_dynamic
 from nasviz.tracing.graph import Capture, CapturedGraph
@@ -293,6 +294,10 @@ def _opaque_reason(m: nn.Module) -> str | None:
             f"{type(m).__name__} overrides forward: not a plain {twin.torch_cls.__name__} "
             "nasviz can slice"
         )
+    if m._forward_hooks or m._forward_pre_hooks:
+        return "it has forward hooks, which tracing cannot see (e.g. old-style weight_norm)"
+    if parametrize.is_parametrized(m):
+        return "its parameters are parametrized (torch.nn.utils.parametrize)"
     return twin.unsupported_reason(m)
 
 

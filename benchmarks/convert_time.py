@@ -64,7 +64,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     # warm up imports and kernels once, outside the measurements
     measure(REFERENCE_MODELS["resnet_tiny"], SMALL, 1)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), median of {args.repeat}")
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} thread(s), median of {args.repeat} runs")
     print(f"{'model':<24}{'hparams':>8}{'convert [s]':>13}{'forward [s]':>13}")
     for name, factory in REFERENCE_MODELS.items():
         convert, forward, groups = measure(factory, SMALL, args.repeat)

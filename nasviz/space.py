@@ -10,6 +10,10 @@ at full size with the original's (tight tolerance) and runs the smallest subnet 
 fails, the model is restored exactly and a :class:`~nasviz.errors.TracingError` names it. A
 converted model is therefore never silently wrong.
 
+**Channel order.** ``convert`` physically sorts every group's channels by importance (same
+``Parameter`` objects, permuted values), so a width ``k`` keeps the first ``k`` channels. Create
+optimizers after converting (their state would not be permuted).
+
 **Without a dummy_input**, tracing has no tensor shapes: every op whose effect on the channels
 depends on a shape (flatten -> Linear needs the spatial size, views, broadcasting with another
 tensor, positional ``dim`` arguments) leaves the layers involved static, with the reason

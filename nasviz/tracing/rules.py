@@ -36,9 +36,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-import nasviz.dynamic.conv
-import nasviz.dynamic.norm  # noqa: F401  (registers the conv and norm twins)
-from nasviz.dynamic import dynamic_class_for
+from nasviz.dynamic import dynamic_class_for  # importing nasviz.dynamic registers every twin
 
 __all__ = [
     "LayerSpec",

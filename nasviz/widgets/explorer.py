@@ -1,0 +1,390 @@
+"""The subnet explorer: pick a width for every channel group and see the cost move, live.
+
+A converted model has one hparam per group of coupled channels. :class:`SubnetExplorer` gives each
+group a slider over its valid choices, and (given a sensitivity map ``{hparam: {choice: drop}}``)
+one global *tolerated drop* slider: every group takes its smallest choice whose score drop is at
+most the threshold, the rule FastNAS's binary searcher bisects over. Each change re-estimates the
+subnet's FLOPs and parameters with one :class:`~nasviz.profile.CostModel` (built once; the model is
+not run) and updates, in place, a bar chart of kept vs original channels per group and a bar of
+FLOPs/params against the constraints (red when over). *Evaluate* selects the subnet, re-calibrates
+BatchNorm on ``forward_loop`` and scores it with ``score_func``; :meth:`SubnetExplorer.export`
+returns the chosen subnet as a plain model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+import pandas as pd
+import plotly.graph_objects as go
+from torch import nn
+
+import nasviz as nv
+from nasviz.errors import NasvizError
+from nasviz.hparam import Hparam
+from nasviz.search.constraints import Constraints
+from nasviz.widgets._base import (
+    COLORS,
+    UI_LOCK,
+    ProgressBar,
+    View,
+    fmt_flops,
+    fmt_params,
+    fmt_pct,
+    fmt_score,
+    locked_batch,
+)
+
+__all__ = ["SubnetExplorer", "config_at_threshold", "threshold_levels"]
+
+SensitivityMap = Mapping[str, Mapping[Any, float]]
+
+
+def config_at_threshold(
+    sensitivity_map: SensitivityMap, hparams: Mapping[str, Hparam], threshold: float
+) -> dict[str, int]:
+    """Every hparam at its smallest choice whose drop is at most ``threshold``.
+
+    The original width is always allowed; a choice missing from the map is never taken. This is
+    the rule of :class:`~nasviz.search.binary.BinarySearcher` (``_config_at``), restated here
+    because the engine has no public helper for it yet.
+    """
+    config: dict[str, int] = {}
+    for name, hp in hparams.items():
+        drops = {int(c): float(d) for c, d in sensitivity_map.get(name, {}).items()}
+        ok = [c for c in hp.choices if c == hp.original or drops.get(c, float("inf")) <= threshold]
+        config[name] = min(ok)
+    return config
+
+
+def threshold_levels(sensitivity_map: SensitivityMap) -> list[float]:
+    """The distinct tolerated drops at which some group changes width, with 0 (sorted)."""
+    return sorted({0.0, *(float(d) for v in sensitivity_map.values() for d in v.values())})
+
+
+def _level_options(levels: Sequence[float]) -> list[tuple[str, float]]:
+    for fmt in (".4g", ".6g", "r"):
+        labels = [format(v, fmt) if fmt != "r" else repr(v) for v in levels]
+        if len(set(labels)) == len(labels):
+            break
+    return list(zip(labels, levels))
+
+
+class SubnetExplorer(View):
+    """Sliders per channel group, a tolerated-drop slider, live cost and an Evaluate button.
+
+    Example::
+
+        >>> ex = SubnetExplorer(model, x, constraints={"flops": "60%"},
+        ...                     sensitivity_map=state["sensitivity_map"],
+        ...                     score_func=val_accuracy, forward_loop=calibrate)
+        >>> ex.threshold.value = ex.threshold.options[3][1]   # groups follow the map
+        >>> ex.sliders["conv1.out_channels"].value = 16         # or set one group by hand
+        >>> ex.estimate, ex.feasible                            # (flops, params), True/False
+        >>> ex.evaluate()                                       # select, calibrate BN, score
+        >>> small = ex.export()                                 # a plain nn.Module
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dummy_input: Any,
+        constraints: Mapping[str, object] | Constraints | None = None,
+        sensitivity_map: SensitivityMap | None = None,
+        score_func: Callable[[nn.Module], float] | None = None,
+        forward_loop: Callable[[nn.Module], Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.score_func = score_func
+        self.forward_loop = forward_loop
+        space = nv.search_space(model)
+        self.hparams = {n: hp for n, hp in space.hparams.items() if hp.is_configurable}
+        if not self.hparams:
+            raise NasvizError(
+                "the model has no configurable channel groups to explore; convert it with a "
+                "config whose ratios and divisor allow smaller widths and check "
+                "nv.search_space(model).static_table() for the reasons"
+            )
+        self.sensitivity_map = {
+            n: {int(c): float(d) for c, d in v.items()} for n, v in (sensitivity_map or {}).items()
+        }
+        self.cost_model = nv.CostModel.from_model(model, dummy_input)
+        self.full = (self.cost_model.full_flops, self.cost_model.full_params)
+        self.constraints = None if constraints is None else Constraints(constraints)
+        if self.constraints is not None:
+            self.constraints.resolve(full_flops=self.full[0], full_params=self.full[1])
+        self.limits = {} if self.constraints is None else self.constraints.limits
+        self.estimate: tuple[int, int] = self.full
+        self.evaluations: list[dict[str, Any]] = []
+        self._batch = False
+
+        self.sliders: dict[str, widgets.SelectionSlider] = {
+            name: widgets.SelectionSlider(
+                options=list(hp.choices),
+                value=hp.active,
+                description=name,
+                continuous_update=False,
+                style={"description_width": "240px"},
+                layout={"width": "560px"},
+            )
+            for name, hp in self.hparams.items()
+        }
+        levels = threshold_levels(self.sensitivity_map)
+        self.threshold = widgets.SelectionSlider(
+            options=_level_options(levels),
+            value=levels[0],
+            description="tolerated drop",
+            continuous_update=False,
+            disabled=not self.sensitivity_map,
+            style={"description_width": "240px"},
+            layout={"width": "560px"},
+        )
+        self.cost_label = widgets.HTML("")
+        self.channels_fig = self._channels_figure()
+        self.cost_fig = self._cost_figure()
+        self.evaluate_button = widgets.Button(
+            description="Evaluate",
+            icon="play",
+            button_style="primary",
+            disabled=score_func is None,
+            tooltip="select the subnet, re-calibrate BN and score it"
+            if score_func is not None
+            else "pass score_func to evaluate subnets",
+        )
+        self.progress = ProgressBar("evaluate")
+        self.result = widgets.HTML("")
+
+        for slider in self.sliders.values():
+            slider.observe(lambda _c: self._changed(), names="value")
+        self.threshold.observe(lambda _c: self._apply_threshold(), names="value")
+        self.evaluate_button.on_click(lambda _b: self._evaluate_clicked())
+        hint = "" if self.sensitivity_map else " (pass sensitivity_map to use it)"
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.threshold, widgets.HTML(html.escape(hint))]),
+                widgets.VBox(list(self.sliders.values())),
+                self.cost_label,
+                widgets.HBox([self.channels_fig, self.cost_fig]),
+                widgets.HBox([self.evaluate_button, self.progress.widget]),
+                self.result,
+            ]
+        )
+        self._changed()
+
+    @classmethod
+    def from_search_state(
+        cls, model: nn.Module, dummy_input: Any, state: Mapping[str, Any], **kwargs: Any
+    ) -> SubnetExplorer:
+        """An explorer over a search's sensitivity map, starting at the subnet it chose."""
+        view = cls(model, dummy_input, sensitivity_map=state["sensitivity_map"], **kwargs)
+        best = (state.get("best") or {}).get("config")
+        if best:
+            view.value = best
+        return view
+
+    # -- the result ------------------------------------------------------------------------------
+    @property
+    def value(self) -> dict[str, int]:
+        """The chosen subnet: ``{hparam name: width}`` for every configurable group."""
+        return {name: int(s.value) for name, s in self.sliders.items()}
+
+    @value.setter
+    def value(self, config: Mapping[str, int]) -> None:
+        unknown = sorted(set(config) - set(self.sliders))
+        bad = {
+            n: v
+            for n, v in config.items()
+            if n in self.hparams and v not in self.hparams[n].choices
+        }
+        if unknown or bad:
+            raise NasvizError(
+                f"not a subnet of this model: unknown groups {unknown}, invalid widths {bad}; "
+                f"valid: { {n: list(hp.choices) for n, hp in self.hparams.items()} }"
+            )
+        self._set_sliders(config)
+
+    @property
+    def feasible(self) -> bool | None:
+        """Whether the chosen subnet meets the constraints (``None`` without constraints)."""
+        if self.constraints is None:
+            return None
+        return bool(self.constraints.check(flops=self.estimate[0], params=self.estimate[1]))
+
+    def select(self) -> None:
+        """Make the chosen subnet the model's active subnet (``nv.select``)."""
+        nv.select(self.model, self.value)
+
+    def evaluate(self) -> float:
+        """Select the subnet, re-calibrate BatchNorm on ``forward_loop``, score it; returns the
+        score (also recorded in :attr:`evaluations` and shown)."""
+        if self.score_func is None:
+            raise NasvizError("evaluate needs a score_func: SubnetExplorer(..., score_func=f)")
+        self.evaluate_button.disabled = True
+        calib = "re-calibrating BatchNorm" if self.forward_loop else "eval mode (no forward_loop)"
+        try:
+            self.progress.start(3, "selecting the subnet")
+            self.select()
+            self.progress.advance(1, calib)
+            nv.prep_for_eval(self.model, self.forward_loop)
+            self.progress.advance(1, "scoring")
+            score = float(self.score_func(self.model))
+        except Exception as e:
+            self.progress.fail(html.escape(f"{type(e).__name__}: {e}"))
+            raise
+        finally:
+            self.evaluate_button.disabled = False
+        self.progress.finish(f"score {fmt_score(score)}")
+        flops, params = self.cost_model.estimate(self.value)
+        self.evaluations.append(
+            {"config": self.value, "flops": flops, "params": params, "score": score}
+        )
+        self._show_evaluations()
+        return score
+
+    def evaluations_table(self) -> pd.DataFrame:
+        """Every evaluated subnet: score, FLOPs, params and the widths."""
+        rows = [
+            {"score": e["score"], "flops": e["flops"], "params": e["params"], **e["config"]}
+            for e in self.evaluations
+        ]
+        return pd.DataFrame(rows, columns=["score", "flops", "params", *self.sliders])
+
+    def export(self, calibrate: bool = True) -> nn.Module:
+        """The chosen subnet as a plain model (``nv.export``; the explorer's model stays
+        searchable). With ``calibrate`` and a ``forward_loop``, BatchNorm is re-calibrated first."""
+        self.select()
+        if calibrate and self.forward_loop is not None:
+            nv.prep_for_eval(self.model, self.forward_loop)
+        return nv.export(self.model)
+
+    # -- updates ---------------------------------------------------------------------------------
+    def _set_sliders(self, config: Mapping[str, int]) -> None:
+        self._batch = True
+        try:
+            for name, width in config.items():
+                self.sliders[name].value = width
+        finally:
+            self._batch = False
+        self._changed()
+
+    def _apply_threshold(self) -> None:
+        level = float(self.threshold.value)
+        self._set_sliders(config_at_threshold(self.sensitivity_map, self.hparams, level))
+
+    def _changed(self) -> None:
+        if self._batch:
+            return
+        config = self.value
+        flops, params = self.cost_model.estimate(config)
+        self.estimate = (flops, params)
+        with UI_LOCK:
+            self.cost_label.value = self._cost_html(flops, params)
+            with locked_batch(self.channels_fig):
+                self.channels_fig.data[1].y = list(config.values())
+            pct = [100.0 * flops / self.full[0], 100.0 * params / self.full[1]]
+            over = [self._over("flops", flops), self._over("params", params)]
+            with locked_batch(self.cost_fig):
+                bar = self.cost_fig.data[0]
+                bar.x = pct
+                bar.marker.color = [COLORS["infeasible" if o else "feasible"] for o in over]
+                bar.text = [fmt_flops(flops), fmt_params(params)]
+
+    def _over(self, key: str, value: float) -> bool:
+        return key in self.limits and value > self.limits[key]
+
+    def _cost_html(self, flops: int, params: int) -> str:
+        parts = []
+        for key, value, fmt in (("flops", flops, fmt_flops), ("params", params, fmt_params)):
+            full = self.full[0 if key == "flops" else 1]
+            text = f"<b>{key}</b> {fmt(value)} ({fmt_pct(value, full)} of full)"
+            if key in self.limits:
+                colour = COLORS["infeasible" if self._over(key, value) else "feasible"]
+                sign = ">" if self._over(key, value) else "≤"
+                text = (
+                    f"<span style='color:{colour}'>{text} {sign} limit "
+                    f"{fmt(self.limits[key])}</span>"
+                )
+            parts.append(text)
+        return " &nbsp;·&nbsp; ".join(parts)
+
+    def _show_evaluations(self) -> None:
+        df = self.evaluations_table()
+        df["flops"] = [fmt_flops(v) for v in df["flops"]]
+        df["params"] = [fmt_params(v) for v in df["params"]]
+        df["score"] = [fmt_score(v) for v in df["score"]]
+        self.result.value = df.to_html(index=False, border=0)
+
+    def _evaluate_clicked(self) -> None:
+        # the user's score_func may raise anything: the progress bar shows it, not a traceback
+        with contextlib.suppress(Exception):
+            self.evaluate()
+
+    # -- figures ---------------------------------------------------------------------------------
+    def _channels_figure(self) -> go.FigureWidget:
+        names = list(self.hparams)
+        fig = go.FigureWidget(
+            data=[
+                go.Bar(
+                    x=names,
+                    y=[hp.original for hp in self.hparams.values()],
+                    name="original",
+                    marker_color=COLORS["neutral"],
+                    opacity=0.35,
+                ),
+                go.Bar(
+                    x=names,
+                    y=[hp.active for hp in self.hparams.values()],
+                    name="kept",
+                    marker_color=COLORS["grow"],
+                ),
+            ],
+            layout=go.Layout(
+                barmode="overlay",
+                title="channels kept per group",
+                height=340,
+                width=560,
+                margin={"l": 40, "r": 10, "t": 40, "b": 120},
+                xaxis={"tickangle": -40},
+                legend={"orientation": "h", "y": 1.08},
+            ),
+        )
+        return fig
+
+    def _cost_figure(self) -> go.FigureWidget:
+        keys = ["flops", "params"]
+        fig = go.FigureWidget(
+            data=[
+                go.Bar(
+                    y=keys,
+                    x=[100.0, 100.0],
+                    orientation="h",
+                    textposition="auto",
+                    name="subnet",
+                    hovertemplate="%{x:.1f}% of full<extra></extra>",
+                )
+            ],
+            layout=go.Layout(
+                title="cost vs limit (% of full model)",
+                height=220,
+                width=380,
+                xaxis={"range": [0, 105], "ticksuffix": "%"},
+                showlegend=False,
+                margin={"l": 60, "r": 10, "t": 40, "b": 30},
+            ),
+        )
+        for i, key in enumerate(keys):
+            if key in self.limits:
+                x = 100.0 * self.limits[key] / self.full[i]
+                fig.add_shape(
+                    type="line",
+                    x0=x,
+                    x1=x,
+                    y0=i - 0.45,
+                    y1=i + 0.45,
+                    line={"color": COLORS["limit"], "width": 3, "dash": "dot"},
+                )
+        return fig

@@ -11,8 +11,8 @@ Here it is a heatmap:
   group share a column (FastNAS derives choices from ratios 0.05, 0.10, ... 1.0, so default
   configs land on the 5% grid); when even 1% is too coarse, every distinct ratio is a column.
   ``columns="width"`` uses absolute channel counts instead. A group without a choice at a column
-  leaves that cell empty (nothing is interpolated). The full width is not a column: its drop is
-  0 by definition and it is not in the map.
+  leaves that cell empty, grey (nothing is interpolated). The full width is not a column: its
+  drop is 0 by definition and it is not in the map.
 * **colour** is the score drop (original score - subnet score), red = worse, blue = better,
   white = unchanged (``DROP_COLORSCALE`` with ``zmid=0``).
 
@@ -109,6 +109,7 @@ class SensitivityHeatmap(EventView):
                 "xaxis": {"title": {"text": self._x_title()}, "type": "category"},
                 "yaxis": {"autorange": "reversed", "type": "category"},
                 "margin": {"l": 10, "r": 10, "t": 50, "b": 40},
+                "plot_bgcolor": "#d0d0d0",  # grey: the group has no choice at that column
                 "height": 320,
             },
         )

@@ -2,10 +2,12 @@
 
 ``BaseSearcher.search(model, constraints, dummy_input, config)`` validates the config (keys
 ``data_loader``, ``score_func``, ``forward_loop``, ``checkpoint``, ``verbose``,
-``max_iter_data_loader``; unknown keys are refused), builds the forward loop used for BatchNorm
-re-calibration, then runs ``before_search`` -> ``run_search`` -> ``after_search`` and returns the
-searcher's state dict. ``IterativeSearcher`` runs ``before_step`` -> ``sample`` -> ``after_step``
-until ``early_stop`` or ``iterations``.
+``max_iter_data_loader``, ``callbacks``, and the evaluator form's ``score_loader``, ``metric``,
+``cache_bytes``, ``skip``, ``skip_threshold`` - see :mod:`nasviz.search.evaluator`; unknown keys
+are refused), builds the forward loop used for BatchNorm re-calibration, then runs
+``before_search`` -> ``run_search`` -> ``after_search`` and returns the searcher's state dict.
+``IterativeSearcher`` runs ``before_step`` -> ``sample`` -> ``after_step`` until ``early_stop`` or
+``iterations``.
 
 Every subnet is scored after its BatchNorm statistics were re-estimated on the calibration data
 (:func:`nasviz.patch.prep_for_eval`), so a score is the score its exported model will have.
@@ -30,6 +32,7 @@ from torch import nn
 
 from nasviz.errors import SearchError
 from nasviz.search.constraints import Constraints
+from nasviz.search.evaluator import EVALUATOR_DEFAULTS, Evaluator, validate_evaluator_config
 from nasviz.search.events import EventBus, SearchEvent, SearchHistory
 
 __all__ = ["BaseSearcher", "IterativeSearcher", "ScoreFunc"]
@@ -57,6 +60,7 @@ class BaseSearcher(ABC):
     dummy_input: Any
 
     def __init__(self) -> None:
+        self.evaluator: Evaluator | None = None
         self.bus = EventBus()
         self.history = SearchHistory()
         self.bus.subscribe(self.history)
@@ -73,6 +77,7 @@ class BaseSearcher(ABC):
             "verbose": False,
             "max_iter_data_loader": None,
             "callbacks": [],
+            **EVALUATOR_DEFAULTS,
         }
 
     @property
@@ -90,10 +95,13 @@ class BaseSearcher(ABC):
                 f"{sorted(defaults)}"
             )
         merged = {**defaults, **config}
-        if not callable(merged["score_func"]):
+        if validate_evaluator_config(config, merged):
+            pass
+        elif not callable(merged["score_func"]):
             raise SearchError(
                 "config['score_func'] must be a callable model -> float (higher is better), got "
-                f"{merged['score_func']!r}"
+                f"{merged['score_func']!r}; or give config['score_loader'] and config['metric'] "
+                "(the evaluator form, see nasviz.search.evaluator)"
             )
         fl, dl = merged["forward_loop"], merged["data_loader"]
         if fl is not None and not callable(fl):
@@ -120,6 +128,9 @@ class BaseSearcher(ABC):
             constraints if isinstance(constraints, Constraints) else Constraints(constraints)
         )
         self.dummy_input = dummy_input
+        self.evaluator = None
+        if self.config["score_loader"] is not None:
+            self.evaluator = Evaluator(model, self.config, self.emit)
         self.forward_loop = self.construct_forward_loop()
         for cb in self.config["callbacks"]:
             self.bus.subscribe(cb)
@@ -158,6 +169,8 @@ class BaseSearcher(ABC):
     # -- scoring --------------------------------------------------------------------------------
     def construct_forward_loop(self) -> ForwardLoop | None:
         """The calibration loop: ``forward_loop`` if given, else one built on ``data_loader``."""
+        if self.evaluator is not None:
+            return self.evaluator.forward_loop if self.config["data_loader"] is not None else None
         if self.config["forward_loop"] is not None:
             loop: ForwardLoop = self.config["forward_loop"]
             return loop
@@ -178,21 +191,30 @@ class BaseSearcher(ABC):
 
     def eval_score(self, context: str = "") -> float:
         """Re-calibrate BatchNorm on the calibration data, then score the active subnet."""
+        if self.evaluator is not None:
+            return self.checked_score(self.evaluator.score_full, context)
         from nasviz.patch import prep_for_eval
 
         prep_for_eval(self.model, self.forward_loop)
+        with torch.no_grad():
+            return self.checked_score(lambda: self.config["score_func"](self.model), context)
+
+    def checked_score(self, scorer: Callable[[], Any], context: str = "") -> float:
+        """``scorer()`` as a float; an error or NaN raises a SearchError naming ``context``."""
+        what = "score_func" if self.evaluator is None else "scoring with config['metric']"
         try:
-            with torch.no_grad():
-                score = self.config["score_func"](self.model)
+            score = scorer()
         except Exception as e:
+            if isinstance(e, SearchError) and self.evaluator is not None:
+                raise
             where = f" while scoring {context}" if context else ""
-            raise SearchError(f"score_func raised {type(e).__name__}{where}: {e}") from e
+            raise SearchError(f"{what} raised {type(e).__name__}{where}: {e}") from e
         try:
             value = float(score)
         except (TypeError, ValueError) as e:
-            raise SearchError(f"score_func must return a number, got {score!r}") from e
+            raise SearchError(f"{what} must return a number, got {score!r}") from e
         if math.isnan(value):
-            raise SearchError(f"score_func returned NaN{f' for {context}' if context else ''}")
+            raise SearchError(f"{what} returned NaN{f' for {context}' if context else ''}")
         return value
 
     # -- state and checkpoints ------------------------------------------------------------------
@@ -200,6 +222,8 @@ class BaseSearcher(ABC):
         """The searcher's state: every key of ``default_state_dict`` plus the history."""
         state = {k: copy.deepcopy(getattr(self, k)) for k in self.default_state_dict}
         state["history"] = self.history.to_records()
+        if self.evaluator is not None:
+            state["evaluator"] = self.evaluator.report()
         return state
 
     def load_search_checkpoint(self) -> bool:

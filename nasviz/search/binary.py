@@ -33,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 from nasviz.errors import SearchError
@@ -191,28 +192,48 @@ class BinarySearcher(IterativeSearcher):
         total = sum(len(hp.choices) - 1 for hp in hps.values())
         done = sum(len(v) for k, v in self.sensitivity_map.items() if k in hps)
         full = self._max_config()
-        if self.original_score is None:
+        ev = self.evaluator
+        if ev is not None:  # the evaluator form: build the cache (and score the full model)
+            self._select(full)
+            members = {g.name: [m.module for m in g.members] for g in self._space().groups}
+            members = {n: members[n] for n in hps}
+            score = self.checked_score(lambda: ev.prepare(members, hps), "the full model")
+            if self.original_score is None:
+                self.original_score = score
+                self.save_search_checkpoint()
+        elif self.original_score is None:
             self._select(full)
             self.original_score = self.eval_score("the full model")
             self.save_search_checkpoint()
         self.emit(MapStarted(original_score=self.original_score, total=total, done=done))
+        rule = ev.skip_rule() if ev is not None else None
         index = 0
         n_scored = 0
         for name, hp in hps.items():
             entries = self.sensitivity_map.setdefault(name, {})
-            for choice in sorted(hp.choices[:-1], reverse=True):
+            implied: float | None = None  # once set, the remaining entries take this drop
+            ascending = rule is not None and rule.ascending
+            for choice in sorted(hp.choices[:-1], reverse=not ascending):
                 cfg = {**full, name: choice}
                 flops, params = self._cost(cfg)
+                skipped = True
                 if choice in entries:
                     drop = entries[choice]
-                    skipped = True
+                elif implied is not None:
+                    drop = entries[choice] = implied
                 else:
                     self._select(cfg)
-                    score = self.eval_score(f"{name}={choice}")
+                    context = f"{name}={choice}"
+                    if ev is not None:
+                        score = self.checked_score(partial(ev.score_single, name), context)
+                    else:
+                        score = self.eval_score(context)
                     drop = self.original_score - score
                     entries[choice] = drop
                     skipped = False
                     n_scored += 1
+                if rule is not None and implied is None:
+                    implied = rule.implied(self.original_score - drop, drop)
                 self.emit(
                     MapEntry(
                         hparam=name,
@@ -228,6 +249,8 @@ class BinarySearcher(IterativeSearcher):
                 )
                 index += 1
             self.save_search_checkpoint()
+        if ev is not None:
+            ev.release()
         self._select(full)
         self.emit(MapFinished(entries=total, n_scored=n_scored, seconds=time.perf_counter() - t0))
 

@@ -1,0 +1,315 @@
+"""Sub-graph evaluation for the evaluator form (private to :mod:`nasviz.search.evaluator`).
+
+The converted model is traced with torch.fx, dynamic layers kept as leaves (as
+:mod:`nasviz.tracing.graph` does). For each hparam, the graph splits in two:
+
+* the **affected** nodes: the calls of the hparam's member layers (its *seeds*) and every node
+  forward-reachable from them, plus the graph output - their values change with the hparam;
+* the **sliced** nodes: affected nodes whose value at any width is the full-width value indexed
+  along its channel axis by the hparam's active channels - the group's producer (a regular conv
+  or Linear whose output width is the hparam and whose input is not affected), then BatchNorm,
+  depthwise convs, activations and pools that act channel by channel on a sliced input;
+* the **frontier**: the nodes that depend on the model input, are unaffected or sliced, and feed
+  one of the remaining affected nodes (the *computed* ones) - their full-width values are the
+  same for every width of the hparam, so they are computed once per batch (by a *capture*
+  module: the whole graph, returning its output and the frontier values), sliced if they are
+  sliced nodes, and fed to a *sub-graph* module that runs only the computed nodes.
+
+Nodes that do not depend on the input (``get_attr``, constants) are copied into the sub-graph.
+When the graph holds an in-place op (``relu_``, ``+=``, ``inplace=True`` modules) a captured
+value could be overwritten later in the pass, so captured values are cloned when recorded and
+before being fed back (:attr:`SubgraphPlan.inplace` lists the ops found).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from nasviz.dynamic import DynamicModule, dynamic_class_for, is_dynamic
+from nasviz.hparam import Hparam
+
+__all__ = [
+    "SubgraphPlan",
+    "UntraceableError",
+    "capture_module",
+    "plan_subgraphs",
+    "snapshot",
+    "subgraph_module",
+    "trace_model",
+    "value_bytes",
+]
+
+_INPLACE_FUNCS = {
+    operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
+    operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor, operator.ilshift,
+    operator.irshift, operator.imatmul, operator.setitem,
+}  # fmt: skip
+#: modules, functions and methods that act on each channel alone (any channel axis)
+_ACT_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Identity,
+)  # fmt: skip
+_ACT_FUNCS = {
+    torch.relu, F.relu, F.relu6, F.gelu, F.silu, F.mish, torch.sigmoid, F.sigmoid, torch.tanh,
+    F.tanh, F.hardswish, F.hardsigmoid, F.leaky_relu, F.elu, F.hardtanh, F.softplus,
+}  # fmt: skip
+_ACT_METHODS = {"relu", "sigmoid", "tanh"}
+#: spatial pools: channel by channel when the channels are on axis 1
+_POOL_MODULES = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+)  # fmt: skip
+_POOL_FUNCS = {
+    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+}  # fmt: skip
+
+
+class _LeafTracer(fx.Tracer):
+    """Keeps dynamic layers (and layers with a dynamic twin) as leaves."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if is_dynamic(m) or dynamic_class_for(m) is not None:
+            return True
+        return bool(super().is_leaf_module(m, module_qualified_name))
+
+
+class UntraceableError(Exception):
+    """The model cannot be evaluated as one fx graph (the message says why)."""
+
+
+def trace_model(model: nn.Module) -> fx.Graph:
+    """The model's fx graph; raises :class:`UntraceableError` with the reason if there is none.
+
+    The graph must be the same in train and eval mode (calibration runs in train mode, scoring in
+    eval mode), and ``forward`` must take one input (further parameters need defaults).
+    """
+    flags = [(m, m.training) for m in model.modules()]
+    codes: list[str] = []
+    graphs: list[fx.Graph] = []
+    try:
+        for mode in (False, True):
+            for m, _ in flags:
+                m.training = mode
+            graph = _LeafTracer().trace(model)
+            graphs.append(graph)
+            codes.append(graph.python_code("self").src)
+    except Exception as e:
+        text = str(e).strip().splitlines()
+        first = text[0][:160] if text else ""
+        raise UntraceableError(
+            f"torch.fx cannot trace {type(model).__name__} as one graph ({type(e).__name__}: "
+            f"{first})"
+        ) from e
+    finally:
+        for m, t in flags:
+            m.training = t
+    if codes[0] != codes[1]:
+        raise UntraceableError(
+            f"{type(model).__name__}.forward traces differently in train and eval mode"
+        )
+    graph = graphs[0]
+    phs = [n for n in graph.nodes if n.op == "placeholder"]
+    if not phs:
+        raise UntraceableError(f"{type(model).__name__}.forward takes no input")
+    for n in phs:
+        if str(n.target).startswith("*"):
+            raise UntraceableError(f"{type(model).__name__}.forward takes *args or **kwargs")
+    for n in phs[1:]:
+        if not n.args:
+            raise UntraceableError(
+                f"{type(model).__name__}.forward needs input {n.target!r} besides the batch"
+            )
+    return graph
+
+
+@dataclass
+class SubgraphPlan:
+    """Per hparam: its affected nodes and its frontier (see the module docstring)."""
+
+    graph: fx.Graph
+    nodes: list[fx.Node]
+    data: set[fx.Node]
+    affected: dict[str, set[fx.Node]] = field(default_factory=dict)
+    #: hparam -> the affected nodes the sub-graph runs (affected minus sliced)
+    computed: dict[str, set[fx.Node]] = field(default_factory=dict)
+    frontier: dict[str, list[fx.Node]] = field(default_factory=dict)
+    #: hparam -> per frontier node, the channel axis to slice it along (None: feed as is)
+    axes: dict[str, list[int | None]] = field(default_factory=dict)
+    #: hparam -> why it cannot be evaluated from cached activations
+    unusable: dict[str, str] = field(default_factory=dict)
+    #: the in-place ops found (captured values are cloned when there is any)
+    inplace: list[str] = field(default_factory=list)
+
+    @property
+    def placeholders(self) -> list[fx.Node]:
+        return [n for n in self.nodes if n.op == "placeholder"]
+
+
+def _is_seed(node: fx.Node, member: str) -> bool:
+    if node.op not in ("call_module", "get_attr"):
+        return False
+    t = str(node.target)
+    return t == member or member.startswith(t + ".") or t.startswith(member + ".")
+
+
+def plan_subgraphs(
+    model: nn.Module,
+    graph: fx.Graph,
+    members: Mapping[str, Sequence[str]],
+    hparams: Mapping[str, Hparam],
+) -> SubgraphPlan:
+    """Affected, sliced and computed nodes and the frontier of every hparam.
+
+    ``members``: hparam name -> its member modules' qualified names; ``hparams``: name -> Hparam.
+    """
+    nodes = list(graph.nodes)
+    data: set[fx.Node] = set()
+    for n in nodes:
+        if n.op == "placeholder" or any(i in data for i in n.all_input_nodes):
+            data.add(n)
+    plan = SubgraphPlan(graph, nodes, data, inplace=_inplace_ops(model, nodes))
+    for name, mods in members.items():
+        seeds: set[fx.Node] = set()
+        missing = []
+        for m in mods:
+            found = {n for n in nodes if _is_seed(n, m)}
+            if not found:
+                missing.append(m)
+            seeds |= found
+        if missing:
+            plan.unusable[name] = f"layer(s) {missing} are not called as modules in the fx graph"
+            continue
+        affected = set(seeds)
+        sliced: dict[fx.Node, int] = {}
+        for n in nodes:
+            if n not in affected and (n.op == "output" or affected & set(n.all_input_nodes)):
+                affected.add(n)
+            if n in affected:
+                axis = _slice_axis(model, n, hparams[name], affected, sliced)
+                if axis is not None:
+                    sliced[n] = axis
+        computed = affected - set(sliced)
+        plan.affected[name] = affected
+        plan.computed[name] = computed
+        plan.frontier[name] = [
+            n
+            for n in nodes
+            if n in data and n not in computed and any(u in computed for u in n.users)
+        ]
+        plan.axes[name] = [sliced.get(n) for n in plan.frontier[name]]
+    return plan
+
+
+def _slice_axis(
+    model: nn.Module, n: fx.Node, hp: Hparam, affected: set[fx.Node], sliced: dict[fx.Node, int]
+) -> int | None:
+    """The channel axis along which node ``n`` is a slice of its full-width value, or None."""
+    ins = n.all_input_nodes
+    src = sliced.get(ins[0]) if len(ins) == 1 and n.args and n.args[0] is ins[0] else None
+    if n.op == "call_module":
+        m = model.get_submodule(str(n.target))
+        if isinstance(m, DynamicModule):
+            dims = {a: m.dim(a) for a in m.dynamic_attrs}
+            layout = getattr(m, "layout", "")
+            driven = {a for a, d in dims.items() if d is not None and hp in d.hparams()}
+            if driven == {"out_channels"} and dims["out_channels"] is hp:
+                regular = layout == "regular" and not getattr(m, "transposed", True)
+                return 1 if regular and not (set(ins) & affected) else None
+            if driven == {"in_channels", "out_channels"} and layout == "depthwise":
+                ok = dims["in_channels"] is hp and dims["out_channels"] is hp and src == 1
+                return 1 if ok else None
+            if driven == {"out_features"} and dims["out_features"] is hp:
+                return -1 if isinstance(m, nn.Linear) and not (set(ins) & affected) else None
+            if isinstance(m, _BatchNorm) and dims.get("num_features") is hp and src == 1:
+                return 1
+            return None
+        if isinstance(m, _ACT_MODULES) or (isinstance(m, _POOL_MODULES) and src == 1):
+            return src
+        return None
+    if n.op == "call_function" and (
+        n.target in _ACT_FUNCS or (n.target in _POOL_FUNCS and src == 1)
+    ):
+        return src
+    if n.op == "call_method" and n.target in _ACT_METHODS:
+        return src
+    return None
+
+
+def _inplace_ops(model: nn.Module, nodes: list[fx.Node]) -> list[str]:
+    found = []
+    for n in nodes:
+        t = n.target
+        if n.op == "call_method" and str(t).endswith("_") and not str(t).startswith("_"):
+            found.append(f"Tensor.{t}")
+        elif n.op == "call_function":
+            fname = getattr(t, "__name__", "")
+            if t in _INPLACE_FUNCS or fname.endswith("_") or n.kwargs.get("inplace") is True:
+                found.append(fname or str(t))
+        elif n.op == "call_module" and getattr(model.get_submodule(str(t)), "inplace", False):
+            found.append(f"{t} (inplace=True)")
+    return found
+
+
+def snapshot(value: Any) -> Any:
+    """A copy of ``value`` whose tensors are cloned (tuples, lists and dicts are walked)."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, (tuple, list)):
+        return type(value)(snapshot(v) for v in value)
+    if isinstance(value, dict):
+        return {k: snapshot(v) for k, v in value.items()}
+    return value
+
+
+def value_bytes(value: Any) -> int:
+    """Bytes held by the tensors in ``value`` (tuples, lists and dicts are walked)."""
+    if isinstance(value, torch.Tensor):
+        return int(value.element_size() * value.nelement())
+    if isinstance(value, (tuple, list)):
+        return sum(value_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(value_bytes(v) for v in value.values())
+    return 0
+
+
+def capture_module(model: nn.Module, plan: SubgraphPlan, keep: list[fx.Node]) -> fx.GraphModule:
+    """The whole graph, returning ``(output, (value of each node in keep, ...))``."""
+    g = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    out = g.graph_copy(plan.graph, env)
+    vals = []
+    for n in keep:
+        v = env[n]
+        if plan.inplace and n.op != "placeholder":
+            with g.inserting_after(v):
+                v = g.call_function(snapshot, (v,))
+        vals.append(v)
+    g.output((out, tuple(vals)))
+    return fx.GraphModule(model, g)
+
+
+def subgraph_module(model: nn.Module, plan: SubgraphPlan, name: str) -> fx.GraphModule:
+    """The computed nodes of hparam ``name``; its inputs are the frontier values, in order."""
+    needed = set(plan.computed[name])
+    for n in reversed(plan.nodes):  # constants and parameters the computed nodes read
+        if n in needed:
+            needed |= {i for i in n.all_input_nodes if i not in plan.data}
+    g = fx.Graph()
+    env: dict[fx.Node, Any] = {}
+    for i, n in enumerate(plan.frontier[name]):
+        env[n] = g.placeholder(f"frontier_{i}")
+    for n in plan.nodes:
+        if n in needed and n not in env:
+            env[n] = g.node_copy(n, lambda a: env[a])
+    return fx.GraphModule(model, g)

@@ -1,0 +1,468 @@
+"""The evaluator form of the search config: give data and a metric, and nasviz owns the loop.
+
+Instead of an opaque ``score_func(model) -> float``, the search config may name the data and the
+metric; nasviz then runs the scoring loop itself and makes the sensitivity map several times
+cheaper::
+
+    config = {
+        "data_loader": calib_loader,     # BatchNorm calibration batches (inputs, or (inputs, ...))
+        "max_iter_data_loader": 8,       # at most this many calibration batches (optional)
+        "score_loader": val_loader,      # (inputs, targets) batches the score is computed on
+        "metric": "accuracy",            # or "neg_cross_entropy", or metric(outputs, targets)
+        "cache_bytes": 2**30,            # activation-cache budget (optional, default 1 GiB)
+        "skip": "negligible",            # rule for implied map entries (optional, see below)
+        "skip_threshold": None,          # the rule's threshold (optional)
+    }
+
+**Keys.** ``score_loader`` and ``metric`` select the evaluator form; they are mutually
+exclusive with ``score_func`` and with ``forward_loop`` (calibration runs on ``data_loader``).
+``metric(outputs, targets)`` is called once per score with every score batch: ``outputs`` and
+``targets`` are the per-batch values concatenated along dim 0 (lists when they are not tensors);
+it returns a float, higher is better. ``"accuracy"`` is top-1 accuracy of logits ``(N, C)``
+against class indices; ``"neg_cross_entropy"`` is minus the mean cross-entropy.
+
+**What is cached.** The calibration and score batches are read once and kept (that is also why
+a shuffled ``data_loader`` calibrates every subnet on the same batches here). The model is traced
+with torch.fx; for each hparam, the activations of the nodes it cannot change that feed the nodes
+it can (the *frontier*, see :mod:`nasviz.search._subgraph`) are computed once per batch: those
+for calibration by the first, full BatchNorm calibration (a train-mode, no-grad pass), those for
+scoring by the eval-mode pass that scores the full model. A map entry then runs only the affected
+nodes: BatchNorm statistics are re-estimated only downstream of the changed layers, on the cached
+train-mode activations (upstream statistics are those of the full calibration, which is what a
+full re-calibration would give them again), and the score pass starts from the cached eval-mode
+activations. The map equals the uncached one up to floating-point rounding.
+
+**Memory.** Everything kept (the input batches first, then frontier activations, greedily, the
+hparam needing the fewest new bytes first) stays within ``cache_bytes``. An hparam whose frontier
+does not fit is scored by recomputing the whole model from the kept inputs; if the inputs alone
+do not fit, nothing is kept and the loaders are read again for every score (as with
+``score_func``). ``cache_bytes=0`` therefore gives the plain uncached loop.
+
+**Fallbacks.** A model fx cannot trace as one graph (or whose graph differs between train and
+eval mode) is scored by the uncached loop; the reason is in the :class:`EvaluatorPlan` event
+and in the search state (``state["evaluator"]``).
+
+**Skipping implied entries** (``skip``); skipped entries are emitted as
+``MapEntry(skipped=True)`` and recorded in the map with their implied drop:
+
+* ``"negligible"`` (default, the FastNAS reference's rule): an hparam's widths are scored from the
+  narrowest up; once a drop is below ``skip_threshold`` (default ``1e-5``), every wider width is
+  taken to lose nothing (drop ``0.0``);
+* ``"floor"``: widths are scored from the widest down; once a score is at or below
+  ``skip_threshold`` (for ``"accuracy"`` the default is the share of the most frequent class in
+  the score targets, i.e. what a constant guess scores), every narrower width is taken to be as
+  bad (the same drop);
+* ``"none"``: every entry is scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from nasviz.dynamic import slice_dim
+from nasviz.errors import SearchError
+from nasviz.hparam import Hparam
+from nasviz.search._evalconfig import (
+    DEFAULT_CACHE_BYTES,
+    EVALUATOR_DEFAULTS,
+    METRICS,
+    SKIP_RULES,
+    EvaluatorPlan,
+    Metric,
+    SkipRule,
+    accuracy,
+    batch_input,
+    batch_size,
+    concat,
+    iterate,
+    neg_cross_entropy,
+    to_device,
+    validate_evaluator_config,
+)
+from nasviz.search._subgraph import (
+    SubgraphPlan,
+    UntraceableError,
+    capture_module,
+    plan_subgraphs,
+    snapshot,
+    subgraph_module,
+    trace_model,
+    value_bytes,
+)
+from nasviz.search.events import SearchEvent
+
+__all__ = [
+    "DEFAULT_CACHE_BYTES",
+    "EVALUATOR_DEFAULTS",
+    "METRICS",
+    "SKIP_RULES",
+    "Evaluator",
+    "EvaluatorPlan",
+    "SkipRule",
+    "accuracy",
+    "neg_cross_entropy",
+    "validate_evaluator_config",
+]
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _all_bns(module: nn.Module) -> list[_BatchNorm]:
+    return [
+        m
+        for m in module.modules()
+        if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None
+    ]
+
+
+class Evaluator:
+    """Scores the searcher's model on the evaluator-form data (see the module docstring).
+
+    The searcher builds one from its sanitized config, calls :meth:`prepare` at the full subnet
+    (it returns the original score), then, for each map entry, selects the subnet and calls
+    :meth:`score_single` with the one hparam that differs; any other subnet is scored by
+    :meth:`score_full`. Example::
+
+        >>> ev = Evaluator(model, searcher.config)
+        >>> original = ev.prepare({"fc1.out_features": ["fc1", "fc2"]})
+        >>> nv.select(model, {"fc1.out_features": 8})
+        >>> drop = original - ev.score_single("fc1.out_features")
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: dict[str, Any],
+        emit: Callable[[SearchEvent], None] | None = None,
+    ) -> None:
+        self.model = model
+        self._calib_loader = config["data_loader"]
+        self._limit: int | None = config["max_iter_data_loader"]
+        self._score_loader: Iterable[Any] = config["score_loader"]
+        metric = config["metric"]
+        self._metric: Metric = METRICS[metric] if isinstance(metric, str) else metric
+        self._metric_name = metric if isinstance(metric, str) else ""
+        self.budget: int = config["cache_bytes"]
+        self._skip = (str(config["skip"]), config["skip_threshold"])
+        self._emit = emit or (lambda _e: None)
+        self._loaded = False
+        self._calib: list[Any] | None = None
+        self._score: list[tuple[Any, Any]] | None = None
+        self._targets: Any = None
+        self._input_bytes = 0
+        self._plan: SubgraphPlan | None = None
+        self._reason: str | None = None
+        self._calib_vals: dict[fx.Node, list[Any]] = {}
+        self._score_vals: dict[fx.Node, list[Any]] = {}
+        self._cached: dict[str, list[_BatchNorm]] = {}
+        self._modules: dict[str, fx.GraphModule] = {}
+        self._uncached: dict[str, str] = {}
+        self._hparams: dict[str, Hparam] = {}
+        self._bn_state: dict[_BatchNorm, dict[str, torch.Tensor]] = {}
+        self._dirty: set[_BatchNorm] = set()
+        self.stats = {"cached_scores": 0, "full_scores": 0, "cache_bytes": 0, "cache_peak": 0}
+
+    # -- data -------------------------------------------------------------------------------------
+    def _load(self) -> None:
+        """Keep the calibration and score batches if they fit in the budget."""
+        if self._loaded:
+            return
+        self._loaded = True
+        device = _device_of(self.model)
+        total, calib, score = 0, [], []
+        for batch in self._iter_calib_raw():
+            calib.append(to_device(batch_input(batch), device))
+            total += value_bytes(calib[-1])
+            if total > self.budget:
+                self._reason = _stream_reason(total, self.budget)
+                return
+        for x, y in self._iter_score_raw():
+            score.append((to_device(x, device), to_device(y, device)))
+            total += value_bytes(score[-1])
+            if total > self.budget:
+                self._reason = _stream_reason(total, self.budget)
+                return
+        self._calib, self._score, self._input_bytes = calib, score, total
+        self._targets = concat([y for _, y in score])
+
+    def _iter_calib_raw(self) -> Iterator[Any]:
+        if self._calib_loader is not None:
+            yield from iterate(self._calib_loader, self._limit)
+
+    def _iter_score_raw(self) -> Iterator[tuple[Any, Any]]:
+        n = 0
+        for batch in self._score_loader:
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise SearchError(
+                    "config['score_loader'] must yield (inputs, targets) batches, got a "
+                    f"{type(batch).__name__}"
+                )
+            n += 1
+            yield batch[0], batch[1]
+        if n == 0:
+            raise SearchError("config['score_loader'] yielded no batches")
+
+    def forward_loop(self, model: nn.Module) -> None:
+        """The BatchNorm calibration loop: every calibration batch through ``model``."""
+        if self._calib is not None:
+            for x in self._calib:
+                model(x)
+            return
+        device = _device_of(model)
+        for batch in self._iter_calib_raw():
+            model(to_device(batch_input(batch), device))
+
+    def skip_rule(self) -> SkipRule:
+        """The skip rule with its threshold resolved (see the module docstring)."""
+        kind, threshold = self._skip
+        if threshold is None and kind == "negligible":
+            threshold = 1e-5
+        elif threshold is None and kind == "floor":
+            self._load()
+            targets = self._targets
+            if targets is None:
+                targets = concat([y for _, y in self._iter_score_raw()])
+            if isinstance(targets, torch.Tensor) and targets.numel():
+                threshold = float(torch.bincount(targets.flatten().long()).max()) / targets.numel()
+        return SkipRule(kind, threshold)
+
+    # -- scoring ----------------------------------------------------------------------------------
+    def score_full(self) -> float:
+        """Calibrate BatchNorm of the whole active subnet, then score it (no cache)."""
+        from nasviz.patch import prep_for_eval
+
+        self._load()
+        prep_for_eval(self.model, self.forward_loop if self._calib_loader is not None else None)
+        outs, tgts = [], []
+        device = _device_of(self.model)
+        with torch.no_grad():
+            if self._score is not None:
+                outs = [self.model(x) for x, _ in self._score]
+            else:
+                for x, y in self._iter_score_raw():
+                    outs.append(self.model(to_device(x, device)))
+                    tgts.append(to_device(y, device))
+        self._dirty = set(self._bn_state)
+        self.stats["full_scores"] += 1
+        targets = self._targets if self._score is not None else concat(tgts)
+        return self._metric(concat(outs), targets)
+
+    def prepare(self, members: dict[str, list[str]], hparams: dict[str, Hparam]) -> float:
+        """Build the cache at the active (full) subnet; returns its score.
+
+        ``members``: hparam name -> the qualified names of its member layers; ``hparams``: the
+        configurable hparams by name.
+        """
+        self._load()
+        self._hparams = hparams
+        if self._reason is None:
+            try:
+                graph = trace_model(self.model)
+                self._plan = plan_subgraphs(self.model, graph, members, hparams)
+            except UntraceableError as e:
+                self._reason = f"{e}; every entry is scored without the cache"
+        if self._plan is None:
+            score = self.score_full()
+            self._uncached = {n: str(self._reason) for n in members}
+        else:
+            score = self._fill(list(members))
+        self._bn_state = {
+            bn: {k: v.clone() for k, v in bn._buffers.items() if v is not None}
+            for bn in _all_bns(self.model)
+        }
+        self._dirty = set()
+        self._emit(
+            EvaluatorPlan(
+                cached=list(self._cached),
+                uncached=dict(self._uncached),
+                reason=self._reason,
+                cache_bytes=self.stats["cache_bytes"],
+                budget=self.budget,
+            )
+        )
+        return score
+
+    def _fill(self, names: list[str]) -> float:
+        """Full calibration and full scoring pass, keeping the chosen frontier activations."""
+        from nasviz.patch import prep_for_eval
+
+        plan, calib, score = self._plan, self._calib or [], self._score or []
+        if plan is None:
+            return self.score_full()
+        self._uncached = {n: r for n, r in plan.unusable.items() if n in names}
+        usable = [n for n in names if n in plan.frontier]
+        chosen = self._choose(usable, self._estimate(usable)) if usable else []
+        keep = [n for n in plan.nodes if any(n in plan.frontier[h] for h in chosen)]
+        capture = capture_module(self.model, plan, keep)
+        self._calib_vals = {n: [] for n in keep}
+        self._score_vals = {n: [] for n in keep}
+
+        def loop(_model: nn.Module) -> None:
+            for x in calib:
+                _, vals = capture(x)
+                for n, v in zip(keep, vals):
+                    self._calib_vals[n].append(v)
+
+        prep_for_eval(self.model, loop if self._calib_loader is not None else None)
+        outs = []
+        with torch.no_grad():
+            for x, _ in score:
+                out, vals = capture(x)
+                outs.append(out)
+                for n, v in zip(keep, vals):
+                    self._score_vals[n].append(v)
+        self.stats["full_scores"] += 1
+        self.stats["cache_peak"] = self._held()
+        while chosen and self._held() > self.budget:  # the estimate was short: drop the last
+            dropped = chosen.pop()
+            self._uncached[dropped] = "its cached activations did not fit in cache_bytes"
+            still = {n for h in chosen for n in plan.frontier[h]}
+            for n in keep:
+                if n not in still:
+                    self._calib_vals.pop(n, None)
+                    self._score_vals.pop(n, None)
+        for h in chosen:
+            called = [self.model.get_submodule(str(n.target)) for n in plan.computed[h]
+                      if n.op == "call_module"]  # fmt: skip
+            self._cached[h] = list({bn: None for m in called for bn in _all_bns(m)})
+        self.stats["cache_bytes"] = self._held()
+        return self._metric(concat(outs), self._targets)
+
+    def _held(self) -> int:
+        """Bytes held: the input batches plus the frontier activations (placeholders excluded)."""
+        held = self._input_bytes
+        for vals in (self._calib_vals, self._score_vals):
+            held += sum(value_bytes(v) for n, v in vals.items() if n.op != "placeholder")
+        return held
+
+    def _estimate(self, names: list[str]) -> dict[fx.Node, float]:
+        """Bytes each frontier node would take over all batches (from a one-batch probe)."""
+        plan, calib, score = self._plan, self._calib or [], self._score or []
+        if plan is None:
+            return {}
+        nodes = [n for n in plan.nodes if any(n in plan.frontier[h] for h in names)]
+        probe = calib[0] if calib else score[0][0]
+        flags = [(m, m.training) for m in self.model.modules()]
+        try:
+            for m, _ in flags:
+                m.training = False
+            with torch.no_grad():
+                _, vals = capture_module(self.model, plan, nodes)(probe)
+        finally:
+            for m, t in flags:
+                m.training = t
+        samples = sum(batch_size(x) for x in calib) + sum(batch_size(x) for x, _ in score)
+        scale = samples / batch_size(probe)
+        return {n: value_bytes(v) * scale for n, v in zip(nodes, vals)}
+
+    def _choose(self, names: list[str], est: dict[fx.Node, float]) -> list[str]:
+        """Greedily the hparams whose frontier adds the fewest bytes, while the budget holds."""
+        plan = self._plan
+        if plan is None:
+            return []
+        chosen: list[str] = []
+        have: set[fx.Node] = set()
+        used = float(self._input_bytes)
+        remaining = list(names)
+
+        def cost(h: str) -> float:
+            return sum(est[n] for n in plan.frontier[h] if n not in have and n.op != "placeholder")
+
+        while remaining:
+            best = min(remaining, key=cost)
+            if used + cost(best) > self.budget:
+                break
+            used += cost(best)
+            have |= set(plan.frontier[best])
+            chosen.append(best)
+            remaining.remove(best)
+        for h in remaining:
+            self._uncached[h] = (
+                f"its cached activations (~{cost(h) / 2**20:.1f} MiB more) do not fit in "
+                f"cache_bytes={self.budget:,}; it is recomputed from the inputs"
+            )
+        return chosen
+
+    def score_single(self, name: str) -> float:
+        """Score the active subnet, which differs from the full one in hparam ``name`` only."""
+        if name not in self._cached:
+            return self.score_full()
+        from nasviz.patch import _recalibrate_bn
+
+        plan, calib, score = self._plan, self._calib or [], self._score or []
+        if plan is None:
+            return self.score_full()
+        if name not in self._modules:
+            self._modules[name] = subgraph_module(self.model, plan, name)
+        module, frontier, bns = self._modules[name], plan.frontier[name], self._cached[name]
+        index = self._hparams[name].active_index()
+        axes = plan.axes[name]
+
+        def feed(values: dict[fx.Node, list[Any]], i: int) -> list[Any]:
+            out = [
+                values[n][i] if a is None else slice_dim(values[n][i], a, index)
+                for n, a in zip(frontier, axes)
+            ]
+            return [snapshot(v) for v in out] if plan.inplace else out
+
+        for bn in self._dirty:
+            for k, v in self._bn_state[bn].items():
+                bn._buffers[k].copy_(v)  # type: ignore[union-attr]
+        self._dirty = set()
+
+        def loop(_model: nn.Module) -> None:
+            for i in range(len(calib)):
+                module(*feed(self._calib_vals, i))
+
+        if bns and calib:
+            _recalibrate_bn(nn.ModuleList(bns), loop, self._set_training)
+        self._set_training(False)
+        with torch.no_grad():
+            outs = [module(*feed(self._score_vals, i)) for i in range(len(score))]
+        self._dirty = set(bns)
+        self.stats["cached_scores"] += 1
+        return self._metric(concat(outs), self._targets)
+
+    def _set_training(self, mode: bool) -> None:
+        type(self.model).train(self.model, mode)  # the class's train: no patched post-eval hook
+
+    def release(self) -> None:
+        """Free the cached activations and put back the full subnet's BatchNorm statistics."""
+        for bn in self._dirty:
+            for k, v in self._bn_state[bn].items():
+                bn._buffers[k].copy_(v)  # type: ignore[union-attr]
+        self._dirty = set()
+        self._calib_vals, self._score_vals, self._modules = {}, {}, {}
+
+    def report(self) -> dict[str, Any]:
+        """What the cache did, as primitives (stored in the search state as ``"evaluator"``)."""
+        return {
+            "metric": self._metric_name or getattr(self._metric, "__name__", "metric"),
+            "budget": self.budget,
+            "input_bytes": self._input_bytes,
+            "cache_bytes": self.stats["cache_bytes"],
+            "cache_peak": self.stats["cache_peak"],
+            "cached": list(self._cached),
+            "uncached": dict(self._uncached),
+            "reason": self._reason,
+            "inplace_ops": list(self._plan.inplace) if self._plan is not None else [],
+            "cached_scores": self.stats["cached_scores"],
+            "full_scores": self.stats["full_scores"],
+        }
+
+
+def _stream_reason(total: int, budget: int) -> str:
+    return (
+        f"the calibration and score batches take more than cache_bytes={budget:,} bytes "
+        f"(> {total:,} read); nothing is cached and the loaders are read for every score"
+    )

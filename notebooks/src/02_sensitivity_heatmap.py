@@ -107,9 +107,10 @@ for e in entries:  # each entry's cell: found by its hover text, holds its drop
 assert sum(v is not None for r in z for v in r) == len(entries)
 
 # %% [markdown]
-# The same numbers as a table: for each group, the drop at each kept width. Narrowing a group
-# further never makes the drop *much* smaller here, and the group whose narrow widths hurt most
-# is the one the binary search will keep wide.
+# The same numbers as a table (`SearchHistory.sensitivity_table()`): for each group, the drop at
+# each width. The reddest cell of the heatmap is the largest drop in the table. The binary search
+# (notebook 03) gives each group its narrowest width whose drop is within a tolerated drop, so a
+# group with red cells at narrow widths stays wide.
 
 # %%
 table = history.sensitivity_table()

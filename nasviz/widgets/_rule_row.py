@@ -165,7 +165,7 @@ class RuleRow:
         lo, hi = self._bounds(self.ratios)
         self.ratio_slider = widgets.FloatRangeSlider(
             value=(lo, hi), min=_SLIDER_MIN, max=1.0, step=0.05, description="ratios",
-            readout_format=".2f", continuous_update=False,
+            readout_format=".2f", continuous_update=False, layout={"width": "380px"},
         )  # fmt: skip
         self.step = widgets.BoundedFloatText(
             value=self._step_of(self.ratios), min=0.01, max=1.0, step=0.01, description="step",

@@ -178,8 +178,8 @@ class BisectionAnimation(EventView):
         fig = go.FigureWidget(base)
         band = {"mode": "lines", "line": {"color": COLORS["neutral"], "width": 1, "shape": "hv"}}
         for name, row, kw in (
-            ("lo", 1, {**band, "hoverinfo": "skip"}),
-            ("hi", 1, {**band, "hoverinfo": "skip", "fill": "tonexty"}),
+            ("lo", 1, {**band, "hoverinfo": "skip", "showlegend": False}),
+            ("interval [lo, hi]", 1, {**band, "hoverinfo": "skip", "fill": "tonexty"}),
             ("mid", 1, {"mode": "markers", "marker": {"size": 10}}),
             ("bisection", 2, {"mode": "markers", "marker": {"size": 10}}),
             ("grow", 2, {"mode": "markers+lines", "marker": {"size": 9, "color": COLORS["grow"]}}),
@@ -194,7 +194,7 @@ class BisectionAnimation(EventView):
         fig.update_layout(
             height=520,
             margin={"l": 10, "r": 10, "t": 40, "b": 40},
-            legend={"orientation": "h", "y": -0.12},
+            legend={"orientation": "h", "y": -0.12, "traceorder": "normal"},
         )
         fig.update_xaxes(
             title_text="search step (bisection, grow, scored candidates, final)", row=2
@@ -362,6 +362,14 @@ class BisectionAnimation(EventView):
         self.fig.layout.shapes = shapes
         self.fig.layout.annotations = annotations
         self.fig.update_yaxes(title_text=m, row=2, col=1)
+        # fixed ranges over all frames: points do not jump while the animation plays
+        self.fig.update_xaxes(range=[-0.5, max(len(self.items), 1) - 0.5])
+        if self.steps:
+            lo, hi = min(0.0, *(s.lo for s in self.steps)), max(s.hi for s in self.steps)
+            pad = 0.05 * (hi - lo) or 0.01
+            self.fig.update_yaxes(range=[lo - pad, hi + pad], row=1)
+        costs = [self._cost(it.event) for it in self.items] + [self.limits.get(m, 0.0)]
+        self.fig.update_yaxes(range=[0.0, 1.1 * max(costs) or 1.0], row=2)
 
     # -- results ----------------------------------------------------------------------------------
     @property

@@ -93,6 +93,9 @@ def test_buttons_and_slider_move_the_frame() -> None:
     anim.next_button.click()
     assert anim.frame == 1
     assert _xy(anim, MID) == ([0], [0.15]) and _xy(anim, BISECT) == ([0], [400.0])
+    # the axes keep the range of the whole search: points do not jump while playing
+    assert list(anim.fig.layout.xaxis.range) == [-0.5, 6.5]
+    assert list(anim.fig.layout.yaxis2.range) == pytest.approx([0.0, 770.0])
     assert _shape(anim, "frame").x0 == 0
     assert "bisection step 0" in anim.detail.value
     anim.next_button.click()

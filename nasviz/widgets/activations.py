@@ -12,13 +12,22 @@ shows, for the sample picked by the slider and the layer picked by the dropdown:
 * 1-D outputs ``(F,)`` (a Linear): the features as bars; ``(C, L)`` outputs: a channels x length
   map.
 
+**Which full model.** Conversion sorts each group's channels by importance, in place, so the
+original model's channel ``i`` is generally not the converted model's channel ``i``: compare the
+subnet with a *converted* full model (a deep copy taken right after ``nv.convert``, before a
+search: re-calibrating BatchNorm for a subnet rewrites the kept channels' statistics in the full
+buffers). Against the original, unconverted model the channel-mean view and the channel-mean
+drift (invariant to the order) still compare like with like; tiles and full-tensor drift do not.
+
 Below, the per-layer drift over the whole batch from :func:`nasviz.compare_activations`
 (``rel_l2`` bars, ``cosine`` markers; a click on a bar picks that layer). "Refresh" re-runs both
 models, e.g. after another subnet was selected; :attr:`ActivationViewer.drift` holds the table.
 
 Example::
 
-    full = copy.deepcopy(model); nv.sample(full, "max")   # model: converted, a subnet selected
+    model = nv.convert(model, mode="fastnas", dummy_input=x)
+    full = copy.deepcopy(model)                  # converted, at full width, before any search
+    model, state = nv.prune(model, ...)          # or nv.select(model, {...})
     viewer = ActivationViewer(full, model, images[:16])
     viewer                                                # in a notebook cell: shows it
     viewer.drift[["module_id", "rel_l2", "cosine"]]
@@ -95,6 +104,13 @@ def _eval_flags(*models: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
+def _json_safe(values: np.ndarray) -> list[Any]:
+    """Nested lists with ``None`` for NaN/inf: widget messages are JSON, which has no NaN."""
+    safe = values.astype(object)
+    safe[~np.isfinite(values)] = None
+    return list(safe.tolist())
+
+
 def _mosaic(maps: np.ndarray, n: int) -> np.ndarray:
     """Tile the first ``n`` maps ``(k, H, W)`` in a grid of up to 4 columns, NaN between/blank."""
     cols = min(n, 4)
@@ -135,8 +151,8 @@ class ActivationViewer(View):
     """Feature maps of the full model and the subnet side by side, plus per-layer drift.
 
     Args:
-        full_model: the unpruned model (a converted copy at ``nv.sample(copy, "max")``, or the
-            original model).
+        full_model: the unpruned model: a copy of the converted model taken before the search
+            (see the module docstring), or the original model (channel means only).
         subnet_model: the converted model at its selected subnet, or its exported model.
         inputs: a batch tensor ``(N, ...)``; the slider picks the sample shown.
         module_ids: qualified names present in both models (default: the prunable convs,
@@ -276,8 +292,8 @@ class ActivationViewer(View):
                 self.full_model, self.subnet_model, self.inputs, self.module_ids
             )
         with locked_batch(self.drift_fig):
-            self.drift_fig.data[0].y = self.drift["rel_l2"].tolist()
-            self.drift_fig.data[1].y = self.drift["cosine"].tolist()
+            self.drift_fig.data[0].y = _json_safe(self.drift["rel_l2"].to_numpy(float))
+            self.drift_fig.data[1].y = _json_safe(self.drift["cosine"].to_numpy(float))
         self.render()
 
     # -- view ------------------------------------------------------------------------------------
@@ -310,10 +326,10 @@ class ActivationViewer(View):
             heat_full, heat_sub, bar_full, bar_sub = self.maps.data
             for trace, arr in ((heat_full, a), (heat_sub, b)):
                 trace.visible = not bars
-                trace.z = arr if not bars else [[0.0]]
+                trace.z = _json_safe(arr) if not bars else [[0.0]]
             for trace, arr in ((bar_full, a), (bar_sub, b)):
                 trace.visible = bars
-                trace.y = arr.tolist() if bars else [0.0]
+                trace.y = _json_safe(arr) if bars else [0.0]
                 trace.x = list(range(len(arr))) if bars else [0]
             finite = np.concatenate([a[np.isfinite(a)].ravel(), b[np.isfinite(b)].ravel()])
             lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)

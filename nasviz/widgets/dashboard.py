@@ -12,7 +12,9 @@ The tabs follow the path a model takes (``convert -> search -> explore -> export
 * **Explore**: the :class:`~nasviz.widgets.explorer.SubnetExplorer`; after a search it starts at
   the chosen subnet with the tolerated-drop slider over the sensitivity map.
 * **Activations**: the :class:`~nasviz.widgets.activations.ActivationViewer`, the full model
-  (a copy at full width) against the model's selected subnet; refreshed after each search.
+  against the model's selected subnet; refreshed after each search. The full model is a copy of
+  the converted model taken before any search (a search re-calibrates BatchNorm statistics of
+  the kept channels in place); given a converted model, a copy of it at full width.
 * **Export**: the :class:`~nasviz.widgets.export_panel.ExportPanel`.
 
 The views on a converted model are built once it is converted; the dashboard holds no pruning
@@ -220,8 +222,10 @@ class Dashboard(View):
         """Convert the model in place with the editor's config; builds the model's views."""
         if _converted(self.model):
             raise NasvizError("the model is converted already; build a Dashboard on a fresh model")
-        self.full_model = copy.deepcopy(self.model)  # the original, unpruned
         nv.convert(self.model, mode=[("fastnas", self.config)], dummy_input=self.dummy_input)
+        # the full model for the activations: converted (channels in the sorted order the
+        # subnets use) and copied before any search re-calibrates BatchNorm for a subnet
+        self.full_model = copy.deepcopy(self.model)
         self.convert_button.disabled = True
         self.run_button.disabled = self.score_func is None
         space = nv.search_space(self.model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -14,6 +15,11 @@ from nasviz.demo import demo_config
 from nasviz.errors import NasvizError
 from nasviz.models import DigitsCNN
 from nasviz.widgets.activations import ActivationViewer, default_module_ids, feature_panel
+
+
+def _arr(values: object) -> np.ndarray:
+    """Trace data as floats (the view sends None for NaN: widget messages are JSON)."""
+    return np.array(values, dtype=float)
 
 
 def _scaled_conv(scales: list[float]) -> nn.Sequential:
@@ -51,7 +57,7 @@ def test_mosaic_shows_leading_channels_and_blank_pruned_ones(pair):
     full, sub, x = pair
     viewer = ActivationViewer(full, sub, x, n_channels=2)
     assert viewer.module_ids == ["0"]  # the convs both models have
-    z_full, z_sub = (np.asarray(t.z) for t in viewer.maps.data[:2])
+    z_full, z_sub = (_arr(t.z) for t in viewer.maps.data[:2])
     img = x[0, 0].numpy()
     assert z_full.shape == (2, 5)  # two 2x2 tiles side by side, one NaN column between
     np.testing.assert_allclose(z_full[:, :2], img, rtol=1e-6)
@@ -68,10 +74,10 @@ def test_slider_and_mean_mode_redraw(pair):
     full, sub, x = pair
     viewer = ActivationViewer(full, sub, x)
     viewer.sample.value = 2
-    np.testing.assert_allclose(np.asarray(viewer.maps.data[1].z)[:, :2], x[2, 0], rtol=1e-6)
+    np.testing.assert_allclose(_arr(viewer.maps.data[1].z)[:, :2], x[2, 0], rtol=1e-6)
     viewer.mode.value = "mean"
-    np.testing.assert_allclose(np.asarray(viewer.maps.data[0].z), 1.5 * x[2, 0], rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(viewer.maps.data[1].z), x[2, 0], rtol=1e-6)
+    np.testing.assert_allclose(_arr(viewer.maps.data[0].z), 1.5 * x[2, 0], rtol=1e-6)
+    np.testing.assert_allclose(_arr(viewer.maps.data[1].z), x[2, 0], rtol=1e-6)
     assert "sample 2" in viewer.info.value and "channel mean over 2 / 1" in viewer.info.value
 
 
@@ -126,14 +132,14 @@ def test_refresh_follows_a_new_subnet_and_restores_modes(digits):
     viewer = ActivationViewer(full, sub, x, n_channels=8)
     assert sub.training and sub.stem[0].training  # flags restored after the runs
     assert viewer.drift["rel_l2"].gt(0.01).all()
-    z_sub = np.asarray(viewer.maps.data[1].z)
-    assert np.isnan(z_sub).sum() > np.isnan(np.asarray(viewer.maps.data[0].z)).sum()
+    z_sub = _arr(viewer.maps.data[1].z)
+    assert np.isnan(z_sub).sum() > np.isnan(_arr(viewer.maps.data[0].z)).sum()
     nv.sample(sub, "max")
     try:
         viewer.refresh()
         assert viewer.drift["rel_l2"].max() < 1e-6
         np.testing.assert_allclose(
-            np.asarray(viewer.maps.data[1].z), np.asarray(viewer.maps.data[0].z), atol=1e-5
+            _arr(viewer.maps.data[1].z), _arr(viewer.maps.data[0].z), atol=1e-5
         )
         assert viewer.subnet_activations["ir_expand.0"].shape[1] == 32
     finally:
@@ -166,3 +172,12 @@ def test_feature_panel_shapes():
     rows = feature_panel(t[:, 0], "channels", 3, 5)  # (C, L) -> first channels as rows
     assert rows.shape == (5, 4) and np.isnan(rows[3:]).all()
     assert feature_panel(torch.ones(7), "channels", 7, 4).shape == (7,)
+
+
+def test_trace_data_is_json_safe(pair):
+    full, sub, x = pair
+    viewer = ActivationViewer(full, sub, x, n_channels=2)
+    z_sub = viewer.maps.data[1].z
+    flat = [v for row in z_sub for v in row]
+    assert None in flat and not any(isinstance(v, float) and np.isnan(v) for v in flat)
+    json.dumps(viewer.maps.to_plotly_json()["data"][1]["z"], allow_nan=False)

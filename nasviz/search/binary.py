@@ -18,7 +18,11 @@ Where the reference is wrong, this one is not:
   since summed single-group drops ignore interactions between groups, the ``final_candidates``
   best-predicted subnets that use the budget (the grown bisection result first) are all scored
   for real and the best real score wins;
-* state is checkpointed after each hparam of the map and each step; a checkpoint made for one
+* the map's entries are scored by ``config["executor"]``: in process (the default) or on a Dask
+  cluster, streaming back as they complete (see :mod:`nasviz.search.executors`); each entry is
+  scored from the same seeded random state (``config["seed"]``), so the map does not depend on
+  where or in which order entries run;
+* state is checkpointed after each entry of the map and each step; a checkpoint made for one
   constraint is reused for another without re-scoring (only the map and the original score are
   loaded: the bisection is deterministic and cheap).
 
@@ -33,7 +37,6 @@ Example::
 from __future__ import annotations
 
 import time
-from functools import partial
 from typing import Any
 
 from nasviz.errors import SearchError
@@ -70,6 +73,7 @@ class BinarySearcher(IterativeSearcher):
             "tolerance": 1e-4,
             "final_candidates": 4,
             "seed": 0,
+            "executor": None,
         }
 
     @property
@@ -188,69 +192,51 @@ class BinarySearcher(IterativeSearcher):
         self.best = {"config": self._config_at(self.max_degrade), "score": None}
 
     def _build_sensitivity_map(self, hps: dict[str, Any]) -> None:
+        """Score every (hparam, reduced width) with the executor, recording each as it completes."""
+        from nasviz.search.executors import MapSchedule, resolve_executor
+
         t0 = time.perf_counter()
         total = sum(len(hp.choices) - 1 for hp in hps.values())
         done = sum(len(v) for k, v in self.sensitivity_map.items() if k in hps)
         full = self._max_config()
         ev = self.evaluator
-        if ev is not None:  # the evaluator form: build the cache (and score the full model)
-            self._select(full)
-            members = {g.name: [m.module for m in g.members] for g in self._space().groups}
-            members = {n: members[n] for n in hps}
-            score = self.checked_score(lambda: ev.prepare(members, hps), "the full model")
+        rule = ev.skip_rule() if ev is not None else None
+        ascending = rule is not None and rule.ascending
+        order = {n: sorted(hp.choices[:-1], reverse=not ascending) for n, hp in hps.items()}
+        schedule = MapSchedule(order, self.sensitivity_map, rule)
+        run = resolve_executor(self.config["executor"]).open(self, hps)
+        index = n_scored = 0
+        try:
+            score = run.start(schedule.todo(), need_original=self.original_score is None)
             if self.original_score is None:
+                if score is None:
+                    raise SearchError(f"{type(run).__name__} did not score the full model")
                 self.original_score = score
                 self.save_search_checkpoint()
-        elif self.original_score is None:
-            self._select(full)
-            self.original_score = self.eval_score("the full model")
-            self.save_search_checkpoint()
-        self.emit(MapStarted(original_score=self.original_score, total=total, done=done))
-        rule = ev.skip_rule() if ev is not None else None
-        index = 0
-        n_scored = 0
-        for name, hp in hps.items():
-            entries = self.sensitivity_map.setdefault(name, {})
-            implied: float | None = None  # once set, the remaining entries take this drop
-            ascending = rule is not None and rule.ascending
-            for choice in sorted(hp.choices[:-1], reverse=not ascending):
-                cfg = {**full, name: choice}
-                flops, params = self._cost(cfg)
-                skipped = True
-                if choice in entries:
-                    drop = entries[choice]
-                elif implied is not None:
-                    drop = entries[choice] = implied
-                else:
-                    self._select(cfg)
-                    context = f"{name}={choice}"
-                    if ev is not None:
-                        score = self.checked_score(partial(ev.score_single, name), context)
-                    else:
-                        score = self.eval_score(context)
-                    drop = self.original_score - score
-                    entries[choice] = drop
-                    skipped = False
-                    n_scored += 1
-                if rule is not None and implied is None:
-                    implied = rule.implied(self.original_score - drop, drop)
-                self.emit(
-                    MapEntry(
-                        hparam=name,
-                        choice=choice,
-                        score=self.original_score - drop,
-                        drop=drop,
-                        flops=flops,
-                        params=params,
-                        index=index,
-                        total=total,
-                        skipped=skipped,
+            original = schedule.original_score = self.original_score
+            self.emit(MapStarted(original_score=original, total=total, done=done))
+            for entry in schedule.run(run):  # as they complete (in order when in process)
+                flops, params = self._cost({**full, entry.hparam: entry.choice})
+                n_scored += not entry.skipped
+                try:
+                    self.emit(
+                        MapEntry(
+                            hparam=entry.hparam,
+                            choice=entry.choice,
+                            score=original - entry.drop,
+                            drop=entry.drop,
+                            flops=flops,
+                            params=params,
+                            index=index,
+                            total=total,
+                            skipped=entry.skipped,
+                        )
                     )
-                )
+                finally:  # every finished entry reaches the checkpoint, even if a callback raised
+                    self.save_search_checkpoint()
                 index += 1
-            self.save_search_checkpoint()
-        if ev is not None:
-            ev.release()
+        finally:
+            run.close()
         self._select(full)
         self.emit(MapFinished(entries=total, n_scored=n_scored, seconds=time.perf_counter() - t0))
 

@@ -203,3 +203,13 @@ def test_real_search_checkpoint_gives_the_live_picture(real_search: dict) -> Non
         assert _same(_fig_z(hm), _fig_z(live))
         assert hm.fig.data[0].text == live.fig.data[0].text
         assert hm.progress.value == live.progress.value == 6
+
+
+def test_checkpoint_of_an_interrupted_map_shows_what_was_scored(tmp_path: Path) -> None:
+    events = synthetic_events()[:4]  # started, map started, two entries: then the kernel died
+    path = tmp_path / "partial.pt"
+    torch.save({"history": SearchHistory(events).to_records()}, path)
+    hm = SensitivityHeatmap.from_checkpoint(path)
+    assert _same(_fig_z(hm), [[None, 0.05, 0.01], [None, None, None]])
+    assert (hm.progress.value, hm.progress.total) == (2, 4)
+    assert hm.progress.bar.bar_style == "info"  # not finished

@@ -124,7 +124,7 @@ def worker(name: str, mode: str, weights: str) -> dict[str, Any]:
     state = searcher.search(model, {"flops": "60%"}, dummy_input=x, config=config)
     total = time.perf_counter() - t0
     (w0, c0), (w1, c1) = marks["SearchStarted"], marks["MapFinished"]
-    finished = [r for r in state["history"] if r["event"] == "MapFinished"][0]
+    finished = next(r for r in state["history"] if r["event"] == "MapFinished")
     report = state.get("evaluator", {})
     return {
         "map_wall": w1 - w0,

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from nasviz.errors import SearchError
+from nasviz.search._subgraph import value_bytes
 from nasviz.search.events import SearchEvent
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "EVALUATOR_DEFAULTS",
     "METRICS",
     "SKIP_RULES",
+    "Batches",
     "EvaluatorPlan",
     "Metric",
     "SkipRule",
@@ -220,3 +222,94 @@ def iterate(loader: Iterable[Any], limit: int | None) -> Iterator[Any]:
         if limit is not None and i >= limit:
             return
         yield batch
+
+
+class Batches:
+    """The calibration and score batches: kept (on the model's device) if they fit in ``budget``
+    bytes, else read from the loaders again every time (``reason`` then says why)."""
+
+    def __init__(
+        self,
+        calib_loader: Iterable[Any] | None,
+        limit: int | None,
+        score_loader: Iterable[Any],
+        budget: int,
+    ) -> None:
+        self._calib_loader, self._limit = calib_loader, limit
+        self._score_loader, self._budget = score_loader, budget
+        self._loaded = False
+        self._targets: Any = None
+        self.calib: list[Any] | None = None
+        self.score: list[tuple[Any, Any]] | None = None
+        self.nbytes = 0
+        self.reason: str | None = None
+
+    def load(self, device: torch.device) -> None:
+        """Read the loaders once and keep the batches if they fit in the budget."""
+        if self._loaded:
+            return
+        self._loaded = True
+        total, calib, score = 0, [], []
+        for batch in self._calib_raw():
+            calib.append(to_device(batch_input(batch), device))
+            total += value_bytes(calib[-1])
+            if total > self._budget:
+                self.reason = _stream_reason(total, self._budget)
+                return
+        for x, y in self._score_raw():
+            score.append((to_device(x, device), to_device(y, device)))
+            total += value_bytes(score[-1])
+            if total > self._budget:
+                self.reason = _stream_reason(total, self._budget)
+                return
+        self.calib, self.score, self.nbytes = calib, score, total
+        self._targets = concat([y for _, y in score])
+
+    def calib_inputs(self, device: torch.device) -> Iterator[Any]:
+        """The calibration inputs (kept, or read from the loader)."""
+        if self.calib is not None:
+            yield from self.calib
+            return
+        for batch in self._calib_raw():
+            yield to_device(batch_input(batch), device)
+
+    def score_pairs(self, device: torch.device) -> Iterator[tuple[Any, Any]]:
+        """The ``(inputs, targets)`` score batches (kept, or read from the loader)."""
+        if self.score is not None:
+            yield from self.score
+            return
+        targets = []
+        for x, y in self._score_raw():
+            targets.append(to_device(y, device))
+            yield to_device(x, device), targets[-1]
+        self._targets = concat(targets)
+
+    def targets(self, device: torch.device) -> Any:
+        """Every score target, joined (read from the loader if nothing was read yet)."""
+        if self._targets is None:
+            self._targets = concat([to_device(y, device) for _, y in self._score_raw()])
+        return self._targets
+
+    def _calib_raw(self) -> Iterator[Any]:
+        if self._calib_loader is not None:
+            yield from iterate(self._calib_loader, self._limit)
+
+    def _score_raw(self) -> Iterator[tuple[Any, Any]]:
+        n = 0
+        for batch in self._score_loader:
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise SearchError(
+                    "config['score_loader'] must yield (inputs, targets) batches, got a "
+                    f"{type(batch).__name__}"
+                )
+            n += 1
+            yield batch[0], batch[1]
+        if n == 0:
+            raise SearchError("config['score_loader'] yielded no batches")
+
+
+def _stream_reason(total: int, budget: int) -> str:
+    return (
+        f"the calibration and score batches take more than cache_bytes={budget:,} bytes "
+        f"(> {total:,} read); nothing is cached and the loaders are read for every score"
+    )

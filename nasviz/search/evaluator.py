@@ -57,7 +57,7 @@ and in the search state (``state["evaluator"]``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -66,23 +66,20 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasviz.dynamic import slice_dim
-from nasviz.errors import SearchError
 from nasviz.hparam import Hparam
 from nasviz.search._evalconfig import (
     DEFAULT_CACHE_BYTES,
     EVALUATOR_DEFAULTS,
     METRICS,
     SKIP_RULES,
+    Batches,
     EvaluatorPlan,
     Metric,
     SkipRule,
     accuracy,
-    batch_input,
     batch_size,
     concat,
-    iterate,
     neg_cross_entropy,
-    to_device,
     validate_evaluator_config,
 )
 from nasviz.search._subgraph import (
@@ -147,19 +144,18 @@ class Evaluator:
     ) -> None:
         self.model = model
         self._calib_loader = config["data_loader"]
-        self._limit: int | None = config["max_iter_data_loader"]
-        self._score_loader: Iterable[Any] = config["score_loader"]
+        self.budget: int = config["cache_bytes"]
+        self.data = Batches(
+            config["data_loader"],
+            config["max_iter_data_loader"],
+            config["score_loader"],
+            self.budget,
+        )
         metric = config["metric"]
         self._metric: Metric = METRICS[metric] if isinstance(metric, str) else metric
         self._metric_name = metric if isinstance(metric, str) else ""
-        self.budget: int = config["cache_bytes"]
         self._skip = (str(config["skip"]), config["skip_threshold"])
         self._emit = emit or (lambda _e: None)
-        self._loaded = False
-        self._calib: list[Any] | None = None
-        self._score: list[tuple[Any, Any]] | None = None
-        self._targets: Any = None
-        self._input_bytes = 0
         self._plan: SubgraphPlan | None = None
         self._reason: str | None = None
         self._calib_vals: dict[fx.Node, list[Any]] = {}
@@ -172,55 +168,10 @@ class Evaluator:
         self._dirty: set[_BatchNorm] = set()
         self.stats = {"cached_scores": 0, "full_scores": 0, "cache_bytes": 0, "cache_peak": 0}
 
-    # -- data -------------------------------------------------------------------------------------
-    def _load(self) -> None:
-        """Keep the calibration and score batches if they fit in the budget."""
-        if self._loaded:
-            return
-        self._loaded = True
-        device = _device_of(self.model)
-        total, calib, score = 0, [], []
-        for batch in self._iter_calib_raw():
-            calib.append(to_device(batch_input(batch), device))
-            total += value_bytes(calib[-1])
-            if total > self.budget:
-                self._reason = _stream_reason(total, self.budget)
-                return
-        for x, y in self._iter_score_raw():
-            score.append((to_device(x, device), to_device(y, device)))
-            total += value_bytes(score[-1])
-            if total > self.budget:
-                self._reason = _stream_reason(total, self.budget)
-                return
-        self._calib, self._score, self._input_bytes = calib, score, total
-        self._targets = concat([y for _, y in score])
-
-    def _iter_calib_raw(self) -> Iterator[Any]:
-        if self._calib_loader is not None:
-            yield from iterate(self._calib_loader, self._limit)
-
-    def _iter_score_raw(self) -> Iterator[tuple[Any, Any]]:
-        n = 0
-        for batch in self._score_loader:
-            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-                raise SearchError(
-                    "config['score_loader'] must yield (inputs, targets) batches, got a "
-                    f"{type(batch).__name__}"
-                )
-            n += 1
-            yield batch[0], batch[1]
-        if n == 0:
-            raise SearchError("config['score_loader'] yielded no batches")
-
     def forward_loop(self, model: nn.Module) -> None:
         """The BatchNorm calibration loop: every calibration batch through ``model``."""
-        if self._calib is not None:
-            for x in self._calib:
-                model(x)
-            return
-        device = _device_of(model)
-        for batch in self._iter_calib_raw():
-            model(to_device(batch_input(batch), device))
+        for x in self.data.calib_inputs(_device_of(model)):
+            model(x)
 
     def skip_rule(self) -> SkipRule:
         """The skip rule with its threshold resolved (see the module docstring)."""
@@ -228,10 +179,7 @@ class Evaluator:
         if threshold is None and kind == "negligible":
             threshold = 1e-5
         elif threshold is None and kind == "floor":
-            self._load()
-            targets = self._targets
-            if targets is None:
-                targets = concat([y for _, y in self._iter_score_raw()])
+            targets = self.data.targets(_device_of(self.model))
             if isinstance(targets, torch.Tensor) and targets.numel():
                 threshold = float(torch.bincount(targets.flatten().long()).max()) / targets.numel()
         return SkipRule(kind, threshold)
@@ -241,21 +189,14 @@ class Evaluator:
         """Calibrate BatchNorm of the whole active subnet, then score it (no cache)."""
         from nasviz.patch import prep_for_eval
 
-        self._load()
-        prep_for_eval(self.model, self.forward_loop if self._calib_loader is not None else None)
-        outs, tgts = [], []
         device = _device_of(self.model)
+        self.data.load(device)
+        prep_for_eval(self.model, self.forward_loop if self._calib_loader is not None else None)
         with torch.no_grad():
-            if self._score is not None:
-                outs = [self.model(x) for x, _ in self._score]
-            else:
-                for x, y in self._iter_score_raw():
-                    outs.append(self.model(to_device(x, device)))
-                    tgts.append(to_device(y, device))
+            outs = [self.model(x) for x, _ in self.data.score_pairs(device)]
         self._dirty = set(self._bn_state)
         self.stats["full_scores"] += 1
-        targets = self._targets if self._score is not None else concat(tgts)
-        return self._metric(concat(outs), targets)
+        return self._metric(concat(outs), self.data.targets(device))
 
     def prepare(self, members: dict[str, list[str]], hparams: dict[str, Hparam]) -> float:
         """Build the cache at the active (full) subnet; returns its score.
@@ -263,8 +204,9 @@ class Evaluator:
         ``members``: hparam name -> the qualified names of its member layers; ``hparams``: the
         configurable hparams by name.
         """
-        self._load()
+        self.data.load(_device_of(self.model))
         self._hparams = hparams
+        self._reason = self.data.reason
         if self._reason is None:
             try:
                 graph = trace_model(self.model)
@@ -296,7 +238,7 @@ class Evaluator:
         """Full calibration and full scoring pass, keeping the chosen frontier activations."""
         from nasviz.patch import prep_for_eval
 
-        plan, calib, score = self._plan, self._calib or [], self._score or []
+        plan, calib, score = self._plan, self.data.calib or [], self.data.score or []
         if plan is None:
             return self.score_full()
         self._uncached = {n: r for n, r in plan.unusable.items() if n in names}
@@ -336,18 +278,18 @@ class Evaluator:
                       if n.op == "call_module"]  # fmt: skip
             self._cached[h] = list({bn: None for m in called for bn in _all_bns(m)})
         self.stats["cache_bytes"] = self._held()
-        return self._metric(concat(outs), self._targets)
+        return self._metric(concat(outs), self.data.targets(_device_of(self.model)))
 
     def _held(self) -> int:
         """Bytes held: the input batches plus the frontier activations (placeholders excluded)."""
-        held = self._input_bytes
+        held = self.data.nbytes
         for vals in (self._calib_vals, self._score_vals):
             held += sum(value_bytes(v) for n, v in vals.items() if n.op != "placeholder")
         return held
 
     def _estimate(self, names: list[str]) -> dict[fx.Node, float]:
         """Bytes each frontier node would take over all batches (from a one-batch probe)."""
-        plan, calib, score = self._plan, self._calib or [], self._score or []
+        plan, calib, score = self._plan, self.data.calib or [], self.data.score or []
         if plan is None:
             return {}
         nodes = [n for n in plan.nodes if any(n in plan.frontier[h] for h in names)]
@@ -372,7 +314,7 @@ class Evaluator:
             return []
         chosen: list[str] = []
         have: set[fx.Node] = set()
-        used = float(self._input_bytes)
+        used = float(self.data.nbytes)
         remaining = list(names)
 
         def cost(h: str) -> float:
@@ -399,7 +341,7 @@ class Evaluator:
             return self.score_full()
         from nasviz.patch import _recalibrate_bn
 
-        plan, calib, score = self._plan, self._calib or [], self._score or []
+        plan, calib, score = self._plan, self.data.calib or [], self.data.score or []
         if plan is None:
             return self.score_full()
         if name not in self._modules:
@@ -431,7 +373,7 @@ class Evaluator:
             outs = [module(*feed(self._score_vals, i)) for i in range(len(score))]
         self._dirty = set(bns)
         self.stats["cached_scores"] += 1
-        return self._metric(concat(outs), self._targets)
+        return self._metric(concat(outs), self.data.targets(_device_of(self.model)))
 
     def _set_training(self, mode: bool) -> None:
         type(self.model).train(self.model, mode)  # the class's train: no patched post-eval hook
@@ -449,7 +391,7 @@ class Evaluator:
         return {
             "metric": self._metric_name or getattr(self._metric, "__name__", "metric"),
             "budget": self.budget,
-            "input_bytes": self._input_bytes,
+            "input_bytes": self.data.nbytes,
             "cache_bytes": self.stats["cache_bytes"],
             "cache_peak": self.stats["cache_peak"],
             "cached": list(self._cached),
@@ -459,10 +401,3 @@ class Evaluator:
             "cached_scores": self.stats["cached_scores"],
             "full_scores": self.stats["full_scores"],
         }
-
-
-def _stream_reason(total: int, budget: int) -> str:
-    return (
-        f"the calibration and score batches take more than cache_bytes={budget:,} bytes "
-        f"(> {total:,} read); nothing is cached and the loaders are read for every score"
-    )

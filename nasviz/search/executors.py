@@ -272,7 +272,7 @@ class _DaskRun(SweepRun):
             if entry is not None:
                 self.by_entry[entry] = fut
             futures.append(fut)
-        self.ac = distributed.as_completed(futures)
+        self.ac = distributed.as_completed(futures, loop=c.loop)
         if not need_original:
             return None
         for fut in self.ac:  # wait for the full model's score; keep what finished meanwhile

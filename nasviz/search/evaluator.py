@@ -109,9 +109,8 @@ __all__ = [
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def _all_bns(module: nn.Module) -> list[_BatchNorm]:
@@ -130,8 +129,9 @@ class Evaluator:
     :meth:`score_single` with the one hparam that differs; any other subnet is scored by
     :meth:`score_full`. Example::
 
-        >>> ev = Evaluator(model, searcher.config)
-        >>> original = ev.prepare({"fc1.out_features": ["fc1", "fc2"]})
+        >>> ev = Evaluator(model, searcher.config)      # a sanitized search config
+        >>> members = {"fc1.out_features": ["fc1", "fc2"]}
+        >>> original = ev.prepare(members, nv.search_space(model).hparams)
         >>> nv.select(model, {"fc1.out_features": 8})
         >>> drop = original - ev.score_single("fc1.out_features")
     """

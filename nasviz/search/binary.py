@@ -37,9 +37,11 @@ Example::
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from nasviz.errors import SearchError
+from nasviz.hparam import Hparam
 from nasviz.search.base import IterativeSearcher
 from nasviz.search.events import (
     BisectionStep,
@@ -53,7 +55,29 @@ from nasviz.search.events import (
     SearchStarted,
 )
 
-__all__ = ["BinarySearcher"]
+__all__ = ["BinarySearcher", "config_at_drop", "drop_levels"]
+
+
+def config_at_drop(
+    sensitivity_map: Mapping[str, Mapping[int, float]],
+    hparams: Mapping[str, Hparam],
+    tolerated: float,
+) -> dict[str, int]:
+    """The subnet the searcher picks for a tolerated drop: every hparam at its smallest choice
+    whose drop is at most ``tolerated`` (the original width is always allowed; a choice missing
+    from the map is never taken). Widgets use this to show any point of the bisection.
+    """
+    config: dict[str, int] = {}
+    for name, hp in hparams.items():
+        drops = {int(c): float(d) for c, d in sensitivity_map.get(name, {}).items()}
+        ok = [c for c in hp.choices if c == hp.original or drops.get(c, float("inf")) <= tolerated]
+        config[name] = min(ok)
+    return config
+
+
+def drop_levels(sensitivity_map: Mapping[str, Mapping[int, float]]) -> list[float]:
+    """The distinct tolerated drops at which some group changes width, with 0, sorted."""
+    return sorted({0.0, *(float(d) for v in sensitivity_map.values() for d in v.values())})
 
 
 class BinarySearcher(IterativeSearcher):
@@ -142,14 +166,7 @@ class BinarySearcher(IterativeSearcher):
 
     def _config_at(self, tolerated: float) -> dict[str, int]:
         """Every hparam at its smallest choice whose drop is within ``tolerated``."""
-        config: dict[str, int] = {}
-        for name, hp in self._hparams().items():
-            drops = self.sensitivity_map.get(name, {})
-            ok = [
-                c for c in hp.choices if c == hp.original or drops.get(c, float("inf")) <= tolerated
-            ]
-            config[name] = min(ok)
-        return config
+        return config_at_drop(self.sensitivity_map, self._hparams(), tolerated)
 
     def _drop(self, name: str, choice: int) -> float:
         if choice == self._hparams()[name].original:

@@ -26,6 +26,7 @@ from torch import nn
 import nasviz as nv
 from nasviz.errors import NasvizError
 from nasviz.hparam import Hparam
+from nasviz.search.binary import config_at_drop, drop_levels
 from nasviz.search.constraints import Constraints
 from nasviz.widgets._base import (
     COLORS,
@@ -47,23 +48,14 @@ SensitivityMap = Mapping[str, Mapping[Any, float]]
 def config_at_threshold(
     sensitivity_map: SensitivityMap, hparams: Mapping[str, Hparam], threshold: float
 ) -> dict[str, int]:
-    """Every hparam at its smallest choice whose drop is at most ``threshold``.
-
-    The original width is always allowed; a choice missing from the map is never taken. This is
-    the rule of :class:`~nasviz.search.binary.BinarySearcher` (``_config_at``), restated here
-    because the engine has no public helper for it yet.
-    """
-    config: dict[str, int] = {}
-    for name, hp in hparams.items():
-        drops = {int(c): float(d) for c, d in sensitivity_map.get(name, {}).items()}
-        ok = [c for c in hp.choices if c == hp.original or drops.get(c, float("inf")) <= threshold]
-        config[name] = min(ok)
-    return config
+    """Every hparam at its smallest choice whose drop is at most ``threshold`` (the searcher's
+    rule, :func:`nasviz.search.binary.config_at_drop`)."""
+    return config_at_drop(sensitivity_map, hparams, threshold)
 
 
 def threshold_levels(sensitivity_map: SensitivityMap) -> list[float]:
     """The distinct tolerated drops at which some group changes width, with 0 (sorted)."""
-    return sorted({0.0, *(float(d) for v in sensitivity_map.values() for d in v.values())})
+    return drop_levels(sensitivity_map)
 
 
 def _level_options(levels: Sequence[float]) -> list[tuple[str, float]]:

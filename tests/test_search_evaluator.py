@@ -93,6 +93,18 @@ class Branchy(nn.Module):
         return self.fc(self.body(x).mean((2, 3)))
 
 
+class Counting(TinyCNN):
+    """Python state fx bakes into the graph at trace time: the graph is not the model."""
+
+    calls = 0
+    counting = False  # switched on after convert (whose self-check would refuse the model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.counting and not isinstance(x, torch.fx.Proxy):  # eager calls only
+            self.calls += 1
+        return super().forward(x) * (1 + self.calls)
+
+
 def _data(shape: tuple[int, ...], classes: int) -> tuple[list[Any], list[Any]]:
     g = torch.Generator().manual_seed(1)
     calib = [(torch.randn(8, *shape, generator=g) * 3 + 1, torch.zeros(8)) for _ in range(3)]
@@ -114,12 +126,14 @@ def _model(kind: str) -> tuple[nn.Module, torch.Tensor, list[Any], list[Any]]:
         cfg: dict[str, Any] = {"nn.Linear": {"feature_divisor": 4}}
     else:
         calib, score = _data((1, 6, 6), 3)
-        model = {"cnn": TinyCNN, "inplace": lambda: TinyCNN(inplace=True), "branchy": Branchy}[
-            kind
-        ]().eval()
+        kinds = {"cnn": TinyCNN, "inplace": lambda: TinyCNN(inplace=True), "branchy": Branchy}
+        model = {**kinds, "counting": Counting}[kind]().eval()
         cfg = CFG
     x = calib[0][0][:2]
-    return nv.convert(model, mode=[("fastnas", cfg)], dummy_input=x), x, calib, score
+    model = nv.convert(model, mode=[("fastnas", cfg)], dummy_input=x)
+    if kind == "counting":
+        model.counting = True
+    return model, x, calib, score
 
 
 def _search(kind: str, **config: Any) -> tuple[dict[str, Any], list[Any], nn.Module]:
@@ -249,6 +263,13 @@ def test_untraceable_model_falls_back_with_a_reason() -> None:
     assert plan.reason is not None and "fx" in plan.reason
     assert plan.cached == []
     assert cached["evaluator"]["cached_scores"] == 0
+
+
+def test_graph_that_is_not_the_model_falls_back() -> None:
+    state, events, _ = _search("counting")
+    plan = next(e for e in events if isinstance(e, EvaluatorPlan))
+    assert plan.reason is not None and "does not reproduce the model" in plan.reason
+    assert state["evaluator"]["cached_scores"] == 0
 
 
 # -- skip rules ----------------------------------------------------------------------------------

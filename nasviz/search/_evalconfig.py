@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasviz.errors import SearchError
 from nasviz.search._subgraph import value_bytes
@@ -30,9 +32,11 @@ __all__ = [
     "accuracy",
     "batch_input",
     "batch_size",
+    "batchnorms",
     "concat",
     "iterate",
     "neg_cross_entropy",
+    "same_output",
     "to_device",
     "validate_evaluator_config",
 ]
@@ -313,3 +317,24 @@ def _stream_reason(total: int, budget: int) -> str:
         f"the calibration and score batches take more than cache_bytes={budget:,} bytes "
         f"(> {total:,} read); nothing is cached and the loaders are read for every score"
     )
+
+
+def batchnorms(module: nn.Module) -> list[_BatchNorm]:
+    """The BatchNorms in ``module`` whose running statistics a calibration re-estimates."""
+    return [
+        m
+        for m in module.modules()
+        if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None
+    ]
+
+
+def same_output(a: Any, b: Any) -> bool:
+    """Whether two outputs match (tensors within float tolerance; containers element-wise)."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        scale = max(1.0, float(b.abs().max())) if b.numel() and b.is_floating_point() else 1.0
+        return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(same_output(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_output(a[k], b[k]) for k in a)
+    return bool(a == b)

@@ -78,8 +78,10 @@ from nasviz.search._evalconfig import (
     SkipRule,
     accuracy,
     batch_size,
+    batchnorms,
     concat,
     neg_cross_entropy,
+    same_output,
     validate_evaluator_config,
 )
 from nasviz.search._subgraph import (
@@ -111,14 +113,6 @@ __all__ = [
 def _device_of(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
-
-
-def _all_bns(module: nn.Module) -> list[_BatchNorm]:
-    return [
-        m
-        for m in module.modules()
-        if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None
-    ]
 
 
 class Evaluator:
@@ -213,14 +207,21 @@ class Evaluator:
                 self._plan = plan_subgraphs(self.model, graph, members, hparams)
             except UntraceableError as e:
                 self._reason = f"{e}; every entry is scored without the cache"
+        if self._plan is not None:
+            try:
+                score = self._fill(list(members))
+            except Exception as e:  # the traced graph does not run as the model does
+                self._plan, self._cached, self._calib_vals, self._score_vals = None, {}, {}, {}
+                self._reason = (
+                    f"the fx graph of {type(self.model).__name__} does not reproduce the model "
+                    f"({type(e).__name__}: {e}); every entry is scored without the cache"
+                )
         if self._plan is None:
             score = self.score_full()
             self._uncached = {n: str(self._reason) for n in members}
-        else:
-            score = self._fill(list(members))
         self._bn_state = {
             bn: {k: v.clone() for k, v in bn._buffers.items() if v is not None}
-            for bn in _all_bns(self.model)
+            for bn in batchnorms(self.model)
         }
         self._dirty = set()
         self._emit(
@@ -263,6 +264,8 @@ class Evaluator:
                 outs.append(out)
                 for n, v in zip(keep, vals):
                     self._score_vals[n].append(v)
+            if not same_output(outs[0], self.model(score[0][0])):  # the graph must be the model
+                raise ValueError("its output on the first score batch differs from the model's")
         self.stats["full_scores"] += 1
         self.stats["cache_peak"] = self._held()
         while chosen and self._held() > self.budget:  # the estimate was short: drop the last
@@ -276,7 +279,7 @@ class Evaluator:
         for h in chosen:
             called = [self.model.get_submodule(str(n.target)) for n in plan.computed[h]
                       if n.op == "call_module"]  # fmt: skip
-            self._cached[h] = list({bn: None for m in called for bn in _all_bns(m)})
+            self._cached[h] = list({bn: None for m in called for bn in batchnorms(m)})
         self.stats["cache_bytes"] = self._held()
         return self._metric(concat(outs), self.data.targets(_device_of(self.model)))
 

@@ -72,9 +72,7 @@ def _silenced() -> Iterator[None]:
             os.close(fd)
 
 
-def prune_modelopt(
-    trained: nn.Module, loaders: Any, x: torch.Tensor, space: str
-) -> dict[str, Any]:
+def prune_modelopt(trained: nn.Module, loaders: Any, x: torch.Tensor, space: str) -> dict[str, Any]:
     """``mtp.prune`` on a copy of ``trained`` with Model Optimizer's FastNAS; then export."""
     import modelopt.torch.prune as mtp
 
@@ -131,8 +129,7 @@ def main() -> None:
     full = rows["nasviz, evaluator form"]["val_full"]
     print(f"unpruned DigitsCNN(width=48), {args.epochs} epochs: val accuracy {full:.4f}")
     print(
-        f"{'run':<30} {'wall s':>7} {'CPU s':>6} {'FLOPs kept':>10} {'val acc':>8} "
-        f"{'test acc':>8}"
+        f"{'run':<30} {'wall s':>7} {'CPU s':>6} {'FLOPs kept':>10} {'val acc':>8} {'test acc':>8}"
     )
     for name, r in rows.items():
         if "refused" in r:

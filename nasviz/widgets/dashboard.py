@@ -14,7 +14,8 @@ The tabs follow the path a model takes (``convert -> search -> explore -> export
 * **Activations**: the :class:`~nasviz.widgets.activations.ActivationViewer`, the full model
   against the model's selected subnet; refreshed after each search. The full model is a copy of
   the converted model taken before any search (a search re-calibrates BatchNorm statistics of
-  the kept channels in place); given a converted model, a copy of it at full width.
+  the kept channels in place); given a converted model, pass ``full_model`` (such a copy) or
+  get a copy of it at full width.
 * **Export**: the :class:`~nasviz.widgets.export_panel.ExportPanel`.
 
 The views on a converted model are built once it is converted; the dashboard holds no pruning
@@ -107,6 +108,10 @@ class Dashboard(View):
         inputs: the batch the activation viewer shows (default: ``dummy_input``).
         search_config: more ``nv.prune`` config keys (``checkpoint``, ``max_iter_data_loader``).
         path / factory: the export panel's default path and fresh-model factory.
+        full_model: the unpruned model for the activations (default: a copy of the converted
+            model, taken at :meth:`convert`, or at full width when given a converted model).
+        search_state: a finished search (``nv.prune``'s second value) to show: its heatmap and
+            bisection are replayed and the explorer starts at its chosen subnet.
 
     Example::
 
@@ -128,6 +133,8 @@ class Dashboard(View):
         search_config: Mapping[str, Any] | None = None,
         path: str | os.PathLike[str] = "pruned.pt",
         factory: Callable[[], nn.Module] | None = None,
+        full_model: nn.Module | None = None,
+        search_state: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise NasvizError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -139,15 +146,20 @@ class Dashboard(View):
         self.search_config = dict(search_config or {})
         self.inputs = inputs if inputs is not None else dummy_input
         self.path, self.factory = path, factory
-        self.search_state: dict[str, Any] | None = None
+        self.search_state: dict[str, Any] | None = (
+            None if search_state is None else dict(search_state)
+        )
         max_iter = self.search_config.get("max_iter_data_loader")
         self.forward_loop = _loader_loop(data_loader, max_iter)
-        self.full_model: nn.Module | None = None
+        self.full_model: nn.Module | None = full_model
         self.explorer: SubnetExplorer | None = None
         self.activations: ActivationViewer | None = None
         self.export_panel: ExportPanel | None = None
-        self.heatmap = SensitivityHeatmap()
-        self.bisection = BisectionAnimation()
+        if self.search_state is not None:  # a finished search: replay it
+            self.heatmap = SensitivityHeatmap.from_state(self.search_state)
+            self.bisection = BisectionAnimation.from_state(self.search_state)
+        else:
+            self.heatmap, self.bisection = SensitivityHeatmap(), BisectionAnimation()
 
         converted = _converted(model)
         if converted and config is None:

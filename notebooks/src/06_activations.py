@@ -147,3 +147,32 @@ print(pd.DataFrame({"chosen subnet": drift_best, "smallest subnet": drift_min}).
 assert drift_min["fc"] > drift_best["fc"]
 assert (drift_min.drop("stem.0") > drift_best.drop("stem.0")).all()
 live
+
+# %% [markdown]
+# ## Everything in one place
+#
+# The `Dashboard` puts the views over this model and this search in tabs: the rules it was
+# converted with, the search replayed (sensitivity map and binary search), the explorer at the
+# chosen subnet, these activations, and the export panel.
+
+# %%
+import tempfile
+from pathlib import Path
+
+from nasviz.widgets.dashboard import TABS, Dashboard
+
+nv.select(model, best["config"])  # back to the chosen subnet
+nv.prep_for_eval(model, lambda m: [m(xb) for xb, _ in calibration])
+dash = Dashboard(
+    model, x, score_func=lambda m: evaluate_accuracy(m, loaders.val), data_loader=calibration,
+    inputs=images, full_model=full, search_state=state,
+    path=Path(tempfile.mkdtemp()) / "pruned.pt", factory=lambda: DigitsCNN(width=32),
+)
+dash.tabs.selected_index = TABS.index("Activations")
+dash
+
+# %%
+assert dash.explorer.value == best["config"]
+convs = viewer.drift.set_index("module_id")["rel_l2"].drop("fc")  # the dashboard shows the convs
+np.testing.assert_allclose(dash.activations.drift["rel_l2"], convs, rtol=1e-4, atol=1e-6)
+assert dash.heatmap.n_cells == sum(len(v) for v in state["sensitivity_map"].values())

@@ -130,3 +130,16 @@ def test_errors_are_shown_on_buttons_and_raised_in_python():
         dash.run_search()
     with pytest.raises(NasvizError, match="dummy_input is required"):
         Dashboard(model, None)
+
+
+def test_dashboard_over_a_finished_search(searched):
+    done = searched
+    dash = Dashboard(
+        done.model, done.dummy_input, score_func=done.score_func, inputs=done.inputs,
+        full_model=done.full_model, search_state=done.search_state,
+    )  # fmt: skip
+    assert dash.full_model is done.full_model  # the pre-search copy, not a new one
+    assert dash.heatmap.n_cells == done.heatmap.n_cells > 0  # replayed from the history
+    assert dash.bisection.final_config == done.search_state["best"]["config"]
+    assert dash.explorer.value == done.search_state["best"]["config"]
+    np.testing.assert_allclose(dash.activations.drift["rel_l2"], done.activations.drift["rel_l2"])

@@ -39,6 +39,7 @@ def run_demo(
     flops: str = "60%",
     epochs: int = 8,
     width: int = 48,
+    calib_batches: int = 20,
     seed: int = 0,
     threads: int | None = None,
     out_dir: str | os.PathLike[str] | None = None,
@@ -67,9 +68,14 @@ def run_demo(
     prof_full = nv.profile(model, x)
     say(f"trained in {times['train']:.1f} s: val {val_full:.4f}, test {test_full:.4f}")
 
-    def score(m: nn.Module) -> float:
-        return evaluate_accuracy(m, loaders.val)
-
+    # calibration batches drawn with their own seed, so the search does not depend on how many
+    # batches training consumed from the shuffled train loader
+    calib_loader = torch.utils.data.DataLoader(
+        loaders.train.dataset,
+        batch_size=64,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
     t = time.perf_counter()
     model = nv.convert(model, mode=[("fastnas", demo_config())], dummy_input=x)
     times["convert"] = time.perf_counter() - t
@@ -79,7 +85,14 @@ def run_demo(
         mode="fastnas",
         constraints={"flops": flops},
         dummy_input=x,
-        config={"data_loader": loaders.train, "score_func": score, "max_iter_data_loader": 8},
+        # the evaluator form: nasviz owns the scoring loop, caches activations and re-calibrates
+        # BatchNorm only downstream of each change (an opaque score_func works too, slower)
+        config={
+            "data_loader": calib_loader,
+            "max_iter_data_loader": calib_batches,
+            "score_loader": loaders.val,
+            "metric": "accuracy",
+        },
     )
     times["prune"] = time.perf_counter() - t
 

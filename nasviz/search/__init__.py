@@ -7,6 +7,7 @@
 from nasviz.search.base import BaseSearcher, IterativeSearcher
 from nasviz.search.binary import BinarySearcher
 from nasviz.search.constraints import CONSTRAINT_KEYS, Constraints, Limit
+from nasviz.search.evaluator import Evaluator, EvaluatorPlan
 from nasviz.search.events import (
     BisectionStep,
     EventBus,
@@ -27,6 +28,8 @@ __all__ = [
     "BinarySearcher",
     "BisectionStep",
     "Constraints",
+    "Evaluator",
+    "EvaluatorPlan",
     "EventBus",
     "FinalScore",
     "GrowStep",

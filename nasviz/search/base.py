@@ -178,13 +178,26 @@ class BaseSearcher(ABC):
         if loader is None:
             return None
         limit = self.config["max_iter_data_loader"]
+        # With a batch limit, the first `limit` batches are drawn once and reused, so every
+        # subnet is calibrated on the same data (a shuffled loader would otherwise add noise to
+        # every score and make the map depend on the order subnets were scored in).
+        fixed: list[Any] = []
+
+        def inputs() -> Iterable[Any]:
+            if limit is None:
+                for batch in loader:
+                    yield batch[0] if isinstance(batch, (tuple, list)) else batch
+                return
+            if not fixed:
+                for i, batch in enumerate(loader):
+                    if i >= limit:
+                        break
+                    fixed.append(batch[0] if isinstance(batch, (tuple, list)) else batch)
+            yield from fixed
 
         def forward_loop(model: nn.Module) -> None:
             device = _device_of(model)
-            for i, batch in enumerate(loader):
-                if limit is not None and i >= limit:
-                    break
-                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            for x in inputs():
                 model(x.to(device) if isinstance(x, torch.Tensor) else x)
 
         return forward_loop

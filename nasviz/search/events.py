@@ -209,7 +209,7 @@ class SearchHistory:
 
     @classmethod
     def from_records(cls, records: list[dict[str, Any]]) -> SearchHistory:
-        kinds = {k.__name__: k for k in _EVENT_TYPES}
+        kinds = {k.__name__: k for k in _all_event_types()}
         events: list[SearchEvent] = []
         for rec in records:
             rec = dict(rec)
@@ -225,6 +225,17 @@ class SearchHistory:
         n_map = sum(isinstance(e, MapEntry) for e in self.events)
         n_bis = sum(isinstance(e, BisectionStep) for e in self.events)
         return f"SearchHistory({n_map} map entries, {n_bis} bisection steps)"
+
+
+def _all_event_types() -> list[type[SearchEvent]]:
+    """Every SearchEvent subclass defined anywhere (e.g. the evaluator's ``EvaluatorPlan``)."""
+    out: list[type[SearchEvent]] = []
+    todo = list(SearchEvent.__subclasses__())
+    while todo:
+        k = todo.pop()
+        out.append(k)
+        todo.extend(k.__subclasses__())
+    return out
 
 
 _EVENT_TYPES: tuple[type[SearchEvent], ...] = (

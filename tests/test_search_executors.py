@@ -335,6 +335,18 @@ def test_distributed_evaluator_form_equals_local_with_skip_rule(client: Any) -> 
     assert n_scored(events) == n_scored(local_events) < 6
 
 
+def test_a_score_func_failing_on_a_worker_names_the_entry(client: Any) -> None:
+    def failing(model: nn.Module) -> float:
+        if nv.get_subnet_config(model)[A] == 4:
+            raise ValueError("no good at 4")
+        return 1.0
+
+    model, x = _mlp()
+    match = r"score_func raised ValueError while scoring fc1\.out_features=4: no good at 4"
+    with pytest.raises(SearchError, match=match):
+        _search(model, x, score_func=failing, executor=client)
+
+
 def test_heatmap_fills_live_from_a_remote_sweep(client: Any) -> None:
     from nasviz.widgets.heatmap import SensitivityHeatmap
 
@@ -360,19 +372,23 @@ def test_heatmap_fills_live_from_a_remote_sweep(client: Any) -> None:
 
 def test_killed_worker_costs_only_its_tasks(client: Any, tmp_path: Path) -> None:
     log, ckpt = tmp_path / "scored.log", tmp_path / "search.pt"
-    pids = list(client.run(os.getpid).values())
+    pids = client.run(os.getpid)  # worker address -> process id
     killed: list[int] = []
+    held: list[Any] = []
 
-    def kill_one(event: Any) -> None:
+    def kill_one(event: Any) -> None:  # at the first result: kill a worker that holds tasks
         if isinstance(event, MapEntry) and not killed:
-            os.kill(pids[0], signal.SIGKILL)
-            killed.append(pids[0])
+            busy = {w: keys for w, keys in client.processing().items() if keys}
+            victim = next(iter(busy))
+            os.kill(pids[victim], signal.SIGKILL)
+            killed.append(pids[victim])
+            held.extend(busy[victim])
 
     model, x = _mlp()
     state, _ = _search(model, x, score_func=KnownScore(delay=0.4, log=str(log)),
                             executor=DaskExecutor(client, retries=2), checkpoint=str(ckpt),
                             callbacks=[kill_one])  # fmt: skip
-    assert killed and not psutil.pid_exists(killed[0])
+    assert killed and held and not psutil.pid_exists(killed[0])  # it died holding tasks
     assert _close(state["sensitivity_map"], EXPECTED)
     saved = torch.load(ckpt, weights_only=True)["sensitivity_map"]
     assert saved == state["sensitivity_map"]
@@ -384,7 +400,7 @@ def test_killed_worker_costs_only_its_tasks(client: Any, tmp_path: Path) -> None
     # ...once, except what the killed worker held: its running task (one thread) and a result
     # finished but not yet fetched
     assert len(remote) <= 7 + 2
-    print(f"scored on the cluster: {len(remote)} for 7 tasks; worker {killed[0]} killed")
+    print(f"scored on the cluster: {len(remote)} for 7 tasks; killed worker held {len(held)}")
 
 
 def test_sweep_resumes_after_the_client_died(client: Any, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ the same batches wherever and in whatever order it runs, and the distributed map
 one (bit for bit when workers and client use the same number of torch threads; otherwise up to
 floating-point rounding). The evaluator form builds its cache once per worker; its skip rules are
 applied in each group's order as results arrive, and tasks a rule makes unnecessary are cancelled.
+(The ``"evaluator"`` report in the search state counts only the scores made in process.)
 
 **Faults.** A worker that dies costs only its running tasks: the scheduler runs them elsewhere
 (the payload is on every worker), and tasks are submitted with ``retries``. The checkpoint is

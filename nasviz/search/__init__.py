@@ -21,6 +21,7 @@ from nasviz.search.events import (
     SearchHistory,
     SearchStarted,
 )
+from nasviz.search.executors import DaskExecutor, LocalExecutor, local_cluster, resolve_executor
 
 __all__ = [
     "CONSTRAINT_KEYS",
@@ -28,6 +29,7 @@ __all__ = [
     "BinarySearcher",
     "BisectionStep",
     "Constraints",
+    "DaskExecutor",
     "Evaluator",
     "EvaluatorPlan",
     "EventBus",
@@ -35,6 +37,7 @@ __all__ = [
     "GrowStep",
     "IterativeSearcher",
     "Limit",
+    "LocalExecutor",
     "MapEntry",
     "MapFinished",
     "MapStarted",
@@ -42,4 +45,6 @@ __all__ = [
     "SearchFinished",
     "SearchHistory",
     "SearchStarted",
+    "local_cluster",
+    "resolve_executor",
 ]

@@ -24,31 +24,15 @@ from nasviz.search.events import (
     SearchFinished,
     SearchStarted,
 )
+from nasviz.testing import FC1, FC2, KNOWN_DROPS, TinyMLP, known_score, searchable_mlp
 
-A, B = "fc1.out_features", "fc2.out_features"
-# known single-group drops (the score is additive in them, so the map must equal them exactly)
-DROPS = {
-    A: {16: 0.0, 12: 0.01, 8: 0.05, 4: 0.30},
-    B: {16: 0.0, 12: 0.02, 8: 0.03, 4: 0.20},
-}
-
-
-class MLP(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(8, 16)
-        self.fc2 = nn.Linear(16, 16)
-        self.fc3 = nn.Linear(16, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+A, B = FC1, FC2
+DROPS = KNOWN_DROPS
+MLP = TinyMLP
 
 
 def _mlp() -> tuple[nn.Module, torch.Tensor]:
-    torch.manual_seed(0)
-    x = torch.randn(2, 8)
-    cfg = {"nn.Linear": {"feature_divisor": 4, "features_ratio": [0.25, 0.5, 0.75, 1.0]}}
-    model = nv.convert(MLP(), mode=[("fastnas", cfg)], dummy_input=x)
+    model, x = searchable_mlp()
     assert set(nv.search_space(model).hparams) == {A, B}
     return model, x
 
@@ -61,8 +45,7 @@ class KnownScore:
 
     def __call__(self, model: nn.Module) -> float:
         self.calls += 1
-        cfg = nv.get_subnet_config(model)
-        return 1.0 - DROPS[A][cfg[A]] - DROPS[B][cfg[B]]
+        return known_score(model)
 
 
 def _flops(a: int, b: int) -> int:

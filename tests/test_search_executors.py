@@ -37,33 +37,18 @@ from nasviz.search.executors import (
     local_cluster,
     resolve_executor,
 )
+from nasviz.testing import FC1, FC2, KNOWN_DROPS, TinyMLP, searchable_mlp
 
 distributed = pytest.importorskip("distributed")
 
-A, B = "fc1.out_features", "fc2.out_features"
-DROPS = {
-    A: {16: 0.0, 12: 0.01, 8: 0.05, 4: 0.30},
-    B: {16: 0.0, 12: 0.02, 8: 0.03, 4: 0.20},
-}
+A, B = FC1, FC2
+DROPS = KNOWN_DROPS
 EXPECTED = {n: {c: d for c, d in v.items() if c != 16} for n, v in DROPS.items()}
-
-
-class MLP(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(8, 16)
-        self.fc2 = nn.Linear(16, 16)
-        self.fc3 = nn.Linear(16, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+MLP = TinyMLP
 
 
 def _mlp() -> tuple[nn.Module, torch.Tensor]:
-    torch.manual_seed(0)
-    x = torch.randn(2, 8)
-    cfg = {"nn.Linear": {"feature_divisor": 4, "features_ratio": [0.25, 0.5, 0.75, 1.0]}}
-    return nv.convert(MLP(), mode=[("fastnas", cfg)], dummy_input=x), x
+    return searchable_mlp()
 
 
 class KnownScore:

@@ -9,10 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-import nasviz as nv
 from nasviz.search import BinarySearcher
 from nasviz.search.events import (
     BisectionStep,
@@ -26,38 +22,17 @@ from nasviz.search.events import (
     SearchFinished,
     SearchStarted,
 )
+from nasviz.testing import FC1, FC2, KNOWN_DROPS, known_score, searchable_mlp
 
-A, B = "fc1.out_features", "fc2.out_features"
-DROPS = {
-    A: {16: 0.0, 12: 0.01, 8: 0.05, 4: 0.30},
-    B: {16: 0.0, 12: 0.02, 8: 0.03, 4: 0.20},
-}
-
-
-class MLP(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(8, 16)
-        self.fc2 = nn.Linear(16, 16)
-        self.fc3 = nn.Linear(16, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
-
-
-def known_score(model: nn.Module) -> float:
-    cfg = nv.get_subnet_config(model)
-    return 1.0 - DROPS[A][cfg[A]] - DROPS[B][cfg[B]]
+A, B = FC1, FC2
+DROPS = KNOWN_DROPS
 
 
 def run_mlp_search(
     callbacks: list[Any], checkpoint: Path | None = None
 ) -> tuple[dict[str, Any], list[SearchEvent]]:
     """Prune the MLP to 60% FLOPs with ``callbacks`` attached; returns (state, events)."""
-    torch.manual_seed(0)
-    x = torch.randn(2, 8)
-    cfg = {"nn.Linear": {"feature_divisor": 4, "features_ratio": [0.25, 0.5, 0.75, 1.0]}}
-    model = nv.convert(MLP(), mode=[("fastnas", cfg)], dummy_input=x)
+    model, x = searchable_mlp()
     events: list[SearchEvent] = []
     state = BinarySearcher().search(
         model,

@@ -41,6 +41,7 @@ bench: $(STAMP)
 	for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 browser-test: $(STAMP)
+	command -v chromium >/dev/null 2>&1 || bash tools/install_browser.sh
 	NASVIZ_BROWSER_TESTS=1 $(BIN)/python -m pytest -q -m browser tests
 
 strip: $(STAMP)

@@ -10,7 +10,10 @@ are refused), builds the forward loop used for BatchNorm re-calibration, then ru
 ``iterations``.
 
 Every subnet is scored after its BatchNorm statistics were re-estimated on the calibration data
-(:func:`nasviz.patch.prep_for_eval`), so a score is the score its exported model will have.
+(:func:`nasviz.patch.prep_for_eval`). With ``max_iter_data_loader`` the first batches are drawn
+once and reused for every subnet, so a score is exactly the score its exported model has on the
+same data; without it each re-calibration is a full pass over the loader (a reshuffling loader
+then gives slightly different statistics each time).
 State is checkpointed atomically after every unit of work; a search started again with the same
 checkpoint resumes where it stopped.
 """

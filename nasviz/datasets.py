@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from nasviz._utils import device_of
 from nasviz.errors import NasvizError
 
 __all__ = [
@@ -175,11 +176,6 @@ class EpochResult:
     val_accuracy: float | None = None
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 def train_classifier(
     model: nn.Module,
     train_loader: Iterable[tuple[Tensor, Tensor]],
@@ -217,7 +213,7 @@ def train_classifier(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise NasvizError("train_classifier: the model has no trainable parameters")
-    device = _device_of(model)
+    device = device_of(model)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = len(train_loader) if isinstance(train_loader, Sized) else None
     scheduler = None
@@ -263,7 +259,7 @@ def evaluate_accuracy(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]])
         >>> 0.0 <= evaluate_accuracy(DigitsCNN(), digits_loaders().val) <= 1.0
         True
     """
-    device = _device_of(model)
+    device = device_of(model)
     was_training = model.training
     model.eval()
     correct, count = 0, 0

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from importlib import metadata as _metadata
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +36,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from nasviz import _state_helpers as _h
+from nasviz._utils import atomic_torch_save
 from nasviz.config import ModeloptBaseConfig
 from nasviz.errors import ApplyModeError, RestoreError
 from nasviz.modes.base import ModeDescriptor, _ModeRegistry, get_mode
@@ -288,17 +287,7 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> None:
         "model_state_dict": model.state_dict(),
         "model_class": state["model_class"] if state else _h.class_name(type(model)),
     }
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(payload, path)
 
 
 def restore(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -33,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nasviz._utils import atomic_torch_save, device_of
 from nasviz.errors import SearchError
 from nasviz.search.constraints import Constraints
 from nasviz.search.evaluator import EVALUATOR_DEFAULTS, Evaluator, validate_evaluator_config
@@ -199,7 +198,7 @@ class BaseSearcher(ABC):
             yield from fixed
 
         def forward_loop(model: nn.Module) -> None:
-            device = _device_of(model)
+            device = device_of(model)
             for x in inputs():
                 model(x.to(device) if isinstance(x, torch.Tensor) else x)
 
@@ -264,7 +263,8 @@ class BaseSearcher(ABC):
         path = self.config["checkpoint"]
         if path is None:
             return
-        _atomic_torch_save(self.state_dict(), Path(path))
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(self.state_dict(), path)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._started
@@ -305,21 +305,3 @@ class IterativeSearcher(BaseSearcher, ABC):
     def early_stop(self) -> bool:
         """Whether to stop before ``iterations`` are done."""
         return False
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

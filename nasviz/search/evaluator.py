@@ -65,6 +65,7 @@ import torch.fx as fx
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from nasviz._utils import device_of
 from nasviz.dynamic import slice_dim
 from nasviz.hparam import Hparam
 from nasviz.search._evalconfig import (
@@ -108,11 +109,6 @@ __all__ = [
     "neg_cross_entropy",
     "validate_evaluator_config",
 ]
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 class Evaluator:
@@ -164,7 +160,7 @@ class Evaluator:
 
     def forward_loop(self, model: nn.Module) -> None:
         """The BatchNorm calibration loop: every calibration batch through ``model``."""
-        for x in self.data.calib_inputs(_device_of(model)):
+        for x in self.data.calib_inputs(device_of(model)):
             model(x)
 
     def skip_rule(self) -> SkipRule:
@@ -173,7 +169,7 @@ class Evaluator:
         if threshold is None and kind == "negligible":
             threshold = 1e-5
         elif threshold is None and kind == "floor":
-            targets = self.data.targets(_device_of(self.model))
+            targets = self.data.targets(device_of(self.model))
             if isinstance(targets, torch.Tensor) and targets.numel():
                 threshold = float(torch.bincount(targets.flatten().long()).max()) / targets.numel()
         return SkipRule(kind, threshold)
@@ -183,7 +179,7 @@ class Evaluator:
         """Calibrate BatchNorm of the whole active subnet, then score it (no cache)."""
         from nasviz.patch import prep_for_eval
 
-        device = _device_of(self.model)
+        device = device_of(self.model)
         self.data.load(device)
         prep_for_eval(self.model, self.forward_loop if self._calib_loader is not None else None)
         with torch.no_grad():
@@ -198,7 +194,7 @@ class Evaluator:
         ``members``: hparam name -> the qualified names of its member layers; ``hparams``: the
         configurable hparams by name.
         """
-        self.data.load(_device_of(self.model))
+        self.data.load(device_of(self.model))
         self._hparams = hparams
         self._reason = self.data.reason
         if self._reason is None:
@@ -281,7 +277,7 @@ class Evaluator:
                       if n.op == "call_module"]  # fmt: skip
             self._cached[h] = list({bn: None for m in called for bn in batchnorms(m)})
         self.stats["cache_bytes"] = self._held()
-        return self._metric(concat(outs), self.data.targets(_device_of(self.model)))
+        return self._metric(concat(outs), self.data.targets(device_of(self.model)))
 
     def _held(self) -> int:
         """Bytes held: the input batches plus the frontier activations (placeholders excluded)."""
@@ -376,7 +372,7 @@ class Evaluator:
             outs = [module(*feed(self._score_vals, i)) for i in range(len(score))]
         self._dirty = set(bns)
         self.stats["cached_scores"] += 1
-        return self._metric(concat(outs), self.data.targets(_device_of(self.model)))
+        return self._metric(concat(outs), self.data.targets(device_of(self.model)))
 
     def _set_training(self, mode: bool) -> None:
         type(self.model).train(self.model, mode)  # the class's train: no patched post-eval hook

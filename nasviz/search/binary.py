@@ -75,6 +75,11 @@ def config_at_drop(
     return config
 
 
+def _next_choice(hp: Hparam, value: int) -> int | None:
+    """The next wider choice of ``hp`` after ``value`` (``None`` at the original width)."""
+    return next((c for c in hp.choices if c > value), None)
+
+
 def drop_levels(sensitivity_map: Mapping[str, Mapping[int, float]]) -> list[float]:
     """The distinct tolerated drops at which some group changes width, with 0, sorted."""
     return sorted({0.0, *(float(d) for v in sensitivity_map.values() for d in v.values())})
@@ -146,7 +151,15 @@ class BinarySearcher(IterativeSearcher):
         return search_space(self.model)
 
     def _hparams(self) -> dict[str, Any]:
-        return {n: hp for n, hp in self._space().hparams.items() if hp.is_configurable}
+        """The configurable hparams, looked up once per model (the map, the bisection, growth
+        and the candidate ranking ask for them in their inner loops; selecting a subnet changes
+        active values, never the hparams themselves)."""
+        cached: tuple[Any, dict[str, Any]] | None = getattr(self, "_hps_cache", None)
+        if cached is None or cached[0] is not self.model:
+            hps = {n: hp for n, hp in self._space().hparams.items() if hp.is_configurable}
+            cached = (self.model, hps)
+            self._hps_cache = cached
+        return cached[1]
 
     def _select(self, config: dict[str, int]) -> None:
         from nasviz.space import select
@@ -375,12 +388,11 @@ class BinarySearcher(IterativeSearcher):
         # keep subnets that cannot be widened anywhere (they use the budget)
         maximal = []
         for cfg in pool:
-            widenable = False
-            for n in names:
-                bigger = [c for c in hps[n].choices if c > cfg[n]]
-                if bigger and self._feasible({**cfg, n: bigger[0]}):
-                    widenable = True
-                    break
+            widenable = any(
+                (nxt := _next_choice(hps[n], cfg[n])) is not None
+                and self._feasible({**cfg, n: nxt})
+                for n in names
+            )
             if not widenable and cfg != grown:
                 maximal.append(cfg)
         unique = {tuple(sorted(c.items())): c for c in maximal}
@@ -395,10 +407,9 @@ class BinarySearcher(IterativeSearcher):
             best_move: tuple[float, float, str, int] | None = None
             best_cost: tuple[float, float] = (0.0, 0.0)
             for name, hp in hps.items():
-                bigger = [c for c in hp.choices if c > config[name]]
-                if not bigger:
+                nxt = _next_choice(hp, config[name])
+                if nxt is None:
                     continue
-                nxt = bigger[0]
                 cand = {**config, name: nxt}
                 flops, params = self._cost(cand)
                 if not self.constraints.check(flops=flops, params=params):

@@ -236,16 +236,3 @@ def _all_event_types() -> list[type[SearchEvent]]:
         out.append(k)
         todo.extend(k.__subclasses__())
     return out
-
-
-_EVENT_TYPES: tuple[type[SearchEvent], ...] = (
-    SearchStarted,
-    MapStarted,
-    MapEntry,
-    MapFinished,
-    BisectionStep,
-    GrowStep,
-    CandidateScored,
-    FinalScore,
-    SearchFinished,
-)

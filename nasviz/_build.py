@@ -161,6 +161,24 @@ def _full_perm(src: DimSource | None, hp: Hparam, order: torch.Tensor) -> torch.
     return None
 
 
+def _channel_map(src: DimSource | None, hp: Hparam) -> torch.Tensor | None:
+    """For every position of a dimension backed by ``src``: the channel of ``hp`` it holds, or
+    -1 (``None`` if ``hp`` does not occur in it)."""
+    if src is hp:
+        return torch.arange(hp.original)
+    if isinstance(src, ConcatDim):
+        maps = [_channel_map(part, hp) for part in src.parts]
+        if all(m is None for m in maps):
+            return None
+        return torch.cat(
+            [torch.full((p.full,), -1) if m is None else m for p, m in zip(src.parts, maps)]
+        )
+    if isinstance(src, RepeatDim):
+        sub = _channel_map(src.source, hp)
+        return None if sub is None else sub.repeat_interleave(src.inner)
+    return None
+
+
 def sort_channels(model: nn.Module, plan: Plan, hparams: dict[str, Hparam]) -> None:
     """Rank every channel group by importance and permute its members' tensors in place."""
     layers = {name: model.get_submodule(name) for name in plan.layers}
@@ -174,16 +192,20 @@ def sort_channels(model: nn.Module, plan: Plan, hparams: dict[str, Hparam]) -> N
             continue
         hp = hparams[group.name]
         scores = []
-        for module, attr, how in group.members:
+        for module, attr, _how in group.members:
             layer = layers.get(module)
-            if how != "direct" or not isinstance(layer, DynamicModule):
+            if not isinstance(layer, DynamicModule):
                 continue
             imp = layer.importance(attr)
-            if imp is None or imp.numel() != hp.original:
+            where = _channel_map(layer.dim(attr), hp)
+            if imp is None or where is None or imp.numel() != where.numel():
                 continue
+            if bool((where < 0).any()):
+                continue  # a concatenation with other groups: its own channels rank elsewhere
             total = float(imp.sum())
             if total > 0:
-                scores.append(imp.float().cpu() / total)
+                per = torch.zeros(hp.original).index_add_(0, where, imp.float().cpu().flatten())
+                scores.append(per / total)
         if not scores:
             continue
         importance = torch.stack(scores).sum(0)
@@ -206,10 +228,24 @@ def _permute_module(m: DynamicModule, hp: Hparam, order: torch.Tensor) -> None:
                 continue
             for d, attr in dims.items():
                 perm = _full_perm(m.dim(attr), hp, order)
-                if perm is None or t.shape[d] != perm.numel():
+                if perm is not None and t.shape[d] != perm.numel():
+                    perm = _within_group(perm, t.shape[d])
+                if perm is None:
                     continue  # e.g. a depthwise conv's weight dim 1 (in / groups = 1)
                 t.data.copy_(t.data.index_select(d, perm.to(t.device)))
     m._nv_cache.clear()
+
+
+def _within_group(perm: torch.Tensor, size: int) -> torch.Tensor | None:
+    """The permutation of one group's ``size`` positions when ``perm`` moves channels within
+    their groups, the same way in every group (a grouped conv's weight dim 1); else ``None``."""
+    if size < 2 or perm.numel() % size:
+        return None
+    rows = perm.view(-1, size)
+    local = rows - rows[:, :1].div(size, rounding_mode="floor") * size
+    if not bool((local == local[0]).all()) or not bool((rows // size == rows[:, :1] // size).all()):
+        return None
+    return local[0]
 
 
 # -- (f) self-check ------------------------------------------------------------------------------

@@ -64,14 +64,17 @@ EXPECTED_GROUPS = {
     "densenet_like": 15,
     # 5 convs (the last one feeds flatten -> Linear), the hidden Linear
     "vgg_like": 6,
-    # stem (feeds both branches of the first unit), 5 branch2 internals, head conv; everything
-    # that reaches the channel shuffle is static
-    "shufflenet_like": 7,
+    # stem (feeds both branches of the first unit), 5 branch2 internals, head conv, and one
+    # shuffled stream per stage (each a quarter of the stage width: the shuffle couples the two
+    # halves, the next unit's chunk the two halves of each half)
+    "shufflenet_like": 10,
     # the 4 MLP hidden widths; the residual streams meet the layer-scale parameter gamma
     "convnext_like": 4,
-    # the 2 MLP hidden widths; the stream meets cls_token/pos_embed, qkv is split into heads
-    "vit_like": 2,
-    "gpt_like": 2,
+    # per block the MLP hidden width and the attention head width (heads kept whole, q, k and v
+    # coupled); the stream meets cls_token/pos_embed
+    "vit_like": 4,
+    # the same; the stream is the (tied) embedding's width
+    "gpt_like": 4,
     "conv1d_net": 3,
     "conv3d_net": 2,
     # 3 encoder levels x 2 convs, 2 upsamples, 2 decoder levels x 2 convs
@@ -193,10 +196,60 @@ class Shuffle(nn.Module):
         return self.b(y)
 
 
-def test_channel_shuffle_is_left_static_with_the_reason() -> None:
+def test_channel_shuffle_couples_the_halves_and_interleaves_them() -> None:
     plan = plan_of(Shuffle(), torch.randn(1, 3, 8, 8))
+    assert group_names(plan) == ["a.0.out_channels"]
+    assert plan.hparams[0].original == 4  # a half: both halves keep the same channels
+    half = {"hp": "a.0.out_channels"}
+    assert plan.layers["a.0"]["out_channels"] == {"cat": [half, half]}
+    # after view(n, 2, c/2) -> transpose -> reshape, each kept channel is two consecutive ones
+    assert plan.layers["b"]["in_channels"] == {"rep": [half, 2]}
+
+
+class LiteralShuffle(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = cbr(3, 8), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.a(x)
+        n, _, h, w = y.shape
+        return self.b(y.view(n, 2, 4, h, w).transpose(1, 2).reshape(n, -1, h, w))
+
+
+def test_a_shuffle_that_names_the_group_size_stays_static_with_the_reason() -> None:
+    plan = plan_of(LiteralShuffle(), torch.randn(1, 3, 8, 8))
     assert group_names(plan) == []
-    assert "splits the channel dimension 8 into [2, 4]" in reason(plan, "a.0", "out_channels")
+    why = reason(plan, "a.0", "out_channels")
+    assert "splits the channel dimension 8 into [2, 4] and names the last size (4)" in why
+
+
+class Chunked(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = cbr(3, 16), cbr(8, 8), nn.Conv2d(16, 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        left, right = self.a(x).chunk(2, dim=1)
+        return self.c(torch.cat([left, self.b(right)], dim=1))
+
+
+def test_chunk_couples_its_pieces_and_split_by_size_is_refused() -> None:
+    plan = plan_of(Chunked(), torch.randn(1, 3, 8, 8))
+    assert group_names(plan) == ["a.0.out_channels", "b.0.out_channels"]
+    assert plan.hparams[0].original == 8
+    half = {"hp": "a.0.out_channels"}
+    assert plan.layers["a.0"]["out_channels"] == {"cat": [half, half]}
+    assert plan.layers["b.0"]["in_channels"] == half
+    assert plan.layers["c"]["in_channels"] == {"cat": [half, {"hp": "b.0.out_channels"}]}
+
+    class BySize(Chunked):
+        def forward(self, x: Tensor) -> Tensor:
+            left, right = self.a(x).split(8, dim=1)
+            return self.c(torch.cat([left, self.b(right)], dim=1))
+
+    plan = plan_of(BySize(), torch.randn(1, 3, 8, 8))
+    assert "number would change with the width" in reason(plan, "a.0", "out_channels")
 
 
 class Grouped(nn.Module):
@@ -209,14 +262,20 @@ class Grouped(nn.Module):
         return self.c(self.g(self.b(self.dw(self.a(x)))))
 
 
-def test_grouped_convs_stay_static_and_depthwise_convs_pass_channels_through() -> None:
+def test_grouped_convs_keep_their_groups_and_depthwise_convs_pass_channels_through() -> None:
     plan = plan_of(Grouped(), torch.randn(1, 3, 8, 8))
-    assert group_names(plan) == ["a.0.out_channels"]
+    assert group_names(plan) == ["a.0.out_channels", "b.0.out_channels", "g.0.out_channels"]
     got = members(plan, "a.0.out_channels")
     assert {("dw.0", "in_channels", "direct"), ("dw.0", "out_channels", "direct")} <= got
     assert ("b.0", "in_channels", "direct") in got
-    assert "grouped conv (groups=2)" in reason(plan, "b.0", "out_channels")
-    assert "grouped conv (groups=2)" in reason(plan, "g.0", "out_channels")
+    # each of the 2 groups keeps the same channels: b's output is two coupled halves
+    b_half, g_half = {"hp": "b.0.out_channels"}, {"hp": "g.0.out_channels"}
+    assert plan.layers["b.0"]["out_channels"] == {"cat": [b_half, b_half]}
+    assert plan.layers["g.0"] == {
+        "in_channels": {"cat": [b_half, b_half]},
+        "out_channels": {"cat": [g_half, g_half]},
+    }
+    assert next(g for g in plan.hparams if g.name == "g.0.out_channels").original == 4
 
 
 class ChannelsLast(nn.Module):
@@ -317,12 +376,34 @@ def test_untraceable_model_is_handled_through_its_children() -> None:
     assert "untraceable forward" in reason(plan, "features.1.0", "out_channels")
 
 
-def test_attention_projections_stay_static_with_the_reason() -> None:
-    model, x = REFERENCE_MODELS["vit_like"]()
+def test_attention_prunes_the_head_width_with_heads_kept_whole() -> None:
+    model, x = REFERENCE_MODELS["vit_like"]()  # dim 64, 4 heads of 16
     plan = plan_of(model, x)
-    why = reason(plan, "blocks.0.attn.qkv", "out_features")
-    assert "splits the channel dimension 192 into [3, 4, 16]" in why
+    head = {"hp": "blocks.0.attn.qkv.out_features"}
+    group = next(g for g in plan.hparams if g.name == head["hp"])
+    assert group.original == 16 and group.choices == [4, 8, 12, 16]
+    # q, k and v of every head keep the same positions; proj reads the heads one after another
+    assert plan.layers["blocks.0.attn.qkv"]["out_features"] == {"cat": [head] * 12}
+    assert plan.layers["blocks.0.attn.proj"]["in_features"] == {"cat": [head] * 4}
     assert "cls_token" in reason(plan, "patch_embed", "out_channels")
+
+
+class HeadsByCount(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(8, 24), nn.Linear(8, 8)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, 2, 4).permute(2, 0, 3, 1, 4)
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+def test_a_head_split_that_names_the_head_size_stays_static() -> None:
+    plan = plan_of(HeadsByCount(), torch.randn(2, 5, 8))
+    assert group_names(plan) == []
+    assert "names the last size (4)" in reason(plan, "qkv", "out_features")
 
 
 def test_tied_weights_are_static_with_the_reason() -> None:
@@ -337,7 +418,7 @@ def test_switched_off_layers_show_the_rule_and_freeze_their_group() -> None:
     model, x = REFERENCE_MODELS["vit_like"]()
     config = FastNASConfig(**{**SMALL, "nn.Linear": {"*": {"feature_divisor": 4}, "*fc2*": None}})
     plan = plan_of(model, x, config)
-    assert group_names(plan) == []
+    assert group_names(plan) == ["blocks.0.attn.qkv.out_features", "blocks.1.attn.qkv.out_features"]
     assert reason(plan, "blocks.0.mlp.fc2", "in_features") == "switched off by rule '*fc2*'"
     assert "switched off by rule '*fc2*'" in reason(plan, "blocks.0.mlp.fc1", "out_features")
 

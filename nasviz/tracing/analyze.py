@@ -229,19 +229,17 @@ class _Analyzer(PointwiseOps):
             if out_expr is None:
                 return self._untracked(node, cg, f"'{qual}' (depthwise; {in_reason})")
             return Val(out_expr, out_axis, out_shape, True, "")
-        if groups > 1:
-            why = f"grouped conv (groups={groups}) keeps its group structure"
-            if in_expr is not None:
-                self.c.fix_expr(in_expr, f"consumed by '{qual}': {why}")
-            in_expr, in_reason = None, why
+        why = f"grouped conv (groups={groups}): its channels cannot be cut into {groups} parts"
+        if groups > 1 and in_expr is not None:
+            # every group keeps the same positions of its input channels (the parts are coupled)
+            if self.c.split(in_expr, groups, f"consumed by '{qual}': {why}") is None:
+                in_expr, in_reason = None, why
         self._merge(use, spec.in_attr, in_expr, in_reason)
         if use.out_elem is None:
             use.out_elem = self.c.new(out_size, (qual, spec.out_attr), f"'{qual}'")
             use.dims[spec.out_attr] = Sym(use.out_elem, out_size)
-            if groups > 1:
-                self.c.fix(
-                    use.out_elem, f"grouped conv (groups={groups}) keeps its group structure"
-                )
+            if groups > 1:  # ... and so do its outputs
+                self.c.split(use.dims[spec.out_attr], groups, f"'{qual}': {why}")
         return Val(Sym(use.out_elem, out_size), out_axis, out_shape, True, f"'{qual}'")
 
     def _input_layout(

@@ -14,6 +14,14 @@ elements: :meth:`Coupling.union` puts them in one group, which becomes one hpara
 cannot follow a pruned width *fixes* the element with a human-readable reason; a group with at
 least one fixed element stays static, and the reasons say why.
 
+Elements can be *refined*: when an op needs part of an element (``x.chunk(2, dim=1)``, the
+heads of an attention projection, the groups of a grouped conv) or a finer structure (a channel
+shuffle interleaves two halves: each channel of the result's source then stands for two
+consecutive channels), :meth:`Coupling.unify` and :meth:`Coupling.split` replace the element by
+a layout over new, smaller elements (:meth:`Coupling.resolve` expands it). The producer's width
+then becomes e.g. a concatenation of two coupled halves, which is exactly what it must keep for
+the op to stay valid at every width.
+
 Example::
 
     >>> c = Coupling()
@@ -27,10 +35,15 @@ Example::
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 __all__ = ["Cat", "Coupling", "Element", "Expr", "Rep", "Sym", "expr_size", "expr_syms"]
+
+#: an atom of a canonical layout: ``inner`` consecutive features per channel of one element
+#: (element index, element size, inner)
+_Atom = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,8 @@ class Coupling:
     elements: list[Element] = field(default_factory=list)
     _parent: list[int] = field(default_factory=list)
     _reasons: dict[int, list[str]] = field(default_factory=dict)
+    #: group root -> the layout over finer elements it was refined into
+    _refined: dict[int, Expr] = field(default_factory=dict)
 
     def new(self, size: int, producer: tuple[str, str] | None = None, origin: str = "") -> int:
         """A new element of ``size`` channels (``producer`` = (module, attr) that makes it)."""
@@ -153,15 +168,30 @@ class Coupling:
         lo, hi = (ra, rb) if ra < rb else (rb, ra)
         self._parent[hi] = lo
         moved = self._reasons.pop(hi, [])
-        if moved:
-            mine = self._reasons.setdefault(lo, [])
-            mine.extend(r for r in moved if r not in mine)
+        mine = self._reasons.setdefault(lo, [])
+        fresh = [r for r in moved if r not in mine]
+        mine.extend(fresh)
+        if not mine:
+            del self._reasons[lo]
+        sub_hi, sub_lo = self._refined.pop(hi, None), self._refined.get(lo)
+        if sub_hi is not None and sub_lo is None:
+            self._refined[lo] = sub_lo = sub_hi
+            fresh = mine  # the parts of ``hi`` learn every reason of ``lo``
+        elif sub_hi is not None and sub_lo is not None:
+            self.unify(sub_lo, sub_hi, "coupled with a differently split dimension")
+        if sub_lo is not None:
+            for r in fresh:
+                self.fix_expr(sub_lo, r)
 
     def fix(self, e: int, reason: str) -> None:
         """Make ``e``'s group static because of ``reason`` (reasons accumulate, unique)."""
-        reasons = self._reasons.setdefault(self.find(e), [])
+        root = self.find(e)
+        reasons = self._reasons.setdefault(root, [])
         if reason not in reasons:
             reasons.append(reason)
+            sub = self._refined.get(root)
+            if sub is not None:
+                self.fix_expr(sub, reason)
 
     def fix_expr(self, e: Expr, reason: str) -> None:
         for s in expr_syms(e):
@@ -175,26 +205,142 @@ class Coupling:
 
     def is_live(self, e: Expr) -> bool:
         """Whether any element of the layout can still be pruned."""
-        return any(not self.is_fixed(s.elem) for s in expr_syms(e))
+        return any(not self.is_fixed(s.elem) for s in expr_syms(self.resolve(e)))
+
+    # -- refinement ----------------------------------------------------------------------------
+    def resolve(self, e: Expr) -> Expr:
+        """``e`` over group roots that are not refined (refinements expanded, nested repeats and
+        concatenations flattened)."""
+        if isinstance(e, Sym):
+            root = self.find(e.elem)
+            sub = self._refined.get(root)
+            return Sym(root, e.size) if sub is None else self.resolve(sub)
+        if isinstance(e, Cat):
+            return make_cat([self.resolve(p) for p in e.parts])
+        return make_rep(self.resolve(e.src), e.inner)
+
+    def _atoms(self, e: Expr, inner: int = 1) -> list[_Atom]:
+        """The canonical form of ``e``: repeats pushed inside concatenations."""
+        if isinstance(e, Sym):
+            root = self.find(e.elem)
+            sub = self._refined.get(root)
+            return [(root, e.size, inner)] if sub is None else self._atoms(sub, inner)
+        if isinstance(e, Cat):
+            return [a for p in e.parts for a in self._atoms(p, inner)]
+        return self._atoms(e.src, inner * e.inner)
+
+    def _refine(self, root: int, parts: list[int], inner: int = 1) -> list[int]:
+        """Refine unrefined ``root`` into a concatenation of new elements of ``parts`` channels
+        (``inner > 1``: into one element each of whose channels is ``inner`` features)."""
+        el = self.elements[root]
+        made = [self.new(n, el.producer, el.origin) for n in parts]
+        syms: list[Expr] = [Sym(m, n) for m, n in zip(made, parts)]
+        self._refined[root] = make_rep(syms[0], inner) if inner > 1 else make_cat(syms)
+        for r in self._reasons.get(root, []):
+            for m in made:
+                self.fix(m, r)
+        return made
+
+    def _cut(self, atom: _Atom, at: int) -> tuple[_Atom, _Atom] | None:
+        """Split an atom after ``at`` features (refining its element)."""
+        root, size, inner = atom
+        if at % inner:
+            return None  # the cut falls inside one channel's features
+        head = at // inner
+        a, b = self._refine(root, [head, size - head])
+        return (a, head, inner), (b, size - head, inner)
+
+    def _fresh(self, atom: _Atom) -> list[_Atom]:
+        root, size, inner = atom
+        return self._atoms(Sym(root, size), inner)
+
+    def _unify_atoms(self, x: _Atom, y: _Atom) -> bool:
+        (rx, nx, ix), (ry, _ny, iy) = x, y
+        if ix == iy:
+            self.union(rx, ry)
+            return True
+        if ix > iy:
+            (rx, nx, ix), (ry, _ny, iy) = y, x
+        q = iy // ix  # x = Rep(rx, ix) and y = Rep(ry, iy): rx must be Rep(new, q)
+        if iy % ix or nx % q:
+            return False
+        (sub,) = self._refine(rx, [nx // q], inner=q)
+        self.union(sub, ry)
+        return True
 
     def unify(self, a: Expr, b: Expr, reason: str) -> bool:
-        """Couple two layouts channel by channel; if their structure differs, fix both.
+        """Couple two layouts channel by channel, refining elements where their structure
+        differs; if they cannot be matched, fix both with ``reason``.
 
-        Returns whether the layouts could be matched structurally.
+        Returns whether the layouts could be matched.
         """
-        if isinstance(a, Sym) and isinstance(b, Sym):
-            self.union(a.elem, b.elem)
-            return True
-        if (
-            isinstance(a, Cat)
-            and isinstance(b, Cat)
-            and len(a.parts) == len(b.parts)
-            and all(expr_size(x) == expr_size(y) for x, y in zip(a.parts, b.parts))
-        ):
-            results = [self.unify(x, y, reason) for x, y in zip(a.parts, b.parts)]
-            return all(results)
-        if isinstance(a, Rep) and isinstance(b, Rep) and a.inner == b.inner:
-            return self.unify(a.src, b.src, reason)
-        self.fix_expr(a, reason)
-        self.fix_expr(b, reason)
-        return False
+        if expr_size(a) != expr_size(b):
+            self.fix_expr(a, reason)
+            self.fix_expr(b, reason)
+            return False
+        xs: deque[_Atom] = deque(self._atoms(a))
+        ys: deque[_Atom] = deque(self._atoms(b))
+        while xs and ys:
+            x, y = self._pop_fresh(xs), self._pop_fresh(ys)
+            fx_, fy = x[1] * x[2], y[1] * y[2]
+            if fx_ != fy:
+                big, small, queue = (x, fy, xs) if fx_ > fy else (y, fx_, ys)
+                cut = self._cut(big, small)
+                if cut is None:
+                    self.fix_expr(a, reason)
+                    self.fix_expr(b, reason)
+                    return False
+                queue.extendleft((cut[1], cut[0]))
+                (ys if big is x else xs).appendleft(y if big is x else x)
+                continue  # both are looked at again: the cut may have refined the other's root
+            if not self._unify_atoms(x, y):
+                self.fix_expr(a, reason)
+                self.fix_expr(b, reason)
+                return False
+        return True
+
+    def _pop_fresh(self, queue: deque[_Atom]) -> _Atom:
+        """The next atom of ``queue`` whose element is an unrefined root (expanding others)."""
+        while True:
+            atom = queue.popleft()
+            root = self.find(atom[0])
+            if root == atom[0] and root not in self._refined:
+                return atom
+            queue.extendleft(reversed(self._fresh(atom)))
+
+    def split(self, e: Expr, pieces: int, reason: str) -> list[Expr] | None:
+        """Cut ``e`` into ``pieces`` equal consecutive layouts and couple them with each other
+        (ops such as ``chunk`` split a pruned tensor evenly, so every piece must keep the same
+        channels). ``None`` (and ``e`` fixed with ``reason``) if it cannot be cut evenly."""
+        total = expr_size(e)
+        if pieces < 1 or total % pieces:
+            self.fix_expr(e, reason)
+            return None
+        if pieces == 1:
+            return [e]
+        step = total // pieces
+        atoms: deque[_Atom] = deque(self._atoms(e))
+        out: list[Expr] = []
+        current: list[Expr] = []
+        filled = 0
+        while atoms:
+            atom = self._pop_fresh(atoms)
+            root, size, inner = atom
+            if filled + size * inner > step:
+                cut = self._cut(atom, step - filled)
+                if cut is None:
+                    self.fix_expr(e, reason)
+                    return None
+                atom = cut[0]
+                atoms.appendleft(cut[1])
+                root, size, inner = atom
+            current.append(make_rep(Sym(root, size), inner))
+            filled += size * inner
+            if filled == step:
+                out.append(make_cat(current))
+                current, filled = [], 0
+        for piece in out[1:]:
+            if not self.unify(out[0], piece, reason):
+                self.fix_expr(e, reason)
+                return None
+        return out

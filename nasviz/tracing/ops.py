@@ -7,6 +7,8 @@
   channels); along another axis it couples its inputs like an element-wise op;
 * pools, interpolation and padding pass the channels through if they do not touch the channel
   axis; an embedding's output belongs to no prunable layer;
+* ``a @ b`` couples the channels it contracts (``q @ k.transpose(-2, -1)``) and passes the rows
+  of ``a`` and the columns of ``b`` through (``attn @ v``); so does scaled-dot-product attention;
 * anything unknown fixes every channel it touches: ``"consumed by torch.roll: unsupported op"``.
 """
 
@@ -63,7 +65,7 @@ class PointwiseOps(ShapeOps):
             for v in iter_vals((args[1:], kwargs)):
                 if v.expr is not None:
                     self.c.fix_expr(v.expr, f"used as an extra argument of {kind.name}")
-        return Val(x.expr, x.axis, node_shape(node), x.tensor, x.origin)
+        return Val(x.expr, x.axis, node_shape(node), x.tensor, x.origin, x.copies)
 
     _op_cast = _op_unary
 
@@ -213,6 +215,63 @@ class PointwiseOps(ShapeOps):
         pad = kwargs.get("pad", args[1] if len(args) > 1 else None)
         spatial = len(pad) // 2 if isinstance(pad, (tuple, list)) else None
         return self._spatial_ok(node, kind, x, spatial, cg)
+
+    def _op_matmul(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        a, b = ((*args, None, None))[:2]
+        if not isinstance(a, Val) or not isinstance(b, Val):
+            return self._op_unknown(node, kind, args, kwargs, cg)
+        ta, tb = a.expr is not None, b.expr is not None
+        if not ta and not tb:
+            return self._untracked(node, cg, f"the output of {kind.name}")
+        if a.shape is None or b.shape is None or len(a.shape) < 2 or len(b.shape) < 2:
+            return self._give_up_all(node, cg, [a, b], f"{kind.name} needs 2-D or larger shapes")
+        out_shape = node_shape(node)
+        n_out = len(out_shape) if out_shape is not None else None
+        if ta and a.axis == -1 and tb and b.axis == -2:
+            assert a.expr is not None
+            assert b.expr is not None
+            self.c.unify(a.expr, b.expr, f"{kind.name} contracts different channel layouts")
+            return self._untracked(node, cg, f"the output of {kind.name}")
+        keep: Val | None = None
+        if ta and a.axis == -2 and not tb:
+            keep = a
+        elif tb and b.axis == -1 and not ta:
+            keep = b
+        if keep is None or keep.expr is None:
+            what = "contracts" if (ta and a.axis == -1) or (tb and b.axis == -2) else "mixes"
+            return self._give_up_all(
+                node, cg, [a, b], f"{kind.name} {what} channels with another dimension"
+            )
+        copies = keep.copies if keep.shape is not None and len(keep.shape) == n_out else ()
+        return Val(keep.expr, keep.axis, out_shape, True, keep.origin, copies)
+
+    def _op_sdpa(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        names = ("query", "key", "value")
+        q, k, v = (kwargs.get(n, args[i] if len(args) > i else None) for i, n in enumerate(names))
+        if not all(isinstance(t, Val) for t in (q, k, v)):
+            return self._op_unknown(node, kind, args, kwargs, cg)
+        assert isinstance(q, Val)
+        assert isinstance(k, Val)
+        assert isinstance(v, Val)
+        extra = list(iter_vals((args[3:], {n: kwargs[n] for n in kwargs if n not in names})))
+        for t in extra:
+            if t.expr is not None:
+                self.c.fix_expr(t.expr, f"used as a mask or option of {kind.name}")
+        if (q.expr is None) != (k.expr is None) or (
+            q.expr is not None and (q.axis, k.axis) != (-1, -1)
+        ):
+            return self._give_up_all(node, cg, [q, k, v], f"{kind.name} with untracked q or k")
+        if q.expr is not None and k.expr is not None:
+            self.c.unify(q.expr, k.expr, f"{kind.name} contracts different channel layouts")
+        if v.expr is None:
+            return self._untracked(node, cg, f"the output of {kind.name}")
+        if v.axis != -1:
+            return self._give_up(node, cg, v, f"{kind.name} with v's channels on another axis")
+        return Val(v.expr, -1, node_shape(node), True, v.origin, v.copies)
 
     def _op_embedding(
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph

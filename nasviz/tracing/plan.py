@@ -30,7 +30,7 @@ from nasviz.dynamic import DynamicModule, dynamic_class_for
 from nasviz.errors import TracingError
 from nasviz.hparam import ConcatDim, DimSource, Hparam, RepeatDim
 from nasviz.tracing.analyze import Analysis, LayerUse
-from nasviz.tracing.groups import Cat, Coupling, Expr, Rep, Sym, expr_size, expr_syms
+from nasviz.tracing.groups import Cat, Coupling, Expr, Sym, expr_size, expr_syms
 from nasviz.tracing.rules import layer_spec
 
 __all__ = ["GroupInfo", "Plan", "apply_plan", "make_plan"]
@@ -136,7 +136,7 @@ def make_plan(model: nn.Module, analysis: Analysis, config: ModeloptBaseRuleConf
         assert twin is not None
         dyn[name] = twin.convert(modules[name])
     roots = _choose(analysis, c, dyn, rules)
-    names = {r: "{}.{}".format(*(c.elements[r].producer or ("?", "?"))) for r in sorted(roots)}
+    names = _names(c, list(roots))
     plan = Plan(notes=list(analysis.notes))
     for r in sorted(roots):
         choices, block = roots[r]
@@ -162,35 +162,59 @@ def make_plan(model: nn.Module, analysis: Analysis, config: ModeloptBaseRuleConf
     return plan
 
 
+def _single_root(c: Coupling, expr: Expr) -> tuple[int, int] | None:
+    """``(root, multiplicity)`` if the resolved layout is made of one group only (a plain
+    width, a repeat, copies of a split group), else ``None``."""
+    roots = {s.elem for s in expr_syms(expr)}
+    if len(roots) != 1:
+        return None
+    root = roots.pop()
+    return root, expr_size(expr) // c.elements[root].size
+
+
 def _choose(
     analysis: Analysis, c: Coupling, dyn: dict[str, DynamicModule], rules: dict[str, LayerConfig]
 ) -> dict[int, tuple[list[int], int]]:
-    """Choices and channel block of every configurable group, by root element."""
+    """Choices and channel block of every configurable group, by root element.
+
+    A layer dimension made of one group only (``mult`` copies or repeats of it) constrains the
+    group's widths to its rule's widths divided by ``mult``; a dimension that mixes groups (a
+    concatenation) constrains none of them.
+    """
     members: dict[int, list[tuple[str, str, int]]] = {}
     for name in dyn:
-        for attr, expr in analysis.layers[name].dims.items():
-            sym, inner = expr, 1
-            if isinstance(expr, Rep) and isinstance(expr.src, Sym):  # e.g. BN after a depthwise
-                sym, inner = expr.src, expr.inner  # conv with a channel multiplier
-            if isinstance(sym, Sym) and not c.is_fixed(sym.elem):
-                members.setdefault(c.find(sym.elem), []).append((name, attr, inner))
+        for attr, raw in analysis.layers[name].dims.items():
+            expr = c.resolve(raw)
+            single = _single_root(c, expr)
+            if single is not None and not c.is_fixed(single[0]):
+                members.setdefault(single[0], []).append((name, attr, single[1]))
+            elif single is None:
+                for s in expr_syms(expr):
+                    if not c.is_fixed(s.elem):
+                        members.setdefault(s.elem, []).append((name, attr, 0))
     out: dict[int, tuple[list[int], int]] = {}
     for root, mem in members.items():
         size = c.elements[root].size
         allowed: set[int] | None = None
         shown: list[str] = []
         block = 1
-        for name, attr, inner in mem:
+        for name, attr, mult in mem:
             m = dyn[name]
+            if mult == 0:  # part of a mix of groups: no constraint
+                continue
             ch = m.choices_for(attr, rules[name])
-            if inner > 1:  # this dimension is ``inner`` times the group's width
-                ch = None if ch is None else [v // inner for v in ch if v % inner == 0]
+            if mult > 1:  # this dimension is ``mult`` times the group's width
+                ch = None if ch is None else [v // mult for v in ch if v % mult == 0]
+                if m.channel_block(attr) > 1:
+                    c.fix(root, f"'{name}' normalizes channel groups of a split or repeated width")
             else:
                 block = math.lcm(block, m.channel_block(attr))
             if ch is None:
                 continue
             shown.append(f"{name}.{attr}: {ch}")
             allowed = set(ch) if allowed is None else allowed & set(ch)
+        if c.is_fixed(root):
+            continue
         allowed = (allowed or {size}) | {size}
         allowed = {a for a in allowed if a % block == 0 or a == size}
         if len(allowed) < 2:
@@ -201,7 +225,21 @@ def _choose(
     return out
 
 
+def _names(c: Coupling, roots: list[int]) -> dict[int, str]:
+    """``<module>.<attribute>`` of each group's first producer; the parts of one split producer
+    are told apart by ``#1``, ``#2`` ... after the first."""
+    names: dict[int, str] = {}
+    used: dict[str, int] = {}
+    for r in sorted(roots):
+        base = "{}.{}".format(*(c.elements[r].producer or ("?", "?")))
+        k = used.get(base, 0)
+        used[base] = k + 1
+        names[r] = base if k == 0 else f"{base}#{k}"
+    return names
+
+
 def _to_json(e: Expr, c: Coupling, names: dict[int, str]) -> dict[str, Any]:
+    e = c.resolve(e)
     if isinstance(e, Sym):
         root = c.find(e.elem)
         return {"hp": names[root]} if root in names else {"fixed": e.size}
@@ -218,13 +256,15 @@ def _layer_json(
     use: LayerUse, c: Coupling, names: dict[int, str], by_name: dict[str, GroupInfo]
 ) -> dict[str, Any]:
     dims: dict[str, Any] = {}
-    depthwise = use.spec.kind == "conv" and use.spec.groups > 1
+    depthwise = use.spec.kind == "conv" and 1 < use.spec.groups == int(
+        getattr(use.module, use.spec.in_attr)
+    )
     for attr, expr in use.dims.items():
         j = _to_json(expr, c, names)
         if "fixed" in j:
             continue
         how = "direct" if "hp" in j else "concat" if "cat" in j else "repeat"
-        for s in expr_syms(expr):
+        for s in expr_syms(c.resolve(expr)):
             root = c.find(s.elem)
             if root in names:
                 member = (use.name, attr, how)
@@ -253,7 +293,7 @@ def _static_rows(
             if name in reasons:
                 why = reasons[name]
             elif use is not None and attr in use.dims:
-                found = [r for s in expr_syms(use.dims[attr]) for r in c.reasons(s.elem)]
+                found = [r for s in expr_syms(c.resolve(use.dims[attr])) for r in c.reasons(s.elem)]
                 why = "; ".join(dict.fromkeys(found)) or "no configurable channels"
             elif use is not None and attr in use.static:
                 why = use.static[attr]

@@ -16,6 +16,9 @@ kind            meaning
 ``reduce``      mean/sum/... over some dims; ``pool``/``interpolate``/``pad``: spatial ops
 ``info``        ``size()``, ``dim()``, ``x.shape``: no tensor comes out
 ``embedding``   a lookup table: its output width belongs to no prunable layer
+``matmul``      ``a @ b``: contracting two channel dims couples them (attention ``q @ k^T``);
+                the rows of ``a`` or the columns of ``b`` pass through; ``sdpa``:
+                ``scaled_dot_product_attention`` (q and k coupled, the output follows v)
 ``unknown``     anything else: every prunable channel it touches stays static
 =============== ==========================================================================
 
@@ -90,7 +93,8 @@ _FUNC_KINDS: dict[Any, str] = {
     torch.mean: "reduce", torch.sum: "reduce", torch.amax: "reduce", torch.amin: "reduce",
     torch.logsumexp: "reduce", torch.prod: "reduce", getattr: "info",
     F.interpolate: "interpolate", F.upsample: "interpolate", F.pad: "pad",
-    F.embedding: "embedding",
+    F.embedding: "embedding", operator.matmul: "matmul", torch.matmul: "matmul",
+    torch.bmm: "matmul", F.scaled_dot_product_attention: "sdpa",
 }  # fmt: skip
 _POOL_FUNCS: dict[Any, int] = {
     F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3, F.avg_pool1d: 1, F.avg_pool2d: 2,
@@ -117,6 +121,7 @@ _METHOD_GROUPS = {
     "info": "size dim numel ndimension nelement element_size get_device stride",
     "reduce": "mean sum amax amin logsumexp prod",
     "split": "chunk split unbind tensor_split",
+    "matmul": "matmul bmm",
 }
 _METHOD_KINDS: dict[str, str] = {
     name: kind for kind, names in _METHOD_GROUPS.items() for name in names.split()

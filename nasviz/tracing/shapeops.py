@@ -14,7 +14,7 @@ from typing import Any
 import torch.fx as fx
 
 from nasviz.tracing.graph import CapturedGraph
-from nasviz.tracing.groups import Coupling, make_rep
+from nasviz.tracing.groups import Coupling, make_cat, make_rep
 from nasviz.tracing.rules import OpKind
 from nasviz.tracing.values import Many, Val, node_shape, resolve_dim
 
@@ -121,44 +121,87 @@ class ShapeOps:
     def _op_view(
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
     ) -> Val:
+        """reshape: the channels move, merge with copy axes or following dims, or split."""
         x = self._first(node, cg, args)
         if x is None or x.expr is None or x.axis is None:
             return self._untracked(node, cg, x.origin if x else f"the output of {kind.name}")
         out_shape = node_shape(node)
         if x.shape is None or out_shape is None:
             return self._give_up(node, cg, x, self._need_shapes(kind, cg))
-        literal = kind.kind == "view"
         sizes = _sizes(args, 1) if "shape" not in kwargs else list(kwargs["shape"])
-        blocks = match_blocks(x.shape, out_shape)
-        ch = len(x.shape) + x.axis
-        block = next((b for b in blocks or [] if b[0][0] <= ch < b[0][1]), None)
+        if kind.kind != "view" or len(sizes) != len(out_shape):
+            sizes = [-1] * len(out_shape)  # unflatten: sizes come from another argument
+        blocks = match_blocks(x.shape, out_shape) or []
+        n_in, n_out = len(x.shape), len(out_shape)
+        ch = n_in + x.axis
+        block = next((b for b in blocks if b[0][0] <= ch < b[0][1]), None)
         if block is None:
             return self._give_up(node, cg, x, f"{kind.name} reshapes the channels unpredictably")
         (i0, i1), (o0, o1) = block
+        copies = {n_in + a for a in x.copies}
+        kept = tuple(  # copy axes elsewhere that the reshape leaves whole
+            b[1][0] - n_out
+            for b in blocks
+            if b is not block and b[0][1] - b[0][0] == 1 == b[1][1] - b[1][0] and b[0][0] in copies
+        )
+        if i1 - i0 == 1 and o1 - o0 > 1:
+            return self._split_view(node, kind, x, out_shape[o0:o1], sizes[o0:o1], o1, kept, cg)
         if o1 - o0 != 1:
+            return self._give_up(node, cg, x, f"{kind.name} reshapes the channels unpredictably")
+        if isinstance(sizes[o0], int) and sizes[o0] != -1:
             return self._give_up(
                 node,
                 cg,
                 x,
-                f"consumed by {kind.name}: it splits the channel dimension "
-                f"{x.shape[ch]} into {list(out_shape[o0:o1])} (channel shuffle or attention "
-                "heads): unsupported op",
+                f"{kind.name} names the channel count ({sizes[o0]}) instead of -1 or a size "
+                "read from the tensor: a pruned width would not fit",
             )
-        if literal and len(sizes) == len(out_shape) and sizes[o0] != -1:
-            shown = sizes[o0] if isinstance(sizes[o0], int) else "a computed size"
-            return self._give_up(
-                node,
-                cg,
-                x,
-                f"{kind.name} names the channel count ({shown}) instead of -1: a pruned "
-                "width would not fit",
-            )
-        if ch != i0:  # even a dim of size 1 here may be larger at run time (batch, spatial)
+        if any(d not in copies for d in range(i0, ch)):
+            # even a dim of size 1 here may be larger at run time (batch, spatial)
             return self._give_up(
                 node, cg, x, f"{kind.name} merges the channels into a preceding dimension"
             )
-        inner = math.prod(x.shape[ch + 1 : i1])
-        return Val(make_rep(x.expr, inner), o0 - len(out_shape), out_shape, True, "")
+        expr = make_rep(x.expr, math.prod(x.shape[ch + 1 : i1]))
+        outer = math.prod(x.shape[i0:ch])
+        if outer > 1:  # copies of the layout, one after the other
+            expr = make_cat([expr] * outer)
+        return Val(expr, o0 - n_out, out_shape, True, x.origin, kept)
+
+    def _split_view(
+        self,
+        node: fx.Node,
+        kind: OpKind,
+        x: Val,
+        parts: tuple[int, ...],
+        sizes: list[Any],
+        o1: int,
+        kept: tuple[int, ...],
+        cg: CapturedGraph,
+    ) -> Val:
+        """The channels split into ``parts`` (channel shuffle, attention heads): the leading
+        parts become copy axes, coupled piece by piece; the last part carries the channels."""
+        assert x.expr is not None
+        assert x.shape is not None
+        total = x.shape[len(x.shape) + (x.axis or 0)]
+        what = f"{kind.name} splits the channel dimension {total} into {list(parts)}"
+        if not all(isinstance(v, int) and v > 0 for v in sizes[:-1]):
+            return self._give_up(
+                node, cg, x, f"{what} with a computed group count: it would change with the width"
+            )
+        if isinstance(sizes[-1], int) and sizes[-1] != -1:
+            return self._give_up(
+                node,
+                cg,
+                x,
+                f"{what} and names the last size ({sizes[-1]}) instead of -1: a pruned width "
+                "would not fit",
+            )
+        pieces = self.c.split(x.expr, math.prod(parts[:-1]), f"{what}: the parts cannot be coupled")
+        if pieces is None:
+            return self._untracked(node, cg, f"a tensor whose channels are static ({what})")
+        n_out = len(node_shape(node) or ())
+        copies = kept + tuple(o - n_out for o in range(o1 - len(parts), o1 - 1))
+        return Val(pieces[0], o1 - 1 - n_out, node_shape(node), True, x.origin, copies)
 
     _op_unflatten = _op_view
 
@@ -173,7 +216,8 @@ class ShapeOps:
         if not all(isinstance(d, int) for d in dims) or n + x.axis < 0:
             return self._give_up(node, cg, x, f"{kind.name} with unknown dims")
         order = [d % n for d in dims]
-        return self._out(node, x, order.index(n + x.axis) - n)
+        copies = tuple(order.index(n + c) - n for c in x.copies if n + c >= 0)
+        return Val(x.expr, order.index(n + x.axis) - n, node_shape(node), True, x.origin, copies)
 
     def _op_transpose(
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
@@ -186,8 +230,18 @@ class ShapeOps:
         b = resolve_dim(kwargs.get("dim1", args[2] if len(args) > 2 else None), ndim)
         if a is None or b is None:
             return self._give_up(node, cg, x, self._need_shapes(kind, cg))
-        axis = b if x.axis == a else a if x.axis == b else x.axis
-        return self._out(node, x, axis)
+
+        def moved(d: int) -> int:
+            return b if d == a else a if d == b else d
+
+        return Val(
+            x.expr,
+            moved(x.axis),
+            node_shape(node),
+            True,
+            x.origin,
+            tuple(moved(c) for c in x.copies),
+        )
 
     def _op_t(
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
@@ -245,13 +299,12 @@ class ShapeOps:
         n = len(base.shape)
         ch = n + base.axis
         used = sum(1 for it in items if it is not None and it is not Ellipsis)
+        where: dict[int, int] = {}  # input dim -> output dim (dims indexed away are missing)
         i = o = 0
-        out_ch: int | None = None
         for it in items:
             if it is Ellipsis:
                 skip = n - used
-                if i <= ch < i + skip:
-                    out_ch = o + (ch - i)
+                where.update({i + k: o + k for k in range(skip)})
                 i, o = i + skip, o + skip
             elif it is None:
                 o += 1
@@ -260,21 +313,22 @@ class ShapeOps:
                     return self._give_up(node, cg, base, "indexing picks single channels")
                 i += 1
             elif isinstance(it, slice) and not any(isinstance(v, Val) for v in _slots(it)):
-                if i == ch:
-                    if it != slice(None):
-                        return self._give_up(node, cg, base, "slicing the channel dimension")
-                    out_ch = o
+                if i == ch and it != slice(None):
+                    return self._give_up(node, cg, base, "slicing the channel dimension")
+                where[i] = o
                 i, o = i + 1, o + 1
             else:
                 return self._give_up(node, cg, base, "advanced indexing of the channels")
-        if out_ch is None:
-            out_ch = o + (ch - i)
+        where.update({i + k: o + k for k in range(n - i)})
         out_n = o + (n - i)
-        return Val(base.expr, out_ch - out_n, node_shape(node), True, base.origin)
+        copies = tuple(where[n + c] - out_n for c in base.copies if n + c in where)
+        return Val(base.expr, where[ch] - out_n, node_shape(node), True, base.origin, copies)
 
     def _op_split(
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
     ) -> Any:
+        """chunk/split/unbind: along the channels only ``chunk`` (and ``tensor_split`` into a
+        count) works: its pieces keep a fixed count, so they are coupled with each other."""
         x = self._first(node, cg, args)
         unbind = kind.name.endswith("unbind")
         pos = 1 if unbind else 2
@@ -286,11 +340,20 @@ class ShapeOps:
         if d is None:
             return Many(self._give_up(node, cg, x, self._need_shapes(kind, cg)))
         if d == x.axis:
-            return Many(
-                self._give_up(
-                    node, cg, x, f"consumed by {kind.name}: splits the channels: unsupported op"
+            count = args[1] if len(args) > 1 else kwargs.get("chunks", kwargs.get("sections"))
+            by_count = kind.name.endswith(("chunk", "tensor_split"))
+            if not by_count or isinstance(count, bool) or not isinstance(count, int):
+                why = (
+                    f"consumed by {kind.name}: it splits the channels into pieces of a fixed "
+                    "size, so their number would change with the width (chunk() keeps it)"
                 )
+                return Many(self._give_up(node, cg, x, why))
+            pieces = self.c.split(
+                x.expr, count, f"{kind.name}({count}) cannot split these channels evenly"
             )
+            if pieces is None:
+                return Many(self._untracked(node, cg, f"the output of {kind.name}"))
+            return Many(Val(pieces[0], x.axis, None, True, x.origin))
         axis = x.axis + 1 if unbind and d > x.axis else x.axis
         return Many(Val(x.expr, axis, None, True, x.origin))
 

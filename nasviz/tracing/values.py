@@ -22,6 +22,12 @@ class Val:
     ``None`` when no prunable channels are tracked in it. ``shape`` is known when shapes were
     propagated; ``tensor`` is ``False`` for Python values (sizes, dtypes) and ``None`` when
     unknown. ``origin`` words where an untracked value comes from, for reasons.
+
+    ``copies`` are further axes (negative) that index *copies* of the channel layout: a view that
+    splits the channels into ``(groups, channels per group)`` (a channel shuffle, attention
+    heads) makes the leading sizes copy axes once the groups were coupled with each other. Only
+    ops that know how to move them keep them; any other op drops them, which is conservative (a
+    later merge of those axes into the channels is then refused).
     """
 
     expr: Expr | None
@@ -29,6 +35,7 @@ class Val:
     shape: tuple[int, ...] | None
     tensor: bool | None
     origin: str
+    copies: tuple[int, ...] = ()
 
     def with_layout(self, expr: Expr | None, axis: int | None) -> Val:
         return replace(self, expr=expr, axis=axis if expr is not None else None)

@@ -45,7 +45,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -320,6 +320,35 @@ class CostModel:
         is not run; opaque modules may set their hparams briefly on a cache miss.
         """
         return self._total(self._vector(config))
+
+    def estimate_many(self, names: Sequence[str], values: Any) -> tuple[_IntArray, _IntArray]:
+        """FLOPs and params of many subnets at once: row ``i`` of ``values`` (shape
+        ``(n, len(names))``) gives the value of each of ``names``; hparams not named keep their
+        active value. Equal to ``estimate`` row by row, in one matrix product (used to rank
+        thousands of candidate subnets).
+        """
+        table = np.asarray(values, dtype=np.float64).reshape(-1, len(names))
+        v = self._vector(None)
+        rows = np.repeat(v[None, :], table.shape[0], axis=0)
+        for j, name in enumerate(names):
+            i = self._col.get(name)
+            bad = None if i is None else set(np.unique(table[:, j])) - set(self._hps[i].choices)
+            if i is None or bad:
+                self._vector({name: int(sorted(bad)[0]) if bad else 0})  # raises the error
+            rows[:, i] = table[:, j]
+        c = self._compiled
+        mix = np.zeros((len(v), c.n_rows))
+        np.add.at(mix, (c.col, c.row), c.weight)
+        sizes = rows @ mix
+        vals = np.rint(c.coef * np.prod(sizes[:, c.fac], axis=2))
+        flops_c = vals @ c.is_flops
+        flops = self.static_flops + flops_c.astype(np.int64)
+        params = self.static_params + (vals.sum(axis=1) - flops_c).astype(np.int64)
+        for entry in self._opaque:
+            extra = np.array([_opaque_cost(entry, r, self._hps) for r in rows], dtype=np.int64)
+            flops += extra[:, 0]
+            params += extra[:, 1]
+        return flops, params
 
     def estimate_min(self) -> tuple[int, int]:
         """``(flops, params)`` of the smallest subnet (every hparam at its smallest choice)."""

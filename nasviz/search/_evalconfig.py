@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_CACHE_BYTES",
     "EVALUATOR_DEFAULTS",
     "METRICS",
+    "SCORE_CHUNK",
     "SKIP_RULES",
     "Batches",
     "EvaluatorPlan",
@@ -37,6 +38,7 @@ __all__ = [
     "iterate",
     "neg_cross_entropy",
     "same_output",
+    "split_pair",
     "to_device",
     "validate_evaluator_config",
 ]
@@ -261,11 +263,12 @@ class Batches:
                 self.reason = _stream_reason(total, self._budget)
                 return
         for x, y in self._score_raw():
-            score.append((to_device(x, device), to_device(y, device)))
-            total += value_bytes(score[-1])
+            pair = (to_device(x, device), to_device(y, device))
+            total += value_bytes(pair)
             if total > self._budget:
                 self.reason = _stream_reason(total, self._budget)
                 return
+            score.extend(split_pair(*pair))
         self.calib, self.score, self.nbytes = calib, score, total
         self._targets = concat([y for _, y in score])
 
@@ -285,7 +288,7 @@ class Batches:
         targets = []
         for x, y in self._score_raw():
             targets.append(to_device(y, device))
-            yield to_device(x, device), targets[-1]
+            yield from split_pair(to_device(x, device), targets[-1])
         self._targets = concat(targets)
 
     def targets(self, device: torch.device) -> Any:
@@ -310,6 +313,25 @@ class Batches:
             yield batch[0], batch[1]
         if n == 0:
             raise SearchError("config['score_loader'] yielded no batches")
+
+
+#: score batches are run in chunks of at most this many samples: an eval-mode pass treats every
+#: sample alone, so the outputs are the same, and small activations stay in the CPU caches and
+#: the allocator's free lists (a 270-image batch of the digits CNN ran 2-8x slower per image)
+SCORE_CHUNK = 64
+
+
+def split_pair(x: Any, y: Any) -> list[tuple[Any, Any]]:
+    """``(x, y)`` as chunks of at most :data:`SCORE_CHUNK` samples (views; as is otherwise)."""
+    if (
+        isinstance(x, torch.Tensor)
+        and isinstance(y, torch.Tensor)
+        and x.dim() > 0
+        and y.dim() > 0
+        and x.shape[0] == y.shape[0] > SCORE_CHUNK
+    ):
+        return list(zip(x.split(SCORE_CHUNK), y.split(SCORE_CHUNK)))
+    return [(x, y)]
 
 
 def _stream_reason(total: int, budget: int) -> str:

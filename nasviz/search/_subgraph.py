@@ -16,6 +16,9 @@ The converted model is traced with torch.fx, dynamic layers kept as leaves (as
   sliced nodes, and fed to a *sub-graph* module that runs only the computed nodes.
 
 Nodes that do not depend on the input (``get_attr``, constants) are copied into the sub-graph.
+Both modules put the output of every 2-d convolution in ``channels_last`` memory format (the
+values are the same; only the layout changes): on CPU, small convolutions - 1x1, depthwise,
+few-pixel images - run several times faster that way, and every later layer keeps the layout.
 When the graph holds an in-place op (``relu_``, ``+=``, ``inplace=True`` modules) a captured
 value could be overwritten later in the pass, so captured values are cloned when recorded and
 before being fed back (:attr:`SubgraphPlan.inplace` lists the ops found).
@@ -41,10 +44,12 @@ __all__ = [
     "SubgraphPlan",
     "UntraceableError",
     "capture_module",
+    "channels_last",
     "plan_subgraphs",
     "snapshot",
     "subgraph_module",
     "trace_model",
+    "union_plan",
     "value_bytes",
 ]
 
@@ -146,6 +151,8 @@ class SubgraphPlan:
     frontier: dict[str, list[fx.Node]] = field(default_factory=dict)
     #: hparam -> per frontier node, the channel axis to slice it along (None: feed as is)
     axes: dict[str, list[int | None]] = field(default_factory=dict)
+    #: hparam -> its sliced nodes and the channel axis of each
+    sliced: dict[str, dict[fx.Node, int]] = field(default_factory=dict)
     #: hparam -> why it cannot be evaluated from cached activations
     unusable: dict[str, str] = field(default_factory=dict)
     #: the in-place ops found (captured values are cloned when there is any)
@@ -208,7 +215,35 @@ def plan_subgraphs(
             if n in data and n not in computed and any(u in computed for u in n.users)
         ]
         plan.axes[name] = [sliced.get(n) for n in plan.frontier[name]]
+        plan.sliced[name] = sliced
     return plan
+
+
+Slices = list[tuple[str | None, int | None]]
+
+
+def union_plan(
+    plan: SubgraphPlan, names: Sequence[str]
+) -> tuple[set[fx.Node], list[fx.Node], Slices] | None:
+    """The computed nodes and the frontier when every hparam in ``names`` changes at once.
+
+    Each frontier node comes with ``(hparam, axis)``: it is the full-width value sliced along
+    ``axis`` by that hparam's active channels, or ``(None, None)``: fed as is. Every frontier
+    node is in the frontier of one of ``names`` (it feeds that hparam's computed nodes), so the
+    cache of ``names`` holds it. ``None`` if a frontier node is sliced by two of them.
+    """
+    computed: set[fx.Node] = set().union(*(plan.computed[h] for h in names))
+    frontier: list[fx.Node] = []
+    slices: Slices = []
+    for n in plan.nodes:
+        if n not in plan.data or n in computed or not any(u in computed for u in n.users):
+            continue
+        by = [h for h in names if n in plan.affected[h]]  # affected, not computed: sliced
+        if len(by) > 1:
+            return None
+        frontier.append(n)
+        slices.append((by[0], plan.sliced[by[0]][n]) if by else (None, None))
+    return computed, frontier, slices
 
 
 def _slice_axis(
@@ -296,20 +331,42 @@ def capture_module(model: nn.Module, plan: SubgraphPlan, keep: list[fx.Node]) ->
                 v = g.call_function(snapshot, (v,))
         vals.append(v)
     g.output((out, tuple(vals)))
+    _convs_channels_last(model, g)
     return fx.GraphModule(model, g)
 
 
-def subgraph_module(model: nn.Module, plan: SubgraphPlan, name: str) -> fx.GraphModule:
-    """The computed nodes of hparam ``name``; its inputs are the frontier values, in order."""
-    needed = set(plan.computed[name])
+def subgraph_module(
+    model: nn.Module, plan: SubgraphPlan, computed: set[fx.Node], frontier: list[fx.Node]
+) -> fx.GraphModule:
+    """The ``computed`` nodes (e.g. ``plan.computed[name]``); its inputs are the ``frontier``
+    values (``plan.frontier[name]``), in order."""
+    needed = set(computed)
     for n in reversed(plan.nodes):  # constants and parameters the computed nodes read
         if n in needed:
             needed |= {i for i in n.all_input_nodes if i not in plan.data}
     g = fx.Graph()
     env: dict[fx.Node, Any] = {}
-    for i, n in enumerate(plan.frontier[name]):
+    for i, n in enumerate(frontier):
         env[n] = g.placeholder(f"frontier_{i}")
     for n in plan.nodes:
         if n in needed and n not in env:
             env[n] = g.node_copy(n, lambda a: env[a])
+    _convs_channels_last(model, g)
     return fx.GraphModule(model, g)
+
+
+def channels_last(value: Any) -> Any:
+    """``value`` in ``channels_last`` memory format if it is a 4-d tensor (same values)."""
+    if isinstance(value, torch.Tensor) and value.dim() == 4:
+        return value.contiguous(memory_format=torch.channels_last)
+    return value
+
+
+def _convs_channels_last(model: nn.Module, g: fx.Graph) -> None:
+    """Route the output of every 2-d convolution call in ``g`` through :func:`channels_last`."""
+    for n in list(g.nodes):
+        if n.op != "call_module" or not isinstance(model.get_submodule(str(n.target)), nn.Conv2d):
+            continue
+        with g.inserting_after(n):
+            conv = g.call_function(channels_last, (n,))
+        n.replace_all_uses_with(conv, delete_user_cb=lambda u, c=conv: u is not c)

@@ -153,6 +153,8 @@ class BaseSearcher(ABC):
         finally:
             if progress is not None:
                 progress.close()
+            if self.evaluator is not None:
+                self.evaluator.release()
         return self.state_dict()
 
     def before_search(self) -> None:  # noqa: B027 - optional hook
@@ -207,7 +209,7 @@ class BaseSearcher(ABC):
     def eval_score(self, context: str = "") -> float:
         """Re-calibrate BatchNorm on the calibration data, then score the active subnet."""
         if self.evaluator is not None:
-            return self.checked_score(self.evaluator.score_full, context)
+            return self.checked_score(self.evaluator.score_active, context)
         from nasviz.patch import prep_for_eval
 
         prep_for_eval(self.model, self.forward_loop)

@@ -170,8 +170,14 @@ class BinarySearcher(IterativeSearcher):
         return {n: hp.original for n, hp in self._hparams().items()}
 
     def _cost(self, config: dict[str, int]) -> tuple[float, float]:
-        flops, params = self._cost_model.estimate(config)
-        return float(flops), float(params)
+        """``(flops, params)`` of ``config`` (memoised: growth and the candidate ranking ask for
+        the same subnets many times)."""
+        key = tuple(sorted(config.items()))
+        hit = self._costs.get(key)
+        if hit is None:
+            flops, params = self._cost_model.estimate(config)
+            hit = self._costs[key] = (float(flops), float(params))
+        return hit
 
     def _feasible(self, config: dict[str, int]) -> bool:
         flops, params = self._cost(config)
@@ -192,6 +198,7 @@ class BinarySearcher(IterativeSearcher):
         from nasviz.profile import CostModel
 
         self._cost_model = CostModel.from_model(self.model, self.dummy_input)
+        self._costs: dict[tuple[tuple[str, int], ...], tuple[float, float]] = {}
         hps = self._hparams()
         if not hps:
             raise SearchError(
@@ -334,8 +341,12 @@ class BinarySearcher(IterativeSearcher):
             raise SearchError("no candidate subnet was scored")
         config, score = best["config"], best["score"]
         self._select(config)
-        if config is not candidates[-1]:
-            # leave the model calibrated for the chosen subnet, not the last one scored
+        # leave the model calibrated for the chosen subnet, not the last one scored (the
+        # evaluator form kept its statistics when it scored it, or remembered its score)
+        ev = self.evaluator
+        if (ev is not None and not ev.restore_calibration()) or (
+            ev is None and config is not candidates[-1]
+        ):
             from nasviz.patch import prep_for_eval
 
             prep_for_eval(self.model, self.forward_loop)
@@ -365,7 +376,6 @@ class BinarySearcher(IterativeSearcher):
         """
         if k <= 0:
             return []
-        import itertools
         import random
 
         hps = self._hparams()
@@ -373,18 +383,14 @@ class BinarySearcher(IterativeSearcher):
         size = 1
         for hp in hps.values():
             size *= len(hp.choices)
-        pool: list[dict[str, int]] = []
         if size <= 20_000:
-            for combo in itertools.product(*(hps[n].choices for n in names)):
-                cfg = dict(zip(names, combo))
-                if self._feasible(cfg):
-                    pool.append(cfg)
-        else:
-            rng = random.Random(self.config["seed"])
-            for _ in range(200):
-                cfg = {n: rng.choice(hps[n].choices) for n in names}
-                if self._feasible(cfg):
-                    pool.append(self._grow(cfg, emit=False))
+            return self._enumerated(grown, k)
+        pool: list[dict[str, int]] = []
+        rng = random.Random(self.config["seed"])
+        for _ in range(200):
+            cfg = {n: rng.choice(hps[n].choices) for n in names}
+            if self._feasible(cfg):
+                pool.append(self._grow(cfg, emit=False))
         # keep subnets that cannot be widened anywhere (they use the budget)
         maximal = []
         for cfg in pool:
@@ -397,6 +403,37 @@ class BinarySearcher(IterativeSearcher):
                 maximal.append(cfg)
         unique = {tuple(sorted(c.items())): c for c in maximal}
         ranked = sorted(unique.values(), key=lambda c: (self._predicted_drop(c), sorted(c.items())))
+        return ranked[:k]
+
+    def _enumerated(self, grown: dict[str, int], k: int) -> list[dict[str, int]]:
+        """``_alternatives`` for a small space: every subnet priced at once (one matrix product
+        for the cost model), the maximal ones found on the grid of choices."""
+        import itertools
+
+        import numpy as np
+
+        hps = self._hparams()
+        names = list(hps)
+        choices = [list(hps[n].choices) for n in names]
+        grid = np.array(list(itertools.product(*choices)), dtype=np.int64)
+        flops, params = self._cost_model.estimate_many(names, grid)
+        ok = np.array(
+            [self.constraints.check(flops=float(f), params=float(p)) for f, p in zip(flops, params)]
+        ).reshape([len(c) for c in choices])
+        widenable = np.zeros_like(ok)
+        for axis in range(len(names)):  # a feasible next-wider choice along some axis
+            nxt = np.zeros_like(ok)
+            src = [slice(None)] * len(names)
+            dst = [slice(None)] * len(names)
+            src[axis], dst[axis] = slice(1, None), slice(None, -1)
+            nxt[tuple(dst)] = ok[tuple(src)]
+            widenable |= nxt
+        maximal = []
+        for row in grid[(ok & ~widenable).reshape(-1)]:
+            cfg = {n: int(v) for n, v in zip(names, row)}
+            if cfg != grown:
+                maximal.append(cfg)
+        ranked = sorted(maximal, key=lambda c: (self._predicted_drop(c), sorted(c.items())))
         return ranked[:k]
 
     def _grow(self, config: dict[str, int], emit: bool = True) -> dict[str, int]:

@@ -32,6 +32,19 @@ train-mode activations (upstream statistics are those of the full calibration, w
 full re-calibration would give them again), and the score pass starts from the cached eval-mode
 activations. The map equals the uncached one up to floating-point rounding.
 
+**Any subnet, once.** Other subnets (the final candidates) are scored the same way: the nodes of
+every changed hparam run, fed by the cached values (sliced by each hparam's active channels),
+when every changed hparam is cached; else the whole model runs. A subnet already scored (a
+candidate that is also a map entry) is not scored again, and the BatchNorm statistics of every
+scored subnet are kept (only those its calibration changed, within ``cache_bytes``), so the
+chosen subnet gets its statistics back without one more calibration.
+
+**Layout and batches.** With a traced graph every pass runs it with 2-d convolution outputs in
+``channels_last`` memory format, and score batches are run in chunks of at most
+:data:`~nasviz.search._evalconfig.SCORE_CHUNK` samples (an eval-mode pass treats each sample
+alone): on CPU both are several times faster for small convolutions and change no value beyond
+floating-point rounding.
+
 **Memory.** Everything kept (the input batches first, then frontier activations, greedily, the
 hparam needing the fewest new bytes first) stays within ``cache_bytes``. An hparam whose frontier
 does not fit is scored by recomputing the whole model from the kept inputs; if the inputs alone
@@ -58,6 +71,7 @@ and in the search state (``state["evaluator"]``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -85,6 +99,7 @@ from nasviz.search._evalconfig import (
     same_output,
     validate_evaluator_config,
 )
+from nasviz.search._memo import ScoreMemo, load_bn_state
 from nasviz.search._subgraph import (
     SubgraphPlan,
     UntraceableError,
@@ -93,6 +108,7 @@ from nasviz.search._subgraph import (
     snapshot,
     subgraph_module,
     trace_model,
+    union_plan,
     value_bytes,
 )
 from nasviz.search.events import SearchEvent
@@ -111,19 +127,30 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class _Sub:
+    """A sub-graph module, its frontier with each node's ``(hparam, axis)`` slice, and the
+    BatchNorms it re-calibrates."""
+
+    module: fx.GraphModule
+    frontier: list[fx.Node]
+    slices: list[tuple[str | None, int | None]]
+    bns: list[_BatchNorm]
+
+
 class Evaluator:
     """Scores the searcher's model on the evaluator-form data (see the module docstring).
 
     The searcher builds one from its sanitized config, calls :meth:`prepare` at the full subnet
-    (it returns the original score), then, for each map entry, selects the subnet and calls
-    :meth:`score_single` with the one hparam that differs; any other subnet is scored by
-    :meth:`score_full`. Example::
+    (it returns the original score), then selects subnets and calls :meth:`score_active`;
+    :meth:`restore_calibration` puts the statistics of the active subnet back, :meth:`release`
+    frees the cache. Example::
 
         >>> ev = Evaluator(model, searcher.config)      # a sanitized search config
         >>> members = {"fc1.out_features": ["fc1", "fc2"]}
         >>> original = ev.prepare(members, nv.search_space(model).hparams)
         >>> nv.select(model, {"fc1.out_features": 8})
-        >>> drop = original - ev.score_single("fc1.out_features")
+        >>> drop = original - ev.score_active()
     """
 
     def __init__(
@@ -151,17 +178,24 @@ class Evaluator:
         self._calib_vals: dict[fx.Node, list[Any]] = {}
         self._score_vals: dict[fx.Node, list[Any]] = {}
         self._cached: dict[str, list[_BatchNorm]] = {}
-        self._modules: dict[str, fx.GraphModule] = {}
+        self._modules: dict[tuple[str, ...], _Sub] = {}
         self._uncached: dict[str, str] = {}
         self._hparams: dict[str, Hparam] = {}
         self._bn_state: dict[_BatchNorm, dict[str, torch.Tensor]] = {}
         self._dirty: set[_BatchNorm] = set()
+        self._runner: fx.GraphModule | None = None
+        self._memo = ScoreMemo()
         self.stats = {"cached_scores": 0, "full_scores": 0, "cache_bytes": 0, "cache_peak": 0}
 
     def forward_loop(self, model: nn.Module) -> None:
         """The BatchNorm calibration loop: every calibration batch through ``model``."""
+        run = self._run if model is self.model else model
         for x in self.data.calib_inputs(device_of(model)):
-            model(x)
+            run(x)
+
+    def _run(self, x: Any) -> Any:
+        """The model's output on ``x``: by the traced graph (channels_last) when there is one."""
+        return self.model(x) if self._runner is None else self._runner(x)[0]
 
     def skip_rule(self) -> SkipRule:
         """The skip rule with its threshold resolved (see the module docstring)."""
@@ -175,18 +209,61 @@ class Evaluator:
         return SkipRule(kind, threshold)
 
     # -- scoring ----------------------------------------------------------------------------------
+    def score_active(self) -> float:
+        """Score the active subnet: remembered, from the cache, or from the inputs."""
+        key = self._key()
+        score = None if key is None else self._memo.score(key)
+        if score is not None:
+            return score
+        changed = tuple(n for n, hp in self._hparams.items() if hp.active != hp.original)
+        if changed and all(n in self._cached for n in changed):
+            return self._score_cached(changed)
+        return self.score_full()
+
+    def score_single(self, name: str) -> float:
+        """Score the active subnet, which differs from the full one in hparam ``name`` only."""
+        return self.score_active()
+
     def score_full(self) -> float:
-        """Calibrate BatchNorm of the whole active subnet, then score it (no cache)."""
+        """Calibrate BatchNorm of the whole active subnet, then score it (no activation cache)."""
         from nasviz.patch import prep_for_eval
 
         device = device_of(self.model)
         self.data.load(device)
         prep_for_eval(self.model, self.forward_loop if self._calib_loader is not None else None)
         with torch.no_grad():
-            outs = [self.model(x) for x, _ in self.data.score_pairs(device)]
+            outs = [self._run(x) for x, _ in self.data.score_pairs(device)]
         self._dirty = set(self._bn_state)
         self.stats["full_scores"] += 1
-        return self._metric(concat(outs), self.data.targets(device))
+        score = self._metric(concat(outs), self.data.targets(device))
+        self._remember(score, batchnorms(self.model))
+        return score
+
+    def restore_calibration(self) -> bool:
+        """Give the active subnet the BatchNorm statistics its scoring calibrated (no pass);
+        ``False`` if they were not kept (then calibrate it)."""
+        key = self._key()
+        state = None if key is None else self._memo.statistics(key)
+        if state is None:
+            return False
+        self.reset_calibration()
+        load_bn_state(state)
+        self._dirty = set(state)
+        return True
+
+    def reset_calibration(self) -> None:
+        """Put back the full subnet's BatchNorm statistics where a scoring changed them."""
+        load_bn_state({bn: self._bn_state[bn] for bn in self._dirty})
+        self._dirty = set()
+
+    def _key(self) -> tuple[int, ...] | None:
+        """The active subnet as the memo's key (``None`` before :meth:`prepare`)."""
+        return tuple(hp.active for hp in self._hparams.values()) if self._hparams else None
+
+    def _remember(self, score: float, bns: list[_BatchNorm]) -> None:
+        key = self._key()
+        if key is not None:
+            self._memo.put(key, score, bns, room=self.budget - self._held())
 
     def prepare(self, members: dict[str, list[str]], hparams: dict[str, Hparam]) -> float:
         """Build the cache at the active (full) subnet; returns its score.
@@ -208,6 +285,7 @@ class Evaluator:
                 score = self._fill(list(members))
             except Exception as e:  # the traced graph does not run as the model does
                 self._plan, self._cached, self._calib_vals, self._score_vals = None, {}, {}, {}
+                self._runner = None
                 self._reason = (
                     f"the fx graph of {type(self.model).__name__} does not reproduce the model "
                     f"({type(e).__name__}: {e}); every entry is scored without the cache"
@@ -220,6 +298,8 @@ class Evaluator:
             for bn in batchnorms(self.model)
         }
         self._dirty = set()
+        self._memo = ScoreMemo()
+        self._remember(score, [])  # the full subnet: its statistics are self._bn_state
         self._emit(
             EvaluatorPlan(
                 cached=list(self._cached),
@@ -243,6 +323,7 @@ class Evaluator:
         chosen = self._choose(usable, self._estimate(usable)) if usable else []
         keep = [n for n in plan.nodes if any(n in plan.frontier[h] for h in chosen)]
         capture = capture_module(self.model, plan, keep)
+        self._runner = capture_module(self.model, plan, [])
         self._calib_vals = {n: [] for n in keep}
         self._score_vals = {n: [] for n in keep}
 
@@ -334,56 +415,61 @@ class Evaluator:
             )
         return chosen
 
-    def score_single(self, name: str) -> float:
-        """Score the active subnet, which differs from the full one in hparam ``name`` only."""
-        if name not in self._cached:
-            return self.score_full()
+    def _sub(self, changed: tuple[str, ...]) -> _Sub | None:
+        """The sub-graph that runs when the hparams ``changed`` change (built once)."""
+        plan = self._plan
+        if changed not in self._modules and plan is not None:
+            union = union_plan(plan, changed)
+            if union is not None:
+                computed, frontier, slices = union
+                bns = [bn for h in changed for bn in self._cached[h]]
+                module = subgraph_module(self.model, plan, computed, frontier)
+                self._modules[changed] = _Sub(module, frontier, slices, list(dict.fromkeys(bns)))
+        return self._modules.get(changed)
+
+    def _score_cached(self, changed: tuple[str, ...]) -> float:
+        """Score the active subnet, which differs from the full one in ``changed`` only (all
+        cached): re-calibrate and run only their nodes, fed by the cached values."""
         from nasviz.patch import _recalibrate_bn
 
-        plan, calib, score = self._plan, self.data.calib or [], self.data.score or []
-        if plan is None:
+        sub = self._sub(changed)
+        if sub is None or self._plan is None:
             return self.score_full()
-        if name not in self._modules:
-            self._modules[name] = subgraph_module(self.model, plan, name)
-        module, frontier, bns = self._modules[name], plan.frontier[name], self._cached[name]
-        index = self._hparams[name].active_index()
-        axes = plan.axes[name]
+        calib, score, inplace = self.data.calib or [], self.data.score or [], self._plan.inplace
+        index = {h: self._hparams[h].active_index() for h in changed}
+        feeds = [(n, a, index[h]) if h is not None else (n, None, None)
+                 for n, (h, a) in zip(sub.frontier, sub.slices)]  # fmt: skip
 
         def feed(values: dict[fx.Node, list[Any]], i: int) -> list[Any]:
-            out = [
-                values[n][i] if a is None else slice_dim(values[n][i], a, index)
-                for n, a in zip(frontier, axes)
-            ]
-            return [snapshot(v) for v in out] if plan.inplace else out
+            out = [values[n][i] if a is None else slice_dim(values[n][i], a, ix)
+                   for n, a, ix in feeds]  # fmt: skip
+            return [snapshot(v) for v in out] if inplace else out
 
-        for bn in self._dirty:
-            for k, v in self._bn_state[bn].items():
-                bn._buffers[k].copy_(v)  # type: ignore[union-attr]
-        self._dirty = set()
+        self.reset_calibration()
 
         def loop(_model: nn.Module) -> None:
             for i in range(len(calib)):
-                module(*feed(self._calib_vals, i))
+                sub.module(*feed(self._calib_vals, i))
 
-        if bns and calib:
-            _recalibrate_bn(nn.ModuleList(bns), loop, self._set_training)
+        if sub.bns and calib:
+            _recalibrate_bn(nn.ModuleList(sub.bns), loop, self._set_training)
         self._set_training(False)
         with torch.no_grad():
-            outs = [module(*feed(self._score_vals, i)) for i in range(len(score))]
-        self._dirty = set(bns)
+            outs = [sub.module(*feed(self._score_vals, i)) for i in range(len(score))]
+        self._dirty = set(sub.bns)
         self.stats["cached_scores"] += 1
-        return self._metric(concat(outs), self.data.targets(device_of(self.model)))
+        result = self._metric(concat(outs), self.data.targets(device_of(self.model)))
+        self._remember(result, sub.bns)
+        return result
 
     def _set_training(self, mode: bool) -> None:
         type(self.model).train(self.model, mode)  # the class's train: no patched post-eval hook
 
     def release(self) -> None:
-        """Free the cached activations and put back the full subnet's BatchNorm statistics."""
-        for bn in self._dirty:
-            for k, v in self._bn_state[bn].items():
-                bn._buffers[k].copy_(v)  # type: ignore[union-attr]
-        self._dirty = set()
+        """Free the cached activations, sub-graphs and kept statistics (the model's BatchNorm
+        statistics stay as they are; :meth:`reset_calibration` puts back the full subnet's)."""
         self._calib_vals, self._score_vals, self._modules = {}, {}, {}
+        self._memo.clear_statistics()
 
     def report(self) -> dict[str, Any]:
         """What the cache did, as primitives (stored in the search state as ``"evaluator"``)."""
@@ -399,4 +485,5 @@ class Evaluator:
             "inplace_ops": list(self._plan.inplace) if self._plan is not None else [],
             "cached_scores": self.stats["cached_scores"],
             "full_scores": self.stats["full_scores"],
+            "remembered_scores": self._memo.hits,
         }

@@ -161,8 +161,8 @@ class _LocalRun(SweepRun):
 
     def close(self) -> None:
         ev = self.searcher.evaluator
-        if ev is not None:
-            ev.release()
+        if ev is not None:  # the cache stays for the final candidates; released by the searcher
+            ev.reset_calibration()
         self.units.restore()
 
 

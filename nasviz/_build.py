@@ -33,6 +33,7 @@ from torch.utils._pytree import tree_flatten
 from nasviz.config import ModeloptBaseRuleConfig
 from nasviz.dynamic import DynamicModule
 from nasviz.dynamic.norm import group_order
+from nasviz.dynamic.params import export_params, permute_param, sliced_params
 from nasviz.errors import NasvizError, TracingError
 from nasviz.hparam import ConcatDim, DimSource, Hparam, RepeatDim
 from nasviz.tracing import Plan, analyze, apply_plan, capture, example_args, make_plan
@@ -182,6 +183,10 @@ def _channel_map(src: DimSource | None, hp: Hparam) -> torch.Tensor | None:
 def sort_channels(model: nn.Module, plan: Plan, hparams: dict[str, Hparam]) -> None:
     """Rank every channel group by importance and permute its members' tensors in place."""
     layers = {name: model.get_submodule(name) for name in plan.layers}
+    params = [
+        (model.get_submodule(qual.rpartition(".")[0]), qual.rpartition(".")[2])
+        for qual in plan.params
+    ]
     users: dict[int, list[DynamicModule]] = {}
     for m in layers.values():
         assert isinstance(m, DynamicModule)
@@ -218,6 +223,11 @@ def sort_channels(model: nn.Module, plan: Plan, hparams: dict[str, Hparam]) -> N
             continue
         for m in users.get(id(hp), []):
             _permute_module(m, hp, order)
+        for owner, pname in params:
+            _, src = sliced_params(owner)[pname]
+            perm = _full_perm(src, hp, order)
+            if perm is not None:
+                permute_param(owner, pname, perm)
 
 
 def _permute_module(m: DynamicModule, hp: Hparam, order: torch.Tensor) -> None:
@@ -300,6 +310,9 @@ def export_dynamic_modules(model: nn.Module) -> nn.Module:
     """Replace every dynamic layer of ``model`` (in place) by its plain ``export()``."""
     if isinstance(model, DynamicModule):
         raise NasvizError("the model itself is a dynamic layer; export() it directly")
+    for m in list(model.modules()):
+        if sliced_params(m):
+            export_params(m)
     done: dict[int, nn.Module] = {}
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):

@@ -57,6 +57,9 @@ EXPECTED_GROUPS = {
     "resnet_tiny": 6,
     # stem, 2 residual groups (downsample + conv3), 2 x (conv1, conv2) internals
     "resnet_bottleneck_tiny": 7,
+    # the same structure; each grouped 3x3 conv keeps its 4 groups: conv1's width is 4 coupled
+    # parts (a group of a quarter of the width), and so is conv2's
+    "resnext_tiny": 7,
     # stem(+block0), 6 expand convs (each with its depthwise), SE fc1, 3 stage projections
     # (coupled by residual adds), head conv
     "mobilenetv2_like": 12,
@@ -68,11 +71,11 @@ EXPECTED_GROUPS = {
     # shuffled stream per stage (each a quarter of the stage width: the shuffle couples the two
     # halves, the next unit's chunk the two halves of each half)
     "shufflenet_like": 10,
-    # the 4 MLP hidden widths; the residual streams meet the layer-scale parameter gamma
-    "convnext_like": 4,
+    # the 4 MLP hidden widths and the 3 stage streams (the layer scale gamma follows them)
+    "convnext_like": 7,
     # per block the MLP hidden width and the attention head width (heads kept whole, q, k and v
-    # coupled); the stream meets cls_token/pos_embed
-    "vit_like": 4,
+    # coupled), and the stream (cls_token and pos_embed follow it)
+    "vit_like": 5,
     # the same; the stream is the (tied) embedding's width
     "gpt_like": 4,
     "conv1d_net": 3,
@@ -306,10 +309,21 @@ class Scaled(nn.Module):
         return self.b(self.a(x) * self.gamma + 1.0)
 
 
-def test_a_parameter_of_channel_size_freezes_the_group() -> None:
+def test_a_channel_parameter_follows_the_group() -> None:
     plan = plan_of(Scaled(), torch.randn(1, 3, 8, 8))
-    assert group_names(plan) == []
-    assert "parameter 'gamma' (size 8 along the channels)" in reason(plan, "a.0", "out_channels")
+    assert group_names(plan) == ["a.0.out_channels"]
+    assert plan.params == {"gamma": {"dim": 0, "layout": {"hp": "a.0.out_channels"}}}
+
+
+class ScaledTwice(Scaled):
+    def forward(self, x: Tensor) -> Tensor:
+        return self.b(self.a(x) * self.gamma + torch.roll(self.gamma, 1))
+
+
+def test_a_channel_parameter_used_by_an_unknown_op_freezes_the_group() -> None:
+    plan = plan_of(ScaledTwice(), torch.randn(1, 3, 8, 8))
+    assert group_names(plan) == [] and plan.params == {}
+    assert "consumed by torch.roll: unsupported op" in reason(plan, "a.0", "out_channels")
 
 
 class Twice(nn.Module):
@@ -385,7 +399,8 @@ def test_attention_prunes_the_head_width_with_heads_kept_whole() -> None:
     # q, k and v of every head keep the same positions; proj reads the heads one after another
     assert plan.layers["blocks.0.attn.qkv"]["out_features"] == {"cat": [head] * 12}
     assert plan.layers["blocks.0.attn.proj"]["in_features"] == {"cat": [head] * 4}
-    assert "cls_token" in reason(plan, "patch_embed", "out_channels")
+    stream = {"dim": 2, "layout": {"hp": "patch_embed.out_channels"}}
+    assert plan.params == {"cls_token": stream, "pos_embed": stream}
 
 
 class HeadsByCount(nn.Module):

@@ -25,7 +25,14 @@ from nasviz.models.digits import DigitsCNN
 from nasviz.models.gpt import CausalSelfAttention, GPTBlock, GPTLike
 from nasviz.models.mobilenet import InvertedResidual, MobileNetV2Like, SqueezeExcitation
 from nasviz.models.registry import REFERENCE_MODELS, ModelFactory
-from nasviz.models.resnet import BasicBlock, Bottleneck, ResNet, resnet50_like, resnet_tiny
+from nasviz.models.resnet import (
+    BasicBlock,
+    Bottleneck,
+    ResNet,
+    ResNeXtBottleneck,
+    resnet50_like,
+    resnet_tiny,
+)
 from nasviz.models.shufflenet import ShuffleNetLike, ShuffleUnit, channel_shuffle
 from nasviz.models.unet import DoubleConv, UNetLike
 from nasviz.models.vgg import VGGLike
@@ -53,6 +60,7 @@ __all__ = [
     "Mlp",
     "MobileNetV2Like",
     "ModelFactory",
+    "ResNeXtBottleneck",
     "ResNet",
     "ShuffleNetLike",
     "ShuffleUnit",

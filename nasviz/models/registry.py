@@ -20,7 +20,7 @@ from nasviz.models.densenet import DenseNetLike
 from nasviz.models.digits import DigitsCNN
 from nasviz.models.gpt import GPTLike
 from nasviz.models.mobilenet import MobileNetV2Like
-from nasviz.models.resnet import Bottleneck, ResNet, resnet_tiny
+from nasviz.models.resnet import Bottleneck, ResNet, ResNeXtBottleneck, resnet_tiny
 from nasviz.models.shufflenet import ShuffleNetLike
 from nasviz.models.unet import UNetLike
 from nasviz.models.vgg import VGGLike
@@ -58,9 +58,14 @@ def _resnet_bottleneck_tiny() -> nn.Module:
     return ResNet(Bottleneck, (1, 1), (8, 16))
 
 
+def _resnext_tiny() -> nn.Module:
+    return ResNet(ResNeXtBottleneck, (1, 1), (16, 32))
+
+
 REFERENCE_MODELS: dict[str, ModelFactory] = {
     "resnet_tiny": _reference(resnet_tiny, _images(3, 32, 32)),
     "resnet_bottleneck_tiny": _reference(_resnet_bottleneck_tiny, _images(3, 32, 32)),
+    "resnext_tiny": _reference(_resnext_tiny, _images(3, 32, 32)),
     "mobilenetv2_like": _reference(MobileNetV2Like, _images(3, 32, 32)),
     "densenet_like": _reference(DenseNetLike, _images(3, 32, 32)),
     "vgg_like": _reference(VGGLike, _images(3, 32, 32)),

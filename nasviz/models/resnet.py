@@ -16,7 +16,14 @@ from torch import Tensor, nn
 
 from nasviz.errors import NasvizError
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet50_like", "resnet_tiny"]
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "ResNeXtBottleneck",
+    "ResNet",
+    "resnet50_like",
+    "resnet_tiny",
+]
 
 
 def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
@@ -67,13 +74,17 @@ class Bottleneck(nn.Module):
     """
 
     expansion = 4
+    #: groups of the 3x3 conv (1: ResNet; > 1: ResNeXt, see :class:`ResNeXtBottleneck`)
+    cardinality = 1
 
     def __init__(self, in_channels: int, width: int, stride: int = 1) -> None:
         super().__init__()
         out_channels = width * self.expansion
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(
+            width, width, 3, stride=stride, padding=1, groups=self.cardinality, bias=False
+        )
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
@@ -86,6 +97,19 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         return self.relu(out + identity)
+
+
+class ResNeXtBottleneck(Bottleneck):
+    """A ResNeXt block: the bottleneck's 3x3 conv is grouped (4 groups), expansion 2.
+
+    Example:
+        >>> block = ResNeXtBottleneck(32, 16)
+        >>> block.conv2.groups, block(torch.zeros(2, 32, 8, 8)).shape
+        (4, torch.Size([2, 32, 8, 8]))
+    """
+
+    expansion = 2
+    cardinality = 4
 
 
 class ResNet(nn.Module):

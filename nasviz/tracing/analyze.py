@@ -41,7 +41,7 @@ from nasviz.tracing.rules import (
 )
 from nasviz.tracing.values import Val, iter_vals, node_is_tensor, node_shape
 
-__all__ = ["Analysis", "LayerUse", "analyze"]
+__all__ = ["Analysis", "ChannelParam", "LayerUse", "analyze"]
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
@@ -63,6 +63,17 @@ class LayerUse:
     out_elem: int | None = None
 
 
+@dataclass(frozen=True)
+class ChannelParam:
+    """A parameter/buffer of an ordinary module whose dimension ``dim`` may follow a group."""
+
+    qual: str
+    owner: str
+    attr: str
+    dim: int
+    elem: int
+
+
 @dataclass
 class Analysis:
     """The result: the coupling of elements, every prunable layer met, and layer-level reasons."""
@@ -73,6 +84,8 @@ class Analysis:
     #: parameters used directly in forward ...)
     layer_reasons: dict[str, str]
     notes: list[str]
+    #: channel parameters met (qualified name -> where), see ``_Analyzer._channel_param``
+    params: dict[str, ChannelParam] = field(default_factory=dict)
 
 
 def analyze(model: nn.Module, captured: Capture) -> Analysis:
@@ -96,7 +109,7 @@ def analyze(model: nn.Module, captured: Capture) -> Analysis:
             reasons[name] = a.opaque[name]
         else:
             reasons[name] = _unreached_reason(name, captured, a.called)
-    return Analysis(a.c, a.layers, reasons, list(captured.untraced.values()))
+    return Analysis(a.c, a.layers, reasons, list(captured.untraced.values()), a.params)
 
 
 def _unreached_reason(name: str, captured: Capture, called: dict[str, str]) -> str:
@@ -121,6 +134,7 @@ class _Analyzer(PointwiseOps):
         self.direct: dict[str, str] = {}
         #: qualified name -> op name of every non-prunable module called as one op
         self.called: dict[str, str] = {}
+        self.params: dict[str, ChannelParam] = {}
         self._cur_module: nn.Module | None = None
 
     def run(self, cg: CapturedGraph) -> None:
@@ -180,11 +194,28 @@ class _Analyzer(PointwiseOps):
         )
         shape = tuple(obj.shape) if isinstance(obj, torch.Tensor) else None
         tensor = isinstance(obj, torch.Tensor)
-        owner, _, attr = cg.qualify(target).rpartition(".")
+        qual = cg.qualify(target)
+        owner, _, attr = qual.rpartition(".")
+        origin = f"{what} '{qual}'"
         if tensor and layer_spec(self.modules.get(owner, nn.Module())) is not None:
             # sorting or slicing this layer would change a tensor forward also uses directly
             self.direct[owner] = f"its {attr} is also used directly in forward"
-        return Val(None, None, shape, tensor, f"{what} '{cg.qualify(target)}'")
+        elif tensor and shape and owner in self.modules and any(n > 1 for n in shape):
+            return self._channel_param(qual, owner, attr, shape, origin)
+        return Val(None, None, shape, tensor, origin)
+
+    def _channel_param(
+        self, qual: str, owner: str, attr: str, shape: tuple[int, ...], origin: str
+    ) -> Val:
+        """A parameter or buffer of an ordinary module: its last dim of size > 1 gets an element
+        of its own, so an element-wise op with pruned channels along that dim couples it (a
+        layer scale, a class token); any other use fixes it, as for a layer's output."""
+        dim = max(i for i, n in enumerate(shape) if n > 1)
+        known = self.params.get(qual)
+        if known is None:
+            elem = self.c.new(shape[dim], None, origin)
+            self.params[qual] = known = ChannelParam(qual, owner, attr, dim, elem)
+        return Val(Sym(known.elem, shape[dim]), dim - len(shape), shape, True, origin)
 
     # -- prunable layers -----------------------------------------------------------------------
     def _layer(
@@ -230,10 +261,13 @@ class _Analyzer(PointwiseOps):
                 return self._untracked(node, cg, f"'{qual}' (depthwise; {in_reason})")
             return Val(out_expr, out_axis, out_shape, True, "")
         why = f"grouped conv (groups={groups}): its channels cannot be cut into {groups} parts"
-        if groups > 1 and in_expr is not None:
-            # every group keeps the same positions of its input channels (the parts are coupled)
-            if self.c.split(in_expr, groups, f"consumed by '{qual}': {why}") is None:
-                in_expr, in_reason = None, why
+        # every group keeps the same positions of its input channels (the parts are coupled)
+        if (
+            groups > 1
+            and in_expr is not None
+            and self.c.split(in_expr, groups, f"consumed by '{qual}': {why}") is None
+        ):
+            in_expr, in_reason = None, why
         self._merge(use, spec.in_attr, in_expr, in_reason)
         if use.out_elem is None:
             use.out_elem = self.c.new(out_size, (qual, spec.out_attr), f"'{qual}'")

@@ -11,7 +11,9 @@
 3. each configurable group gets an hparam named ``<module>.<attribute>`` after its first producer
    in topological order; every layer dimension is written as a layout of hparams
    (``{"hp": name}``, ``{"cat": [...]}``, ``{"rep": [src, inner]}``, ``{"fixed": n}``);
-4. every static layer dimension gets a row with its reason.
+4. every static layer dimension gets a row with its reason;
+5. channel parameters (a layer scale, a class token) coupled with a configurable group are
+   sliced along their channel dimension (:func:`~nasviz.dynamic.params.slice_params`).
 
 :func:`apply_plan` rebuilds the hparams and the dynamic layers from a plan alone (this is how a
 restore rebuilds the exact search space without tracing).
@@ -27,6 +29,7 @@ from torch import nn
 
 from nasviz.config import LayerConfig, ModeloptBaseRuleConfig
 from nasviz.dynamic import DynamicModule, dynamic_class_for
+from nasviz.dynamic.params import slice_params
 from nasviz.errors import TracingError
 from nasviz.hparam import ConcatDim, DimSource, Hparam, RepeatDim
 from nasviz.tracing.analyze import Analysis, LayerUse
@@ -63,6 +66,8 @@ class Plan:
     #: one row per static layer dimension: module, type, attr, size, reason
     static: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: channel parameter (qualified name) -> {"dim": int, "layout": layout json}
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -76,7 +81,13 @@ class Plan:
                 GroupInfo(**{**g, "members": [tuple(m) for m in g["members"]]})
                 for g in d["hparams"]
             ]
-            return cls(groups, dict(d["layers"]), list(d["static"]), list(d.get("notes", [])))
+            return cls(
+                groups,
+                dict(d["layers"]),
+                list(d["static"]),
+                list(d.get("notes", [])),
+                {k: dict(v) for k, v in d.get("params", {}).items()},
+            )
         except (KeyError, TypeError) as e:
             raise TracingError(
                 f"the stored search-space plan is malformed ({e}); it was written by an "
@@ -158,6 +169,10 @@ def make_plan(model: nn.Module, analysis: Analysis, config: ModeloptBaseRuleConf
             plan.layers[name] = dims
         else:
             m.unconvert()
+    for qual, cp in analysis.params.items():
+        layout = _to_json(Sym(cp.elem, c.elements[cp.elem].size), c, names)
+        if "fixed" not in layout:
+            plan.params[qual] = {"dim": cp.dim, "layout": layout}
     plan.static = _static_rows(model, analysis, c, plan, reasons)
     return plan
 
@@ -228,10 +243,16 @@ def _choose(
 def _names(c: Coupling, roots: list[int]) -> dict[int, str]:
     """``<module>.<attribute>`` of each group's first producer; the parts of one split producer
     are told apart by ``#1``, ``#2`` ... after the first."""
+    first: dict[int, int] = {}
+    wanted = set(roots)
+    for el in c.elements:
+        root = c.find(el.index)
+        if root in wanted and el.producer is not None and root not in first:
+            first[root] = el.index
     names: dict[int, str] = {}
     used: dict[str, int] = {}
-    for r in sorted(roots):
-        base = "{}.{}".format(*(c.elements[r].producer or ("?", "?")))
+    for r in sorted(roots, key=lambda r: first.get(r, r)):
+        base = "{}.{}".format(*(c.elements[first.get(r, r)].producer or ("?", "?")))
         k = used.get(base, 0)
         used[base] = k + 1
         names[r] = base if k == 0 else f"{base}#{k}"
@@ -331,20 +352,31 @@ def _source(j: dict[str, Any], hps: dict[str, Hparam]) -> DimSource:
 
 
 def apply_plan(model: nn.Module, plan: Plan) -> dict[str, Hparam]:
-    """Convert the plan's layers and back their dimensions by fresh hparams (by name)."""
+    """Convert the plan's layers and back their dimensions by fresh hparams (by name); slice
+    its channel parameters."""
     hps = {g.name: Hparam(g.choices, g.original, g.name) for g in plan.hparams}
     for name, dims in plan.layers.items():
-        try:
-            m = model.get_submodule(name)
-        except AttributeError as e:
-            raise TracingError(
-                f"the search space names layer {name!r}, which this {type(model).__name__} does "
-                "not have; restore onto a fresh instance built with the same arguments"
-            ) from e
+        m = _module(model, name)
         twin = dynamic_class_for(m)
         if twin is None:
             raise TracingError(f"layer {name!r} ({type(m).__name__}) has no dynamic twin")
         dm = twin.convert(m)
         for attr, j in dims.items():
             dm.set_dim(attr, _source(j, hps))
+    by_owner: dict[str, dict[str, tuple[int, DimSource]]] = {}
+    for qual, spec in plan.params.items():
+        owner, _, attr = qual.rpartition(".")
+        by_owner.setdefault(owner, {})[attr] = (int(spec["dim"]), _source(spec["layout"], hps))
+    for owner, dims_ in by_owner.items():
+        slice_params(_module(model, owner), dims_)
     return hps
+
+
+def _module(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError as e:
+        raise TracingError(
+            f"the search space names module {name!r}, which this {type(model).__name__} does "
+            "not have; restore onto a fresh instance built with the same arguments"
+        ) from e

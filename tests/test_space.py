@@ -97,6 +97,48 @@ def test_random_subnets_export_to_the_same_outputs_with_fewer_weights(
         assert weights == full_weights
 
 
+def _out_widths(model: nn.Module, names: set[str]) -> int:
+    return sum(
+        int(getattr(m, "out_channels", getattr(m, "out_features", 0)))
+        for n, m in model.named_modules()
+        if n in names
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_reference_model_prunes_to_half_its_channels_with_identical_outputs(
+    name: str, cache: _Cache
+) -> None:
+    model, x, _, _ = cache[name]
+    space = nv.search_space(model)
+    static = {(r.module, r.attr) for r in space.static_table().itertuples()}
+    outs = {  # every conv/linear whose output width is searchable
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))
+        and (n, "out_channels" if hasattr(m, "out_channels") else "out_features") not in static
+    }
+    half = {
+        n: min(hp.choices, key=lambda c: abs(c - hp.original / 2))
+        for n, hp in space.hparams.items()
+    }
+    nv.select(model, half)
+    with torch.no_grad():
+        expected = model(x)
+    small = nv.export(model)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), expected, rtol=1e-5, atol=1e-5)
+    nv.sample(model, "max")
+    kept = _out_widths(small, outs) / _out_widths(model, outs)
+    assert 0.4 <= kept <= 0.6, kept
+    # every conv/linear but the output layer has a searchable width, except where a reason
+    # freezes a whole stream: GPT's residual stream is the width of its embedding, whose weight
+    # the LM head shares; the data-dependent net's top-level forward cannot be traced
+    if name not in ("gpt_like", "data_dependent_net"):
+        layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+        assert len(outs) == len(layers) - 1
+
+
 def test_exported_min_subnet_needs_fewer_flops(cache: _Cache) -> None:
     model, x, _, _ = cache["resnet_tiny"]
 

@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from nasviz.dynamic.base import DynamicModule
+from nasviz.dynamic.params import sliced_params
 from nasviz.errors import HparamError
 from nasviz.hparam import ConcatDim, DimSource, Hparam, RepeatDim
 
@@ -150,6 +151,21 @@ class _Builder:
         self.terms.extend(terms)
         return True
 
+    def add_params(self, index: int, owner: nn.Module) -> int:
+        """Terms for the sliced channel parameters of an ordinary module (a layer scale, a class
+        token); returns their full element count (counted as static until now)."""
+        full_total = 0
+        for name, (dim, src) in sliced_params(owner).items():
+            t = owner._parameters.get(name)
+            if t is None:
+                continue  # a buffer: not a parameter
+            form = self.linear(src) or {self.const_col: float(src.full)}
+            self.triplets.extend((self.n_rows, c, w) for c, w in form.items())
+            self.terms.append((index, float(t.numel() // t.shape[dim]), [self.n_rows], False))
+            self.n_rows += 1
+            full_total += t.numel()
+        return full_total
+
     def build(self) -> _Compiled:
         width = max((len(f) for _, _, f, _ in self.terms), default=0) or 1
         fac = np.zeros((len(self.terms), width), dtype=np.int64)
@@ -242,21 +258,29 @@ class CostModel:
             static_flops = static_params = 0
             candidates: list[tuple[DynamicModule, int, frozenset[str]]] = []
             opaque: list[_Opaque] = []
+            owners: list[nn.Module] = []
             for _, m, flops, params, tied in rows:
                 if not isinstance(m, DynamicModule):
                     static_flops += flops
                     static_params += params
+                    if sliced_params(m):  # its channel parameters are priced by the terms
+                        owners.append(m)
+                        static_params -= sum(
+                            p.numel()
+                            for n, p in m.named_parameters(recurse=False)
+                            if n in sliced_params(m) and n not in tied
+                        )
                 elif tied:
                     opaque.append(_opaque(m, flops, tied, col_of))
                 else:
                     candidates.append((m, flops, tied))
-            table, kept = _compile(candidates, col_of, len(hps), opaque)
+            table, kept = _compile(candidates, col_of, len(hps), opaque, owners)
             self = cls(full, hps, (static_flops, static_params), table, opaque)
             bad = self._verify(kept, col_of)
             if bad:
                 opaque.extend(_opaque(*kept[i], col_of) for i in sorted(bad))
                 good = [k for i, k in enumerate(kept) if i not in bad]
-                self._compiled, _ = _compile(good, col_of, len(hps), opaque)
+                self._compiled, _ = _compile(good, col_of, len(hps), opaque, owners)
         finally:
             for hp, value in zip(hps, saved):
                 hp.active = value
@@ -424,8 +448,10 @@ def _compile(
     col_of: dict[int, int],
     n_hparams: int,
     opaque: list[_Opaque],
+    owners: Sequence[nn.Module] = (),
 ) -> tuple[_Compiled, list[tuple[DynamicModule, int, frozenset[str]]]]:
-    """Compile what can be compiled; the rest is appended to ``opaque``."""
+    """Compile what can be compiled; the rest is appended to ``opaque``. ``owners`` are ordinary
+    modules with sliced channel parameters (their terms come after the modules' indices)."""
     builder = _Builder(col_of, n_hparams)
     kept: list[tuple[DynamicModule, int, frozenset[str]]] = []
     for m, flops, tied in modules:
@@ -433,6 +459,8 @@ def _compile(
             kept.append((m, flops, tied))
         else:
             opaque.append(_opaque(m, flops, tied, col_of))
+    for k, owner in enumerate(owners):
+        builder.add_params(len(kept) + k, owner)
     return builder.build(), kept
 
 

@@ -13,9 +13,12 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.modules import module as torch_module
 
+import nasviz.space as nv
+from nasviz.config import LAYER_TYPES
 from nasviz.dynamic import DynamicLinear, DynamicModule
 from nasviz.errors import HparamError, NasvizError
 from nasviz.hparam import ConcatDim, Hparam, RepeatDim
+from nasviz.models import REFERENCE_MODELS
 from nasviz.profile import CostModel, Profile, format_flops, format_params, profile
 
 
@@ -424,3 +427,19 @@ def test_conv_net_profile_rows() -> None:
     assert rows(p)["bn0"] == (0, 32)
     assert sum(isinstance(m, DynamicModule) for m in net.modules()) == 7
     assert "compiled modules: 6, opaque: 1" in repr(cm)  # the depthwise conv keeps its own formula
+
+
+@pytest.mark.parametrize("name", ["convnext_like", "vit_like"])
+def test_sliced_channel_parameters_are_priced(name: str) -> None:
+    # ConvNeXt's layer scale and ViT's class token / position embedding follow the stream width
+    model, x = REFERENCE_MODELS[name]()
+    small = {k: {"*": {LAYER_TYPES[k].divisor_field: 4}} for k in LAYER_TYPES}
+    nv.convert(model, mode=[("fastnas", small)], dummy_input=x)
+    cm = CostModel.from_model(model, x)
+    for seed in range(3):
+        config = nv.sample(model, "random", seed=seed)
+        exact = profile(nv.export(model), x)
+        flops, params = cm.estimate(config)
+        assert params == exact.params
+        if name == "convnext_like":  # no matmuls of its own (ViT's attention: see above)
+            assert flops == exact.flops

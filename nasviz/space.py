@@ -43,6 +43,7 @@ import pandas as pd
 from torch import nn
 
 from nasviz._build import SpaceRecord, get_record
+from nasviz.dynamic import DynamicModule
 from nasviz.errors import HparamError, NasvizError
 from nasviz.hparam import Hparam
 from nasviz.patch import PatchManager
@@ -133,7 +134,10 @@ class SearchSpace:
         return math.prod(len(hp.choices) for hp in self._record.hparams.values())
 
     def table(self) -> pd.DataFrame:
-        """One row per hparam: name, kind, original, active, choices, members."""
+        """One row per hparam: name, kind, original, active, choices, members and ``per_unit``:
+        how many channels of its producer one unit stands for (1, except for a producer whose
+        width is several coupled parts: the halves before a channel shuffle, the groups of a
+        grouped conv, attention heads - there the hparam counts the channels of one part)."""
         rows = [
             {
                 "name": g.name,
@@ -144,11 +148,22 @@ class SearchSpace:
                 "n_choices": len(g.choices),
                 "members": [f"{m.module}.{m.attr}" + ("" if m.how == "direct" else f" ({m.how})")
                             for m in g.members],
+                "per_unit": self._per_unit(g),
             }
             for g in self.groups
         ]  # fmt: skip
         cols = ["name", "kind", "original", "active", "choices", "n_choices", "members"]
-        return pd.DataFrame(rows, columns=cols)
+        return pd.DataFrame(rows, columns=[*cols, "per_unit"])
+
+    def _per_unit(self, group: Group) -> int:
+        module, _, attr = group.name.split("#")[0].rpartition(".")
+        try:
+            layer = self._model.get_submodule(module)
+        except AttributeError:
+            return 1
+        if not isinstance(layer, DynamicModule) or attr not in layer.dynamic_attrs:
+            return 1
+        return max(1, layer.original_size(attr) // group.original)
 
     def static_table(self) -> pd.DataFrame:
         """One row per static layer dimension: module, type, attr, size, reason."""

@@ -310,3 +310,13 @@ def test_keyword_inputs_dict_outputs_and_opaque_torch_modules() -> None:
     nv.sample(model, "min")
     with torch.no_grad():
         torch.testing.assert_close(nv.export(model)(x)["out"], model(x)["out"])
+
+
+def test_the_table_says_how_many_producer_channels_one_unit_is(cache: _Cache) -> None:
+    model, _, _, _ = cache["shufflenet_like"]
+    table = nv.search_space(model).table().set_index("name")
+    # stage 1's stream: the shuffle couples the two halves of the first unit's branch1 output,
+    # the next unit's chunk the halves of each half: a unit is 2 of its 24 channels
+    row = table.loc["stages.0.branch1.2.out_channels"]
+    assert (row.original, row.per_unit) == (12, 2)
+    assert table.loc["stem.0.out_channels"].per_unit == 1

@@ -502,3 +502,63 @@ def test_layers_with_hooks_or_parametrizations_are_opaque() -> None:
     assert "forward hooks" in reason(plan, "1", "out_features")
     assert "parametrized" in reason(plan, "2", "in_features")
     assert "consumed by Linear '1': unsupported op" in reason(plan, "0", "out_features")
+
+
+class SdpaAttention(nn.Module):
+    """The other common way to write attention: chunk into q, k, v, heads by view/transpose."""
+
+    def __init__(self, dim: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.inp, self.qkv, self.proj = (
+            nn.Linear(4, dim),
+            nn.Linear(dim, 3 * dim),
+            nn.Linear(dim, 4),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(self.inp(x)).chunk(3, dim=-1)
+        q, k, v = (t.view(b, n, self.heads, -1).transpose(1, 2) for t in (q, k, v))
+        out = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+class Unshuffled(nn.Module):
+    """Split into groups and merged back in order: the groups are coupled, nothing interleaves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = cbr(3, 8), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.a(x)
+        n, _, h, w = y.shape
+        return self.b(y.view(n, 2, -1, h, w).reshape(n, -1, h, w))
+
+
+@pytest.mark.parametrize(
+    ("make", "x"),
+    [(SdpaAttention, torch.randn(2, 5, 4)), (Unshuffled, torch.randn(2, 3, 4, 4))],
+    ids=["sdpa", "unshuffled"],
+)
+def test_split_layouts_export_to_the_same_outputs(make: Any, x: Tensor) -> None:
+    import nasviz.space as nv
+
+    torch.manual_seed(0)
+    model = make().eval()
+    nv.convert(model, mode=[("fastnas", SMALL)], dummy_input=x)
+    assert len(nv.search_space(model).hparams) >= 1
+    for seed in range(4):
+        nv.sample(model, "random", seed=seed)
+        with torch.no_grad():
+            expected = model(x)
+            torch.testing.assert_close(nv.export(model)(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sdpa_attention_couples_q_k_v_per_head() -> None:
+    plan = plan_of(SdpaAttention(), torch.randn(2, 5, 4))
+    head = {"hp": "qkv.out_features"}
+    assert plan.layers["qkv"]["out_features"] == {"cat": [head] * 6}  # 3 x 2 heads
+    assert plan.layers["proj"]["in_features"] == {"cat": [head] * 2}
+    assert group_names(plan) == ["inp.out_features", "qkv.out_features"]

@@ -23,11 +23,13 @@ is memoised per combination of the values of the hparams it depends on, and a ca
 those hparams briefly (restored in ``finally``) and calls the module's own methods.
 
 For convolutions and linear layers the estimate equals the exact FlopCounterMode profile of the
-exported subnet. **Approximation:** FLOPs a *non-dynamic* module issues itself (e.g. the
-``q @ k.T`` and ``attn @ v`` matmuls an attention block computes in its own ``forward``) stay at
-their full-size value even when the widths they run on shrink, so attention-heavy nets are
-over-estimated by those FLOPs. The model's structure (which hparams drive which dimension) must
-not change after ``from_model``; build a new cost model after re-converting.
+exported subnet. FLOPs a *non-dynamic* module issues itself (the ``q @ k.T`` and ``attn @ v``
+matmuls an attention block computes in its own ``forward``) are fitted as a linear function of
+the hparams: one extra profile per configurable hparam at its minimum (only for models that have
+such modules), checked against a profile with every hparam at its minimum; a module whose FLOPs
+are not linear in the hparams keeps its full-size value (an over-estimate). The model's
+structure (which hparams drive which dimension) must not change after ``from_model``; build a
+new cost model after re-converting.
 
 Example::
 
@@ -166,6 +168,13 @@ class _Builder:
             full_total += t.numel()
         return full_total
 
+    def add_linear_flops(self, index: int, const: float, form: dict[int, float]) -> None:
+        """A FLOPs term ``const + sum(w * hparam value)`` (a fitted non-dynamic module)."""
+        self.triplets.append((self.n_rows, self.const_col, const))
+        self.triplets.extend((self.n_rows, c, w) for c, w in form.items())
+        self.terms.append((index, 1.0, [self.n_rows], True))
+        self.n_rows += 1
+
     def build(self) -> _Compiled:
         width = max((len(f) for _, _, f, _ in self.terms), default=0) or 1
         fac = np.zeros((len(self.terms), width), dtype=np.int64)
@@ -274,13 +283,17 @@ class CostModel:
                     opaque.append(_opaque(m, flops, tied, col_of))
                 else:
                     candidates.append((m, flops, tied))
-            table, kept = _compile(candidates, col_of, len(hps), opaque, owners)
+            parents = [(m, f) for _, m, f, _, _ in rows if f and not isinstance(m, DynamicModule)]
+            fitted = _fit_parents(model, dummy_input, hps, parents)
+            static_flops -= sum(f for (_, f), fit in zip(parents, fitted) if fit is not None)
+            fits = [fit for fit in fitted if fit is not None]
+            table, kept = _compile(candidates, col_of, len(hps), opaque, owners, fits)
             self = cls(full, hps, (static_flops, static_params), table, opaque)
             bad = self._verify(kept, col_of)
             if bad:
                 opaque.extend(_opaque(*kept[i], col_of) for i in sorted(bad))
                 good = [k for i, k in enumerate(kept) if i not in bad]
-                self._compiled, _ = _compile(good, col_of, len(hps), opaque, owners)
+                self._compiled, _ = _compile(good, col_of, len(hps), opaque, owners, fits)
         finally:
             for hp, value in zip(hps, saved):
                 hp.active = value
@@ -438,6 +451,46 @@ class CostModel:
         return flops, params
 
 
+def _fit_parents(
+    model: nn.Module, dummy_input: Any, hps: list[Hparam], parents: list[tuple[nn.Module, int]]
+) -> list[tuple[float, dict[int, float]] | None]:
+    """For each non-dynamic module with FLOPs of its own: ``(constant, {hparam column: FLOPs per
+    unit})`` if its FLOPs are linear in the hparams (``None`` = keep the full-size value).
+    Sets hparams (every one at its original on return; the caller restores the subnet)."""
+    if not parents:
+        return []
+    from nasviz.profile import _exclusive_flops
+
+    slopes: list[dict[int, float]] = [{} for _ in parents]
+    for j, hp in enumerate(hps):
+        if not hp.is_configurable:
+            continue
+        hp.active = hp.min
+        got = _exclusive_flops(model, dummy_input)
+        hp.active = hp.original
+        for k, (m, full) in enumerate(parents):
+            if got.get(id(m), 0) != full:
+                slopes[k][j] = (full - got.get(id(m), 0)) / (hp.original - hp.min)
+    if not any(slopes):
+        return [None] * len(parents)
+    ok = [bool(slope) for slope in slopes]
+    # checked where it was not fitted: every hparam at its minimum (do the slopes add up?) and
+    # at a middle choice (is it linear?)
+    for pick in (lambda hp: hp.min, lambda hp: hp.choices[len(hp.choices) // 2]):
+        for hp in hps:
+            hp.active = pick(hp)
+        got = _exclusive_flops(model, dummy_input)
+        for k, ((m, full), slope) in enumerate(zip(parents, slopes)):
+            predicted = full + sum(w * (hps[j].active - hps[j].original) for j, w in slope.items())
+            ok[k] = ok[k] and round(predicted) == got.get(id(m), 0)
+        for hp in hps:
+            hp.active = hp.original
+    return [
+        (full - sum(w * hps[j].original for j, w in slope.items()), slope) if good else None
+        for (_, full), slope, good in zip(parents, slopes, ok)
+    ]
+
+
 def _opaque(m: DynamicModule, flops: int, tied: frozenset[str], col_of: dict[int, int]) -> _Opaque:
     cols = tuple(dict.fromkeys(col_of[id(hp)] for _, hp in m.hparams()))
     return _Opaque(module=m, cols=cols, full_flops=flops, tied=tied)
@@ -449,6 +502,7 @@ def _compile(
     n_hparams: int,
     opaque: list[_Opaque],
     owners: Sequence[nn.Module] = (),
+    fitted: Sequence[tuple[float, dict[int, float]]] = (),
 ) -> tuple[_Compiled, list[tuple[DynamicModule, int, frozenset[str]]]]:
     """Compile what can be compiled; the rest is appended to ``opaque``. ``owners`` are ordinary
     modules with sliced channel parameters (their terms come after the modules' indices)."""
@@ -461,6 +515,8 @@ def _compile(
             opaque.append(_opaque(m, flops, tied, col_of))
     for k, owner in enumerate(owners):
         builder.add_params(len(kept) + k, owner)
+    for k, (const, form) in enumerate(fitted):
+        builder.add_linear_flops(len(kept) + len(owners) + k, const, form)
     return builder.build(), kept
 
 

@@ -331,7 +331,7 @@ def capture_module(model: nn.Module, plan: SubgraphPlan, keep: list[fx.Node]) ->
                 v = g.call_function(snapshot, (v,))
         vals.append(v)
     g.output((out, tuple(vals)))
-    _convs_channels_last(model, g)
+    _fast_graph(model, g)
     return fx.GraphModule(model, g)
 
 
@@ -351,7 +351,7 @@ def subgraph_module(
     for n in plan.nodes:
         if n in needed and n not in env:
             env[n] = g.node_copy(n, lambda a: env[a])
-    _convs_channels_last(model, g)
+    _fast_graph(model, g)
     return fx.GraphModule(model, g)
 
 
@@ -362,11 +362,42 @@ def channels_last(value: Any) -> Any:
     return value
 
 
-def _convs_channels_last(model: nn.Module, g: fx.Graph) -> None:
-    """Route the output of every 2-d convolution call in ``g`` through :func:`channels_last`."""
+def _fast_graph(model: nn.Module, g: fx.Graph) -> None:
+    """Route the output of every 2-d convolution call in ``g`` through :func:`channels_last`, and
+    apply a plain ReLU in place where its input is a fresh tensor nothing else reads."""
     for n in list(g.nodes):
         if n.op != "call_module" or not isinstance(model.get_submodule(str(n.target)), nn.Conv2d):
             continue
         with g.inserting_after(n):
             conv = g.call_function(channels_last, (n,))
         n.replace_all_uses_with(conv, delete_user_cb=lambda u, c=conv: u is not c)
+    for n in list(g.nodes):
+        if not _plain_relu(model, n) or not isinstance(n.args[0], fx.Node):
+            continue
+        src = n.args[0]
+        if len(src.users) == 1 and _fresh(model, src):
+            with g.inserting_after(n):
+                relu = g.call_function(torch.relu_, (src,))
+            n.replace_all_uses_with(relu)
+            g.erase_node(n)
+
+
+def _plain_relu(model: nn.Module, n: fx.Node) -> bool:
+    if len(n.args) != 1 or n.kwargs:
+        return False
+    if n.op == "call_module":
+        return type(model.get_submodule(str(n.target))) is nn.ReLU
+    return (n.op == "call_function" and n.target in (torch.relu, F.relu)) or (
+        n.op == "call_method" and n.target == "relu"
+    )
+
+
+def _fresh(model: nn.Module, n: fx.Node) -> bool:
+    """Whether node ``n`` returns a new tensor of its own that no hook saw (a conv, BatchNorm or
+    Linear call without forward hooks)."""
+    if n.op == "call_function" and n.target is channels_last:
+        return isinstance(n.args[0], fx.Node) and _fresh(model, n.args[0])
+    if n.op != "call_module":
+        return False
+    m = model.get_submodule(str(n.target))
+    return isinstance(m, (nn.Conv2d, _BatchNorm, nn.Linear)) and not m._forward_hooks

@@ -128,3 +128,26 @@ def test_op_couplings_survive_the_sort_and_export(cls: type[Base], names: list[s
         nv.sample(model, seed=seed)
         with torch.no_grad():
             torch.testing.assert_close(nv.export(model)(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+class UnflattenShuffle(nn.Module):
+    """A channel shuffle written with unflatten/transpose/flatten."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.b = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x).unflatten(1, (2, -1)).transpose(1, 2)
+        return self.b(y.flatten(1, 2))
+
+
+def test_unflatten_into_groups_is_a_channel_split() -> None:
+    model, x = UnflattenShuffle().eval(), torch.randn(2, 3, 4, 4)
+    nv.convert(model, mode=[("fastnas", SMALL)], dummy_input=x)
+    assert list(nv.search_space(model).hparams) == ["a.0.out_channels"]
+    nv.select(model, {"a.0.out_channels": 2})
+    with torch.no_grad():
+        torch.testing.assert_close(nv.export(model)(x), model(x))
+    assert nv.export(model).b.in_channels == 4  # 2 kept channels of each half

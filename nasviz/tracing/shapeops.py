@@ -129,8 +129,10 @@ class ShapeOps:
         if x.shape is None or out_shape is None:
             return self._give_up(node, cg, x, self._need_shapes(kind, cg))
         sizes = _sizes(args, 1) if "shape" not in kwargs else list(kwargs["shape"])
-        if kind.kind != "view" or len(sizes) != len(out_shape):
-            sizes = [-1] * len(out_shape)  # unflatten: sizes come from another argument
+        if kind.kind == "unflatten":  # (x, dim, sizes): the other dims keep their sizes
+            sizes = _unflatten_sizes(args, kwargs, out_shape, getattr(self, "_cur_module", None))
+        elif len(sizes) != len(out_shape):
+            sizes = [-1] * len(out_shape)
         blocks = match_blocks(x.shape, out_shape) or []
         n_in, n_out = len(x.shape), len(out_shape)
         ch = n_in + x.axis
@@ -390,6 +392,24 @@ class ShapeOps:
             return self._untracked(node, cg, f"the output of {kind.name}")
         axis = x.axis if keep else x.axis + sum(1 for d in dims if d is not None and d > x.axis)
         return self._out(node, x, axis)
+
+
+def _unflatten_sizes(
+    args: Args, kwargs: Kwargs, out_shape: tuple[int, ...], module: Any
+) -> list[Any]:
+    """The sizes an unflatten names, in place; -1 (follows the input) for every other dim."""
+    if module is not None:  # nn.Unflatten
+        dim, given = module.dim, module.unflattened_size
+    else:
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+        given = kwargs.get("sizes", args[2] if len(args) > 2 else None)
+    sizes: list[Any] = [-1] * len(out_shape)
+    if not isinstance(dim, int) or not isinstance(given, (tuple, list)):
+        return sizes
+    n_in = len(out_shape) - len(given) + 1
+    start = dim % n_in
+    sizes[start : start + len(given)] = list(given)
+    return sizes
 
 
 def _slots(s: slice) -> tuple[Any, Any, Any]:

@@ -38,6 +38,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasviz.dynamic import DynamicModule, dynamic_class_for, is_dynamic
+from nasviz.dynamic.params import sliced_params
 from nasviz.hparam import Hparam
 
 __all__ = [
@@ -332,7 +333,7 @@ def capture_module(model: nn.Module, plan: SubgraphPlan, keep: list[fx.Node]) ->
         vals.append(v)
     g.output((out, tuple(vals)))
     _fast_graph(model, g)
-    return fx.GraphModule(model, g)
+    return _graph_module(model, g)
 
 
 def subgraph_module(
@@ -352,7 +353,7 @@ def subgraph_module(
         if n in needed and n not in env:
             env[n] = g.node_copy(n, lambda a: env[a])
     _fast_graph(model, g)
-    return fx.GraphModule(model, g)
+    return _graph_module(model, g)
 
 
 def channels_last(value: Any) -> Any:
@@ -360,6 +361,43 @@ def channels_last(value: Any) -> Any:
     if isinstance(value, torch.Tensor) and value.dim() == 4:
         return value.contiguous(memory_format=torch.channels_last)
     return value
+
+
+class _ParamReader:
+    """Reads a sliced channel parameter through its owner, at the active subnet's size."""
+
+    def __init__(self, owner: nn.Module, name: str) -> None:
+        self.owner, self.name = owner, name
+
+
+def read_param(reader: _ParamReader) -> Any:
+    return getattr(reader.owner, reader.name)
+
+
+def _graph_module(model: nn.Module, g: fx.Graph) -> fx.GraphModule:
+    """``fx.GraphModule(model, g)`` whose reads of sliced channel parameters (a layer scale, a
+    class token) stay live: a GraphModule copies what ``get_attr`` nodes name once, which would
+    freeze them at the width the subnet had when it was built."""
+    readers: list[str] = []
+    try:
+        for n in list(g.nodes):
+            if n.op != "get_attr":
+                continue
+            owner_name, _, name = str(n.target).rpartition(".")
+            owner = model.get_submodule(owner_name)
+            if name not in sliced_params(owner):
+                continue
+            attr = f"_nv_param_reader_{len(readers)}"
+            model.__dict__[attr] = _ParamReader(owner, name)
+            readers.append(attr)
+            with g.inserting_before(n):
+                live = g.call_function(read_param, (g.get_attr(attr),))
+            n.replace_all_uses_with(live)
+            g.erase_node(n)
+        return fx.GraphModule(model, g)
+    finally:
+        for attr in readers:
+            model.__dict__.pop(attr, None)
 
 
 def _fast_graph(model: nn.Module, g: fx.Graph) -> None:

@@ -149,3 +149,33 @@ editor.preview_button.click()
 assert "Static layer dimensions" in editor.preview_html.value
 assert "layer3.0.conv1.out_channels" in editor.preview_html.value
 print(editor.preview_status.value)
+
+# %% [markdown]
+# ## What nasviz can search beyond plain convs
+#
+# The same conversion on two harder reference models. **ShuffleNet**: the channel shuffle
+# (`view` into two groups, `transpose`, `view` back) and the `chunk` that splits each unit's input
+# leave prunable groups whose parts keep the same channels; `per_unit` says how many channels of
+# the producer one step of the hparam stands for. **ViT**: each attention block prunes its head
+# width (all heads keep the same positions, q, k and v coupled), and the class token and position
+# embedding are sliced with the stream. In both, only the input and output layers stay static.
+
+# %%
+from nasviz.config import LAYER_TYPES
+from nasviz.models import REFERENCE_MODELS
+
+small_rules = {t: {"*": {LAYER_TYPES[t].divisor_field: 4}} for t in LAYER_TYPES}
+shuffle, shuffle_x = REFERENCE_MODELS["shufflenet_like"]()
+nv.convert(shuffle, mode=[("fastnas", small_rules)], dummy_input=shuffle_x)
+shuffle_space = nv.search_space(shuffle)
+assert len(shuffle_space.static_table()) == 2  # the stem's input and the classifier's output
+shuffle_space.table()[["name", "original", "choices", "per_unit"]]
+
+# %%
+vit, vit_x = REFERENCE_MODELS["vit_like"]()
+nv.convert(vit, mode=[("fastnas", small_rules)], dummy_input=vit_x)
+vit_space = nv.search_space(vit)
+assert "blocks.0.attn.qkv.out_features" in vit_space.hparams  # the head width
+nv.select(vit, {"patch_embed.out_channels": 32})  # half the stream
+assert tuple(vit.cls_token.shape) == (1, 1, 32) and vit.state_dict()["cls_token"].shape[-1] == 64
+vit_space.table()[["name", "original", "choices", "per_unit"]]

@@ -506,3 +506,41 @@ def test_layernorm_over_several_dimensions_stays_static() -> None:
     assert type(multi) is nn.LayerNorm  # refused before anything changed
     assert DynamicLayerNorm.unsupported_reason(nn.LayerNorm(N)) is None
     assert DynamicLayerNorm.unsupported_reason(DynamicLayerNorm.convert(nn.LayerNorm(N))) is None
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batchnorm_into_is_the_forward_written_in_place(
+    affine: bool, momentum: float | None
+) -> None:
+    from nasviz.dynamic.norm import batchnorm_into
+
+    torch.manual_seed(0)
+    base = nn.BatchNorm2d(8, affine=affine, momentum=momentum)
+    if affine:
+        with torch.no_grad():
+            base.weight.uniform_(0.5, 2.0)
+            base.bias.uniform_(-1.0, 1.0)
+    for width in (8, 4):  # plain, dynamic at full width, dynamic sliced
+        for dynamic in (False, True):
+            if width == 4 and not dynamic:
+                continue
+            a, b = copy.deepcopy(base), copy.deepcopy(base)
+            if dynamic:
+                a, b = DynamicBatchNorm2d.convert(a), DynamicBatchNorm2d.convert(b)
+                for m in (a, b):
+                    m.set_dim("num_features", Hparam([4, 8]))
+                    m.dim("num_features").active = width
+            for training in (True, True, False):
+                a.train(training)
+                b.train(training)
+                x = (torch.randn(6, width, 3, 3) * 3 + 1).contiguous(
+                    memory_format=torch.channels_last
+                )
+                with torch.no_grad():
+                    want = a(x.clone())
+                    got = batchnorm_into(b, x)
+                assert got.data_ptr() == x.data_ptr()
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+                for k, v in a.state_dict().items():
+                    torch.testing.assert_close(b.state_dict()[k], v, rtol=1e-5, atol=1e-6)

@@ -125,6 +125,7 @@ def test_fast_graph_reproduces_the_model_in_both_modes(kind: str) -> None:
     assert "channels_last" in code
     if kind == "cnn":
         assert "relu_" in code  # plain ReLUs on fresh conv/BN outputs run in place
+        assert "batchnorm_into" in code  # so do BatchNorms on fresh conv outputs
     x = calib[0][0]
     twin = copy.deepcopy(model)
     with torch.no_grad():

@@ -60,6 +60,7 @@ __all__ = [
     "DynamicInstanceNorm3d",
     "DynamicLayerNorm",
     "DynamicSyncBatchNorm",
+    "batchnorm_into",
     "group_order",
 ]
 
@@ -86,6 +87,47 @@ def group_order(importance: torch.Tensor, group_size: int) -> torch.Tensor:
         )
     ranked = torch.argsort(imp.view(-1, group_size).sum(1), descending=True, stable=True)
     return (ranked[:, None] * group_size + torch.arange(group_size)[None, :]).flatten()
+
+
+def batchnorm_into(bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """``bn(x)`` written into ``x`` itself, which nothing else may read afterwards: the same
+    output and the same running-statistics update as the module's forward (torch's own kernel,
+    ``native_batch_norm``), one allocation and one pass fewer. For ``nn.BatchNorm2d`` and
+    :class:`DynamicBatchNorm2d` without autograd; anything else is simply ``bn(x)``.
+    """
+    kinds = (nn.BatchNorm2d, DynamicBatchNorm2d)
+    grad = torch.is_grad_enabled() and (
+        x.requires_grad or any(p.requires_grad for p in bn.parameters())
+    )
+    if type(bn) not in kinds or x.dim() != 4 or grad or not x.is_floating_point():
+        return bn(x)
+    bn._check_input_dim(x)
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:  # cumulative moving average
+            factor = 1.0 / float(bn.num_batches_tracked)
+    training = bn.training or (bn.running_mean is None and bn.running_var is None)
+    use_stats = not bn.training or bn.track_running_stats
+    back = None
+    if isinstance(bn, _DynamicStatsNorm) and not bn.is_full():
+        mean, var, back = bn._running_stats(update=bn.training) if use_stats else (None, None, None)
+        weight, bias = bn._affine()
+    else:
+        mean, var = (bn.running_mean, bn.running_var) if use_stats else (None, None)
+        weight, bias = bn.weight, bn.bias
+    if training and x.numel() // x.shape[1] <= 1:  # as F.batch_norm refuses it
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size {x.size()}"
+        )
+    stats = (x.new_empty(0), x.new_empty(0))
+    torch.ops.aten.native_batch_norm.out(
+        x, weight, bias, mean, var, training, factor, bn.eps,
+        out=x, save_mean=stats[0], save_invstd=stats[1],
+    )  # fmt: skip
+    if back is not None and isinstance(bn, _DynamicStatsNorm):
+        bn._write_back(back, mean, var)
+    return x
 
 
 class _DynamicNorm(DynamicModule):

@@ -53,6 +53,7 @@ class ScoreMemo:
         self._scores: dict[Hashable, float] = {}
         self._states: dict[Hashable, BNState] = {}
         self.nbytes = 0
+        self.peak = 0
         self.hits = 0
 
     def score(self, key: Hashable) -> float | None:
@@ -71,6 +72,7 @@ class ScoreMemo:
         if key not in self._states and self.nbytes + size <= room:
             self._states[key] = state
             self.nbytes += size
+            self.peak = max(self.peak, self.nbytes)
 
     def statistics(self, key: Hashable) -> BNState | None:
         """The BatchNorm statistics remembered for ``key`` (only those its calibration changed)."""

@@ -19,6 +19,9 @@ Nodes that do not depend on the input (``get_attr``, constants) are copied into 
 Both modules put the output of every 2-d convolution in ``channels_last`` memory format (the
 values are the same; only the layout changes): on CPU, small convolutions - 1x1, depthwise,
 few-pixel images - run several times faster that way, and every later layer keeps the layout.
+A BatchNorm2d or a plain ReLU whose input is a fresh conv/BatchNorm output that nothing else
+reads (no hook saw it, it is not captured) writes into that input instead of a new tensor: each
+new activation-sized tensor costs page faults on a small model, often more than the op itself.
 When the graph holds an in-place op (``relu_``, ``+=``, ``inplace=True`` modules) a captured
 value could be overwritten later in the pass, so captured values are cloned when recorded and
 before being fed back (:attr:`SubgraphPlan.inplace` lists the ops found).
@@ -38,6 +41,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasviz.dynamic import DynamicModule, dynamic_class_for, is_dynamic
+from nasviz.dynamic.norm import batchnorm_into
 from nasviz.dynamic.params import sliced_params
 from nasviz.hparam import Hparam
 
@@ -402,13 +406,27 @@ def _graph_module(model: nn.Module, g: fx.Graph) -> fx.GraphModule:
 
 def _fast_graph(model: nn.Module, g: fx.Graph) -> None:
     """Route the output of every 2-d convolution call in ``g`` through :func:`channels_last`, and
-    apply a plain ReLU in place where its input is a fresh tensor nothing else reads."""
+    run a BatchNorm2d (:func:`~nasviz.dynamic.norm.batchnorm_into`) or a plain ReLU in place where
+    its input is a fresh tensor nothing else reads."""
     for n in list(g.nodes):
         if n.op != "call_module" or not isinstance(model.get_submodule(str(n.target)), nn.Conv2d):
             continue
         with g.inserting_after(n):
             conv = g.call_function(channels_last, (n,))
         n.replace_all_uses_with(conv, delete_user_cb=lambda u, c=conv: u is not c)
+    for n in list(g.nodes):
+        if n.op != "call_module" or len(n.args) != 1 or n.kwargs:
+            continue
+        bn = model.get_submodule(str(n.target))
+        src = n.args[0]
+        if not isinstance(bn, nn.BatchNorm2d) or bn._forward_hooks or bn._forward_pre_hooks:
+            continue
+        if isinstance(src, fx.Node) and len(src.users) == 1 and _fresh(model, src):
+            with g.inserting_before(n):
+                module = g.get_attr(str(n.target))
+                fused = g.call_function(batchnorm_into, (module, src))
+            n.replace_all_uses_with(fused)
+            g.erase_node(n)
     for n in list(g.nodes):
         if not _plain_relu(model, n) or not isinstance(n.args[0], fx.Node):
             continue
@@ -435,6 +453,8 @@ def _fresh(model: nn.Module, n: fx.Node) -> bool:
     Linear call without forward hooks)."""
     if n.op == "call_function" and n.target is channels_last:
         return isinstance(n.args[0], fx.Node) and _fresh(model, n.args[0])
+    if n.op == "call_function" and n.target is batchnorm_into:
+        return True
     if n.op != "call_module":
         return False
     m = model.get_submodule(str(n.target))

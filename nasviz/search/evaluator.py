@@ -82,6 +82,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from nasviz._utils import device_of
 from nasviz.dynamic import slice_dim
 from nasviz.hparam import Hparam
+from nasviz.search._budget import choose_cached, estimate_bytes
 from nasviz.search._evalconfig import (
     DEFAULT_CACHE_BYTES,
     EVALUATOR_DEFAULTS,
@@ -92,7 +93,6 @@ from nasviz.search._evalconfig import (
     Metric,
     SkipRule,
     accuracy,
-    batch_size,
     batchnorms,
     concat,
     neg_cross_entropy,
@@ -320,7 +320,11 @@ class Evaluator:
             return self.score_full()
         self._uncached = {n: r for n, r in plan.unusable.items() if n in names}
         usable = [n for n in names if n in plan.frontier]
-        chosen = self._choose(usable, self._estimate(usable)) if usable else []
+        chosen: list[str] = []
+        if usable:
+            est = estimate_bytes(self.model, plan, calib, score, usable)
+            chosen, rest = choose_cached(plan, usable, est, self.data.nbytes, self.budget)
+            self._uncached.update(rest)
         keep = [n for n in plan.nodes if any(n in plan.frontier[h] for h in chosen)]
         capture = capture_module(self.model, plan, keep)
         self._runner = capture_module(self.model, plan, [])
@@ -366,54 +370,6 @@ class Evaluator:
         for vals in (self._calib_vals, self._score_vals):
             held += sum(value_bytes(v) for n, v in vals.items() if n.op != "placeholder")
         return held
-
-    def _estimate(self, names: list[str]) -> dict[fx.Node, float]:
-        """Bytes each frontier node would take over all batches (from a one-batch probe)."""
-        plan, calib, score = self._plan, self.data.calib or [], self.data.score or []
-        if plan is None:
-            return {}
-        nodes = [n for n in plan.nodes if any(n in plan.frontier[h] for h in names)]
-        probe = calib[0] if calib else score[0][0]
-        flags = [(m, m.training) for m in self.model.modules()]
-        try:
-            for m, _ in flags:
-                m.training = False
-            with torch.no_grad():
-                _, vals = capture_module(self.model, plan, nodes)(probe)
-        finally:
-            for m, t in flags:
-                m.training = t
-        samples = sum(batch_size(x) for x in calib) + sum(batch_size(x) for x, _ in score)
-        scale = samples / batch_size(probe)
-        return {n: value_bytes(v) * scale for n, v in zip(nodes, vals)}
-
-    def _choose(self, names: list[str], est: dict[fx.Node, float]) -> list[str]:
-        """Greedily the hparams whose frontier adds the fewest bytes, while the budget holds."""
-        plan = self._plan
-        if plan is None:
-            return []
-        chosen: list[str] = []
-        have: set[fx.Node] = set()
-        used = float(self.data.nbytes)
-        remaining = list(names)
-
-        def cost(h: str) -> float:
-            return sum(est[n] for n in plan.frontier[h] if n not in have and n.op != "placeholder")
-
-        while remaining:
-            best = min(remaining, key=cost)
-            if used + cost(best) > self.budget:
-                break
-            used += cost(best)
-            have |= set(plan.frontier[best])
-            chosen.append(best)
-            remaining.remove(best)
-        for h in remaining:
-            self._uncached[h] = (
-                f"its cached activations (~{cost(h) / 2**20:.1f} MiB more) do not fit in "
-                f"cache_bytes={self.budget:,}; it is recomputed from the inputs"
-            )
-        return chosen
 
     def _sub(self, changed: tuple[str, ...]) -> _Sub | None:
         """The sub-graph that runs when the hparams ``changed`` change (built once)."""
@@ -486,4 +442,5 @@ class Evaluator:
             "cached_scores": self.stats["cached_scores"],
             "full_scores": self.stats["full_scores"],
             "remembered_scores": self._memo.hits,
+            "memo_bytes": self._memo.peak,
         }

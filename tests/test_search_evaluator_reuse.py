@@ -126,6 +126,7 @@ def test_fast_graph_reproduces_the_model_in_both_modes(kind: str) -> None:
     if kind == "cnn":
         assert "relu_" in code  # plain ReLUs on fresh conv/BN outputs run in place
         assert "batchnorm_into" in code  # so do BatchNorms on fresh conv outputs
+        assert "add_into" in code  # and the residual additions
     x = calib[0][0]
     twin = copy.deepcopy(model)
     with torch.no_grad():

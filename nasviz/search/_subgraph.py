@@ -19,9 +19,10 @@ Nodes that do not depend on the input (``get_attr``, constants) are copied into 
 Both modules put the output of every 2-d convolution in ``channels_last`` memory format (the
 values are the same; only the layout changes): on CPU, small convolutions - 1x1, depthwise,
 few-pixel images - run several times faster that way, and every later layer keeps the layout.
-A BatchNorm2d or a plain ReLU whose input is a fresh conv/BatchNorm output that nothing else
-reads (no hook saw it, it is not captured) writes into that input instead of a new tensor: each
-new activation-sized tensor costs page faults on a small model, often more than the op itself.
+A BatchNorm2d, an addition or a plain ReLU whose input is a fresh conv/BatchNorm output that
+nothing else reads (no hook saw it, it is not captured) writes into that input instead of a new
+tensor: each new activation-sized tensor costs page faults on a small model, often more than the
+op itself.
 When the graph holds an in-place op (``relu_``, ``+=``, ``inplace=True`` modules) a captured
 value could be overwritten later in the pass, so captured values are cloned when recorded and
 before being fed back (:attr:`SubgraphPlan.inplace` lists the ops found).
@@ -48,6 +49,7 @@ from nasviz.hparam import Hparam
 __all__ = [
     "SubgraphPlan",
     "UntraceableError",
+    "add_into",
     "capture_module",
     "channels_last",
     "plan_subgraphs",
@@ -406,8 +408,8 @@ def _graph_module(model: nn.Module, g: fx.Graph) -> fx.GraphModule:
 
 def _fast_graph(model: nn.Module, g: fx.Graph) -> None:
     """Route the output of every 2-d convolution call in ``g`` through :func:`channels_last`, and
-    run a BatchNorm2d (:func:`~nasviz.dynamic.norm.batchnorm_into`) or a plain ReLU in place where
-    its input is a fresh tensor nothing else reads."""
+    run a BatchNorm2d (:func:`~nasviz.dynamic.norm.batchnorm_into`), an addition (:func:`add_into`)
+    or a plain ReLU in place where its input is a fresh tensor nothing else reads."""
     for n in list(g.nodes):
         if n.op != "call_module" or not isinstance(model.get_submodule(str(n.target)), nn.Conv2d):
             continue
@@ -427,6 +429,18 @@ def _fast_graph(model: nn.Module, g: fx.Graph) -> None:
                 fused = g.call_function(batchnorm_into, (module, src))
             n.replace_all_uses_with(fused)
             g.erase_node(n)
+    for n in list(g.nodes):
+        is_add = n.op == "call_function" and n.target in (operator.add, torch.add)
+        if not is_add or len(n.args) != 2 or n.kwargs:
+            continue
+        for i, src in enumerate(n.args):
+            if isinstance(src, fx.Node) and len(src.users) == 1 and _fresh(model, src):
+                other = n.args[1 - i]
+                with g.inserting_before(n):
+                    added = g.call_function(add_into, (src, other))
+                n.replace_all_uses_with(added)
+                g.erase_node(n)
+                break
     for n in list(g.nodes):
         if not _plain_relu(model, n) or not isinstance(n.args[0], fx.Node):
             continue
@@ -448,12 +462,26 @@ def _plain_relu(model: nn.Module, n: fx.Node) -> bool:
     )
 
 
+def add_into(fresh: Any, other: Any) -> Any:
+    """``fresh + other``, written into ``fresh`` (nothing else reads it) when the sum has its
+    shape and dtype (addition commutes exactly, so the values are the same)."""
+    if (
+        isinstance(fresh, torch.Tensor)
+        and isinstance(other, torch.Tensor)
+        and fresh.shape == torch.broadcast_shapes(fresh.shape, other.shape)
+        and fresh.dtype == torch.result_type(fresh, other)
+        and not (torch.is_grad_enabled() and (fresh.requires_grad or other.requires_grad))
+    ):
+        return fresh.add_(other)
+    return fresh + other
+
+
 def _fresh(model: nn.Module, n: fx.Node) -> bool:
     """Whether node ``n`` returns a new tensor of its own that no hook saw (a conv, BatchNorm or
     Linear call without forward hooks)."""
     if n.op == "call_function" and n.target is channels_last:
         return isinstance(n.args[0], fx.Node) and _fresh(model, n.args[0])
-    if n.op == "call_function" and n.target is batchnorm_into:
+    if n.op == "call_function" and n.target in (batchnorm_into, add_into):
         return True
     if n.op != "call_module":
         return False

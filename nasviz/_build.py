@@ -221,28 +221,36 @@ def sort_channels(model: nn.Module, plan: Plan, hparams: dict[str, Hparam]) -> N
         hp.importance = importance[order]
         if torch.equal(order, torch.arange(hp.original)):
             continue
+        done: set[tuple[int, int]] = set()  # (tensor, dim): a tied weight is permuted once
         for m in users.get(id(hp), []):
-            _permute_module(m, hp, order)
+            _permute_module(m, hp, order, done)
         for owner, pname in params:
-            _, src = sliced_params(owner)[pname]
+            dim, src = sliced_params(owner)[pname]
             perm = _full_perm(src, hp, order)
-            if perm is not None:
+            full = owner._parameters.get(pname, owner._buffers.get(pname))
+            if perm is not None and (id(full), dim) not in done:
+                done.add((id(full), dim))
                 permute_param(owner, pname, perm)
 
 
-def _permute_module(m: DynamicModule, hp: Hparam, order: torch.Tensor) -> None:
+def _permute_module(
+    m: DynamicModule, hp: Hparam, order: torch.Tensor, done: set[tuple[int, int]]
+) -> None:
     with torch.no_grad():
         for name, dims in m.param_dims.items():
             t = getattr(m, name, None)
             if not isinstance(t, torch.Tensor):
                 continue
             for d, attr in dims.items():
+                if (id(t), d) in done:
+                    continue
                 perm = _full_perm(m.dim(attr), hp, order)
                 if perm is not None and t.shape[d] != perm.numel():
                     perm = _within_group(perm, t.shape[d])
                 if perm is None:
                     continue  # e.g. a depthwise conv's weight dim 1 (in / groups = 1)
                 t.data.copy_(t.data.index_select(d, perm.to(t.device)))
+                done.add((id(t), d))
     m._nv_cache.clear()
 
 
@@ -310,6 +318,10 @@ def export_dynamic_modules(model: nn.Module) -> nn.Module:
     """Replace every dynamic layer of ``model`` (in place) by its plain ``export()``."""
     if isinstance(model, DynamicModule):
         raise NasvizError("the model itself is a dynamic layer; export() it directly")
+    tied: dict[int, list[tuple[str, str]]] = {}
+    for mname, m in model.named_modules(remove_duplicate=False):
+        for pname, p in m.named_parameters(recurse=False):
+            tied.setdefault(id(p), []).append((mname, pname))
     for m in list(model.modules()):
         if sliced_params(m):
             export_params(m)
@@ -320,5 +332,27 @@ def export_dynamic_modules(model: nn.Module) -> nn.Module:
                 if id(child) not in done:
                     done[id(child)] = child.export()
                 setattr(parent, child_name, done[id(child)])
+    for users in tied.values():
+        if len(users) > 1:
+            _retie(model, users)
     model.__dict__.pop(SPACE_ATTR, None)
     return model
+
+
+def _retie(model: nn.Module, users: list[tuple[str, str]]) -> None:
+    """Tie a weight the original model shared (an LM head and its embedding) again, if every
+    exported copy is the same slice of it."""
+    owners = [(model.get_submodule(mname), pname) for mname, pname in users]
+    first = getattr(owners[0][0], owners[0][1])
+    if not isinstance(first, nn.Parameter):
+        return
+    for owner, pname in owners[1:]:
+        other = getattr(owner, pname)
+        if other is first:
+            continue
+        if not isinstance(other, torch.Tensor) or other.shape != first.shape:
+            return
+        if not torch.equal(other, first):
+            return
+    for owner, pname in owners[1:]:
+        setattr(owner, pname, first)

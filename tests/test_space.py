@@ -131,10 +131,9 @@ def test_every_reference_model_prunes_to_half_its_channels_with_identical_output
     nv.sample(model, "max")
     kept = _out_widths(small, outs) / _out_widths(model, outs)
     assert 0.4 <= kept <= 0.6, kept
-    # every conv/linear but the output layer has a searchable width, except where a reason
-    # freezes a whole stream: GPT's residual stream is the width of its embedding, whose weight
-    # the LM head shares; the data-dependent net's top-level forward cannot be traced
-    if name not in ("gpt_like", "data_dependent_net"):
+    # every conv/linear but the output layer has a searchable width (the data-dependent net's
+    # top-level forward cannot be traced: what it uses stays static, with that reason)
+    if name != "data_dependent_net":
         layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
         assert len(outs) == len(layers) - 1
 
@@ -320,3 +319,16 @@ def test_the_table_says_how_many_producer_channels_one_unit_is(cache: _Cache) ->
     row = table.loc["stages.0.branch1.2.out_channels"]
     assert (row.original, row.per_unit) == (12, 2)
     assert table.loc["stem.0.out_channels"].per_unit == 1
+
+
+def test_an_exported_language_model_keeps_its_tied_weights(cache: _Cache) -> None:
+    model, x, _, _ = cache["gpt_like"]
+    nv.select(model, {"tok_emb.embedding_dim": 32})
+    with torch.no_grad():
+        expected = model(x)
+    small = nv.export(model)
+    assert small.lm_head.weight is small.tok_emb.weight  # tied again, one tensor
+    assert tuple(small.tok_emb.weight.shape) == (64, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), expected)
+    nv.sample(model, "max")

@@ -76,8 +76,9 @@ EXPECTED_GROUPS = {
     # per block the MLP hidden width and the attention head width (heads kept whole, q, k and v
     # coupled), and the stream (cls_token and pos_embed follow it)
     "vit_like": 5,
-    # the same; the stream is the (tied) embedding's width
-    "gpt_like": 4,
+    # the same, and the stream: the token and position embeddings' width (the LM head's weight,
+    # tied to the token embedding, follows it by columns)
+    "gpt_like": 5,
     "conv1d_net": 3,
     "conv3d_net": 2,
     # 3 encoder levels x 2 convs, 2 upsamples, 2 decoder levels x 2 convs
@@ -421,12 +422,31 @@ def test_a_head_split_that_names_the_head_size_stays_static() -> None:
     assert "names the last size (4)" in reason(plan, "qkv", "out_features")
 
 
-def test_tied_weights_are_static_with_the_reason() -> None:
+def test_an_lm_head_tied_to_the_embedding_follows_the_stream() -> None:
     model, x = REFERENCE_MODELS["gpt_like"]()
     plan = plan_of(model, x)
-    assert (
-        reason(plan, "lm_head", "in_features") == "shares its weight with 'tok_emb' (tied weights)"
-    )
+    stream = {"hp": "tok_emb.embedding_dim"}
+    assert plan.layers["lm_head"] == {"in_features": stream}
+    assert plan.params["tok_emb.weight"] == {"dim": 1, "layout": stream}
+    assert plan.params["pos_emb.weight"] == {"dim": 1, "layout": stream}
+    assert "tied to 'tok_emb', whose rows are not pruned" in reason(plan, "lm_head", "out_features")
+
+
+class TiedBoth(nn.Module):
+    """A Linear tied to another Linear (not an embedding): both stay static."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+        self.b.weight = self.a.weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.b(self.a(x)))
+
+
+def test_other_tied_weights_are_static_with_the_reason() -> None:
+    plan = plan_of(TiedBoth(), torch.randn(2, 8))
+    assert reason(plan, "b", "in_features") == "shares its weight with 'a' (tied weights)"
 
 
 def test_switched_off_layers_show_the_rule_and_freeze_their_group() -> None:

@@ -136,6 +136,7 @@ class _Analyzer(PointwiseOps):
         self.called: dict[str, str] = {}
         self.params: dict[str, ChannelParam] = {}
         self._cur_module: nn.Module | None = None
+        self._cur_qual = ""
 
     def run(self, cg: CapturedGraph) -> None:
         env: dict[fx.Node, Any] = {}
@@ -168,7 +169,7 @@ class _Analyzer(PointwiseOps):
                 self.opaque[qual] = why or ""
             else:
                 kind = classify_module(m, qual)
-                self._cur_module = m
+                self._cur_module, self._cur_qual = m, qual
             self.called[qual] = kind.name
         elif node.op == "call_function":
             kind = classify_function(node.target)
@@ -204,16 +205,55 @@ class _Analyzer(PointwiseOps):
             return self._channel_param(qual, owner, attr, shape, origin)
         return Val(None, None, shape, tensor, origin)
 
+    def _op_embedding(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        """An embedding's output width is dim 1 of its weight: a channel parameter (so a
+        token + position embedding stream can be pruned, the weight sliced by columns)."""
+        idx = args[0] if args else None
+        if isinstance(idx, Val) and idx.expr is not None:
+            self.c.fix_expr(idx.expr, f"used as the indices of {kind.name}")
+        m = self._cur_module
+        weight = args[1] if len(args) > 1 else kwargs.get("weight")
+        if isinstance(m, nn.Embedding) and m.max_norm is None and m.weight.dim() == 2:
+            qual = self._cur_qual
+            expr = self._channel_param(
+                f"{qual}.weight",
+                qual,
+                "weight",
+                tuple(m.weight.shape),
+                f"'{qual}'",
+                dim=1,
+                producer=(qual, "embedding_dim"),
+            ).expr
+        elif m is None and isinstance(weight, Val) and weight.expr is not None:
+            expr = weight.expr if weight.axis == -1 else None  # F.embedding(idx, weight)
+            if expr is None:
+                self.c.fix_expr(weight.expr, f"the weight of {kind.name}")
+        else:
+            expr = None
+        if expr is None:
+            return self._untracked(node, cg, f"{kind.name} (not a prunable layer)")
+        return Val(expr, -1, node_shape(node), True, f"the output of {kind.name}")
+
     def _channel_param(
-        self, qual: str, owner: str, attr: str, shape: tuple[int, ...], origin: str
+        self,
+        qual: str,
+        owner: str,
+        attr: str,
+        shape: tuple[int, ...],
+        origin: str,
+        dim: int | None = None,
+        producer: tuple[str, str] | None = None,
     ) -> Val:
         """A parameter or buffer of an ordinary module: its last dim of size > 1 gets an element
         of its own, so an element-wise op with pruned channels along that dim couples it (a
         layer scale, a class token); any other use fixes it, as for a layer's output."""
-        dim = max(i for i, n in enumerate(shape) if n > 1)
+        if dim is None:
+            dim = max(i for i, n in enumerate(shape) if n > 1)
         known = self.params.get(qual)
         if known is None:
-            elem = self.c.new(shape[dim], None, origin)
+            elem = self.c.new(shape[dim], producer, origin)
             self.params[qual] = known = ChannelParam(qual, owner, attr, dim, elem)
         return Val(Sym(known.elem, shape[dim]), dim - len(shape), shape, True, origin)
 

@@ -122,6 +122,35 @@ def _shared(model: nn.Module) -> dict[str, str]:
     return out
 
 
+def _tie(model: nn.Module, analysis: Analysis, name: str) -> bool:
+    """Whether a Linear whose weight is tied to an embedding's (a language model's head) can be
+    pruned with it: its inputs then follow the embedding width (coupled here) and its outputs
+    (the embedding's rows, never pruned) stay static."""
+    use = analysis.layers[name]
+    m = use.module
+    if not isinstance(m, nn.Linear) or "in_features" not in use.dims:
+        return False
+    partners = [
+        (mname, pname)
+        for mname, mod in model.named_modules(remove_duplicate=False)
+        for pname, p in mod.named_parameters(recurse=False)
+        if p is m.weight and mname != name
+    ]
+    if any(p is not None and p is m.weight for n, p in m.named_parameters() if n != "weight"):
+        return False
+    params = [analysis.params.get(f"{mname}.{pname}") for mname, pname in partners]
+    if not partners or any(cp is None or cp.dim != 1 for cp in params):
+        return False
+    c = analysis.coupling
+    for cp in params:
+        assert cp is not None
+        c.unify(use.dims["in_features"], Sym(cp.elem, c.elements[cp.elem].size), "tied weights")
+    out = use.dims.get("out_features")
+    if out is not None:
+        c.fix_expr(out, f"its weight is tied to '{partners[0][0]}', whose rows are not pruned")
+    return True
+
+
 def make_plan(model: nn.Module, analysis: Analysis, config: ModeloptBaseRuleConfig) -> Plan:
     """Decide the search space (see the module docstring); converts layers in place."""
     c = analysis.coupling
@@ -129,6 +158,9 @@ def make_plan(model: nn.Module, analysis: Analysis, config: ModeloptBaseRuleConf
     reasons = dict(analysis.layer_reasons)
     rules: dict[str, LayerConfig] = {}
     shared = _shared(model)
+    for name in list(shared):
+        if name in analysis.layers and _tie(model, analysis, name):
+            del shared[name]
     for name, use in analysis.layers.items():
         twin = dynamic_class_for(use.module)
         assert twin is not None

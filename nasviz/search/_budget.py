@@ -26,10 +26,12 @@ def estimate_bytes(
     score: list[tuple[Any, Any]],
     names: list[str],
 ) -> dict[fx.Node, float]:
-    """Bytes each frontier node of ``names`` would take over all batches (a one-batch probe in
-    eval mode; the modules' train/eval flags are restored)."""
+    """Bytes each frontier node of ``names`` would take over all batches (a probe of two samples
+    in eval mode, scaled; the modules' train/eval flags are restored)."""
     nodes = [n for n in plan.nodes if any(n in plan.frontier[h] for h in names)]
     probe = calib[0] if calib else score[0][0]
+    if isinstance(probe, torch.Tensor) and probe.dim() > 0 and probe.shape[0] > 2:
+        probe = probe[:2]  # sizes scale with the batch; an eval-mode pass treats samples alone
     flags = [(m, m.training) for m in model.modules()]
     try:
         for m, _ in flags:

@@ -16,19 +16,35 @@ from nasviz.search.binary import BinarySearcher
 SMALL: dict[str, Any] = {k: {"*": {LAYER_TYPES[k].divisor_field: 8}} for k in LAYER_TYPES}
 
 
-@pytest.mark.parametrize("name", ["vit_like", "convnext_like"])
-def test_cached_map_equals_uncached_with_channel_parameters(name: str) -> None:
+def _token_accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
+    return float((logits.argmax(-1) == target).float().mean())
+
+
+@pytest.mark.parametrize(
+    ("name", "stream"),
+    [
+        ("vit_like", "patch_embed"),  # class token and position embedding sliced
+        ("convnext_like", "downsample"),  # layer scale sliced
+        ("gpt_like", "tok_emb"),  # the embeddings' weights sliced, produced outside any layer
+    ],
+)
+def test_cached_map_equals_uncached_with_channel_parameters(name: str, stream: str) -> None:
     torch.set_num_threads(1)
     model, x = REFERENCE_MODELS[name]()
     g = torch.Generator().manual_seed(1)
-    calib = [(torch.randn(4, 3, 32, 32, generator=g), torch.zeros(4)) for _ in range(2)]
+
+    def batch(n: int) -> torch.Tensor:
+        if x.dtype == torch.long:
+            return torch.randint(0, 64, (n, *x.shape[1:]), generator=g)
+        return torch.randn(n, *x.shape[1:], generator=g)
+
+    calib = [(batch(4), torch.zeros(4)) for _ in range(2)]
     with torch.no_grad():
-        score = [(t, model(t).argmax(-1)) for t in (torch.randn(6, 3, 32, 32, generator=g),)]
+        score = [(t, model(t).argmax(-1)) for t in (batch(6),)]
     nv.convert(model, mode=[("fastnas", SMALL)], dummy_input=x)
-    assert any(
-        name.startswith(("patch_embed", "downsample")) for name in nv.search_space(model).hparams
-    )  # the stream, whose class token / layer scale are sliced, is searched
-    config = {"data_loader": calib, "score_loader": score, "metric": "accuracy", "skip": "none"}
+    assert any(n.startswith(stream) for n in nv.search_space(model).hparams)  # it is searched
+    metric = _token_accuracy if x.dtype == torch.long else "accuracy"
+    config = {"data_loader": calib, "score_loader": score, "metric": metric, "skip": "none"}
     states = [
         BinarySearcher().search(copy.deepcopy(model), {"flops": "70%"}, x, {**config, **extra})
         for extra in ({}, {"cache_bytes": 0})

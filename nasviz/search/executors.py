@@ -94,7 +94,12 @@ def _searcher_parts(searcher: Any) -> tuple[dict[str, int], int, list[Any]]:
 
 
 def _members(searcher: Any, hps: dict[str, Any]) -> dict[str, list[str]]:
-    members = {g.name: [m.module for m in g.members] for g in searcher._space().groups}
+    members = {  # a channel parameter is named by its qualified name (the owner may be the root)
+        g.name: [
+            f"{m.module}.{m.attr}".lstrip(".") if m.how == "param" else m.module for m in g.members
+        ]
+        for g in searcher._space().groups
+    }
     return {n: members[n] for n in hps}
 
 

@@ -44,8 +44,9 @@ class GroupInfo:
     """One configurable hparam: its choices and the layer dimensions it drives.
 
     ``members`` are ``(module, attribute, how)`` with ``how`` one of ``"direct"`` (the dimension
-    is the hparam), ``"concat"`` (part of a concatenation), ``"repeat"`` (flatten -> Linear) or
-    ``"kernel"``. ``block`` is the number of channels kept or dropped together (GroupNorm).
+    is the hparam), ``"concat"`` (part of a concatenation), ``"repeat"`` (flatten -> Linear),
+    ``"kernel"``, or ``"param"`` (a channel parameter ``attribute`` of the ordinary ``module``).
+    ``block`` is the number of channels kept or dropped together (GroupNorm).
     """
 
     name: str
@@ -202,9 +203,15 @@ def make_plan(model: nn.Module, analysis: Analysis, config: ModeloptBaseRuleConf
         else:
             m.unconvert()
     for qual, cp in analysis.params.items():
-        layout = _to_json(Sym(cp.elem, c.elements[cp.elem].size), c, names)
-        if "fixed" not in layout:
-            plan.params[qual] = {"dim": cp.dim, "layout": layout}
+        sym = Sym(cp.elem, c.elements[cp.elem].size)
+        layout = _to_json(sym, c, names)
+        if "fixed" in layout:
+            continue
+        plan.params[qual] = {"dim": cp.dim, "layout": layout}
+        for s in expr_syms(c.resolve(sym)):
+            group = by_name.get(names.get(c.find(s.elem), ""))
+            if group is not None and (cp.owner, cp.attr, "param") not in group.members:
+                group.members.append((cp.owner, cp.attr, "param"))
     plan.static = _static_rows(model, analysis, c, plan, reasons)
     return plan
 

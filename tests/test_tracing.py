@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from nasviz.config import LAYER_TYPES, FastNASConfig, ModeloptBaseRuleConfig
 from nasviz.models import REFERENCE_MODELS
-from nasviz.tracing import Plan, analyze, capture, make_plan
+from nasviz.tracing import Cat, Coupling, Plan, Rep, Sym, analyze, capture, make_plan
+from nasviz.tracing.groups import expr_syms
 
 # every layer type with divisor 4, so that even 8-channel layers have choices
 SMALL: dict[str, Any] = {k: {"*": {LAYER_TYPES[k].divisor_field: 4}} for k in LAYER_TYPES}
@@ -582,3 +583,37 @@ def test_sdpa_attention_couples_q_k_v_per_head() -> None:
     assert plan.layers["qkv"]["out_features"] == {"cat": [head] * 6}  # 3 x 2 heads
     assert plan.layers["proj"]["in_features"] == {"cat": [head] * 2}
     assert group_names(plan) == ["inp.out_features", "qkv.out_features"]
+
+
+# -- refinement of elements (the union-find behind chunk, shuffle, grouped convs, heads) ---------
+
+
+def test_split_refines_an_element_into_coupled_parts() -> None:
+    c = Coupling()
+    a = c.new(8, ("a", "out"))
+    pieces = c.split(Sym(a, 8), 2, "cannot split")
+    assert pieces is not None and len(pieces) == 2
+    assert c.resolve(pieces[0]) == c.resolve(pieces[1])  # coupled: the same channels
+    (half,) = {s.elem for s in expr_syms(c.resolve(Sym(a, 8)))}
+    assert c.resolve(Sym(a, 8)) == Cat((Sym(half, 4), Sym(half, 4)))
+    assert c.split(Sym(c.new(6), 6), 4, "6 channels into 4") is None  # uneven: refused
+
+
+def test_unify_refines_a_plain_width_into_repeated_pairs() -> None:
+    c = Coupling()
+    a, b = c.new(4, ("a", "out")), c.new(8, ("b", "out"))
+    assert c.unify(Rep(Sym(a, 4), 2), Sym(b, 8), "x")  # b must keep channels in pairs
+    resolved = c.resolve(Sym(b, 8))
+    assert isinstance(resolved, Rep) and resolved.inner == 2
+    assert c.find(resolved.src.elem) == c.find(a)  # type: ignore[union-attr]
+
+
+def test_reasons_reach_the_parts_and_a_failed_unify_fixes_both() -> None:
+    c = Coupling()
+    a = c.new(8, ("a", "out"))
+    c.split(Sym(a, 8), 2, "x")
+    c.fix(a, "output layer")
+    assert all(c.is_fixed(s.elem) for s in expr_syms(c.resolve(Sym(a, 8))))
+    f, g = c.new(6, ("f", "out")), c.new(4, ("g", "out"))
+    assert not c.unify(Sym(f, 6), Sym(g, 4), "sizes differ")
+    assert c.reasons(f) == ["sizes differ"] and c.reasons(g) == ["sizes differ"]

@@ -106,8 +106,9 @@ class SkipRule:
 
     @property
     def ascending(self) -> bool:
-        """Whether widths are scored narrowest first."""
-        return self.kind == "negligible"
+        """Whether widths are scored narrowest first (all but ``"floor"``: narrowest first lets
+        the evaluator extend the previous width's sums, see :mod:`nasviz.search._prefix`)."""
+        return self.kind != "floor"
 
     def implied(self, score: float, drop: float) -> float | None:
         """The drop implied for the remaining widths after this entry, or ``None``."""

@@ -31,7 +31,7 @@ before being fed back (:attr:`SubgraphPlan.inplace` lists the ops found).
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -343,10 +343,15 @@ def capture_module(model: nn.Module, plan: SubgraphPlan, keep: list[fx.Node]) ->
 
 
 def subgraph_module(
-    model: nn.Module, plan: SubgraphPlan, computed: set[fx.Node], frontier: list[fx.Node]
+    model: nn.Module,
+    plan: SubgraphPlan,
+    computed: set[fx.Node],
+    frontier: list[fx.Node],
+    rewrite: Callable[[fx.Graph], Any] | None = None,
 ) -> fx.GraphModule:
     """The ``computed`` nodes (e.g. ``plan.computed[name]``); its inputs are the ``frontier``
-    values (``plan.frontier[name]``), in order."""
+    values (``plan.frontier[name]``), in order. ``rewrite(graph)`` may change the new graph
+    before the layout and in-place passes."""
     needed = set(computed)
     for n in reversed(plan.nodes):  # constants and parameters the computed nodes read
         if n in needed:
@@ -358,6 +363,8 @@ def subgraph_module(
     for n in plan.nodes:
         if n in needed and n not in env:
             env[n] = g.node_copy(n, lambda a: env[a])
+    if rewrite is not None:
+        rewrite(g)
     _fast_graph(model, g)
     return _graph_module(model, g)
 

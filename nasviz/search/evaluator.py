@@ -39,6 +39,11 @@ candidate that is also a map entry) is not scored again, and the BatchNorm stati
 scored subnet are kept (only those its calibration changed, within ``cache_bytes``), so the
 chosen subnet gets its statistics back without one more calibration.
 
+**Prefix sums.** The first convolution after the narrowed group (``stem -> res_conv1``) sums
+over a prefix of the group's channels; since an hparam's widths are scored narrowest first
+(except with ``skip="floor"``), each width's sum extends the previous width's by the new channels
+only (:mod:`nasviz.search._prefix`; the sums count against ``cache_bytes``).
+
 **Layout and batches.** With a traced graph every pass runs it with 2-d convolution outputs in
 ``channels_last`` memory format, and score batches are run in chunks of at most
 :data:`~nasviz.search._evalconfig.SCORE_CHUNK` samples (an eval-mode pass treats each sample
@@ -65,7 +70,7 @@ and in the search state (``state["evaluator"]``).
   ``skip_threshold`` (for ``"accuracy"`` the default is the share of the most frequent class in
   the score targets, i.e. what a constant guess scores), every narrower width is taken to be as
   bad (the same drop);
-* ``"none"``: every entry is scored.
+* ``"none"``: every entry is scored (narrowest first).
 """
 
 from __future__ import annotations
@@ -100,6 +105,7 @@ from nasviz.search._evalconfig import (
     validate_evaluator_config,
 )
 from nasviz.search._memo import ScoreMemo, load_bn_state
+from nasviz.search._prefix import PrefixSlot, add_prefix_convs, slot_bytes
 from nasviz.search._subgraph import (
     SubgraphPlan,
     UntraceableError,
@@ -147,6 +153,8 @@ class _Sub:
     frontier: list[fx.Node]
     slices: list[tuple[str | None, int | None]]
     bns: list[_BatchNorm]
+    #: prefix-sum slots it takes per batch, after the frontier values (nasviz.search._prefix)
+    n_slots: int = 0
 
 
 class Evaluator:
@@ -196,7 +204,10 @@ class Evaluator:
         self._dirty: set[_BatchNorm] = set()
         self._runner: fx.GraphModule | None = None
         self._memo = ScoreMemo()
-        self.stats = {"cached_scores": 0, "full_scores": 0, "cache_bytes": 0, "cache_peak": 0}
+        self._prefix: dict[tuple[str, int, int], PrefixSlot] = {}
+        self._prefix_key: tuple[str, ...] = ()
+        self.stats = {"cached_scores": 0, "full_scores": 0, "cache_bytes": 0, "cache_peak": 0,
+                      "prefix_peak": 0}  # fmt: skip
 
     def forward_loop(self, model: nn.Module) -> None:
         """The BatchNorm calibration loop: every calibration batch through ``model``."""
@@ -393,9 +404,25 @@ class Evaluator:
             if union is not None:
                 computed, frontier, slices = union
                 bns = [bn for h in changed for bn in self._cached[h]]
-                module = subgraph_module(self.model, plan, computed, frontier)
-                self._modules[changed] = _Sub(module, frontier, slices, list(dict.fromkeys(bns)))
+                n_slots = [0]
+                rewrite = None
+                if len(changed) == 1 and not plan.inplace:  # one hparam: extend prefix sums
+                    hp = self._hparams[changed[0]]
+
+                    def rewrite(g: fx.Graph) -> None:
+                        n_slots[0] = add_prefix_convs(self.model, g, hp)
+
+                module = subgraph_module(self.model, plan, computed, frontier, rewrite)
+                self._modules[changed] = _Sub(
+                    module, frontier, slices, list(dict.fromkeys(bns)), n_slots[0]
+                )
         return self._modules.get(changed)
+
+    def _slots(self, changed: tuple[str, ...], phase: str, i: int, n: int) -> list[PrefixSlot]:
+        """The prefix-sum slots of batch ``i`` (only the last changed set keeps any)."""
+        if n and self._prefix_key != changed:
+            self._prefix, self._prefix_key = {}, changed
+        return [self._prefix.setdefault((phase, i, k), PrefixSlot()) for k in range(n)]
 
     def _score_cached(self, changed: tuple[str, ...]) -> float:
         """Score the active subnet, which differs from the full one in ``changed`` only (all
@@ -410,22 +437,26 @@ class Evaluator:
         feeds = [(n, a, index[h]) if h is not None else (n, None, None)
                  for n, (h, a) in zip(sub.frontier, sub.slices)]  # fmt: skip
 
-        def feed(values: dict[fx.Node, list[Any]], i: int) -> list[Any]:
+        def feed(values: dict[fx.Node, list[Any]], i: int, phase: str) -> list[Any]:
             out = [values[n][i] if a is None else slice_dim(values[n][i], a, ix)
                    for n, a, ix in feeds]  # fmt: skip
-            return [snapshot(v) for v in out] if inplace else out
+            out = [snapshot(v) for v in out] if inplace else out
+            return out + self._slots(changed, phase, i, sub.n_slots)
 
         self.reset_calibration()
 
         def loop(_model: nn.Module) -> None:
             for i in range(len(calib)):
-                sub.module(*feed(self._calib_vals, i))
+                sub.module(*feed(self._calib_vals, i, "calib"))
 
         if sub.bns and calib:
             _recalibrate_bn(nn.ModuleList(sub.bns), loop, self._set_training)
         self._set_training(False)
         with torch.no_grad():
-            outs = [sub.module(*feed(self._score_vals, i)) for i in range(len(score))]
+            outs = [sub.module(*feed(self._score_vals, i, "score")) for i in range(len(score))]
+        if sub.n_slots and self._held() + slot_bytes(self._prefix) > self.budget:
+            self._prefix = {}  # the sums do not fit: the next width is computed directly
+        self.stats["prefix_peak"] = max(self.stats["prefix_peak"], slot_bytes(self._prefix))
         self._dirty = set(sub.bns)
         self.stats["cached_scores"] += 1
         result = self._metric(concat(outs), self.data.targets(device_of(self.model)))
@@ -439,6 +470,7 @@ class Evaluator:
         """Free the cached activations, sub-graphs and kept statistics (the model's BatchNorm
         statistics stay as they are; :meth:`reset_calibration` puts back the full subnet's)."""
         self._calib_vals, self._score_vals, self._modules = {}, {}, {}
+        self._prefix, self._prefix_key = {}, ()
         self._memo.clear_statistics()
 
     def report(self) -> dict[str, Any]:
@@ -457,4 +489,5 @@ class Evaluator:
             "full_scores": self.stats["full_scores"],
             "remembered_scores": self._memo.hits,
             "memo_bytes": self._memo.peak,
+            "prefix_bytes": self.stats["prefix_peak"],
         }

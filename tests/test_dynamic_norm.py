@@ -521,26 +521,27 @@ def test_batchnorm_into_is_the_forward_written_in_place(
         with torch.no_grad():
             base.weight.uniform_(0.5, 2.0)
             base.bias.uniform_(-1.0, 1.0)
-    for width in (8, 4):  # plain, dynamic at full width, dynamic sliced
-        for dynamic in (False, True):
-            if width == 4 and not dynamic:
-                continue
-            a, b = copy.deepcopy(base), copy.deepcopy(base)
-            if dynamic:
-                a, b = DynamicBatchNorm2d.convert(a), DynamicBatchNorm2d.convert(b)
-                for m in (a, b):
-                    m.set_dim("num_features", Hparam([4, 8]))
-                    m.dim("num_features").active = width
-            for training in (True, True, False):
-                a.train(training)
-                b.train(training)
-                x = (torch.randn(6, width, 3, 3) * 3 + 1).contiguous(
-                    memory_format=torch.channels_last
-                )
-                with torch.no_grad():
-                    want = a(x.clone())
-                    got = batchnorm_into(b, x)
-                assert got.data_ptr() == x.data_ptr()
-                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-                for k, v in a.state_dict().items():
-                    torch.testing.assert_close(b.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+    # plain; dynamic at full width; sliced (a view of the buffers); sliced in an enforced order
+    # (gathered statistics, written back)
+    for width, dynamic, order in ((8, False, None), (8, True, None), (4, True, None),
+                                  (4, True, [6, 1, 7, 0, 2, 5, 3, 4])):  # fmt: skip
+        a, b = copy.deepcopy(base), copy.deepcopy(base)
+        if dynamic:
+            a, b = DynamicBatchNorm2d.convert(a), DynamicBatchNorm2d.convert(b)
+            for m in (a, b):
+                hp = Hparam([4, 8])
+                m.set_dim("num_features", hp)
+                if order is not None:
+                    hp.enforce_order(order)
+                hp.active = width
+        for training in (True, True, False):
+            a.train(training)
+            b.train(training)
+            x = (torch.randn(6, width, 3, 3) * 3 + 1).contiguous(memory_format=torch.channels_last)
+            with torch.no_grad():
+                want = a(x.clone())
+                got = batchnorm_into(b, x)
+            assert got.data_ptr() == x.data_ptr()
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+            for k, v in a.state_dict().items():
+                torch.testing.assert_close(b.state_dict()[k], v, rtol=1e-5, atol=1e-6)

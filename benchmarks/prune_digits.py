@@ -42,14 +42,27 @@ def train_digits(epochs: int = 8, seed: int = 0) -> tuple[nn.Module, Any, torch.
     return model, loaders, x
 
 
-def prune_nasviz(trained: nn.Module, loaders: Any, x: torch.Tensor, form: str) -> dict[str, Any]:
-    """Convert a copy of ``trained``, prune it in ``form``, export; time, FLOPs and accuracy."""
+def prune_nasviz(
+    trained: nn.Module,
+    loaders: Any,
+    x: torch.Tensor,
+    form: str,
+    calib: Any = None,
+    calib_batches: int = 8,
+) -> dict[str, Any]:
+    """Convert a copy of ``trained``, prune it in ``form``, export; time, FLOPs and accuracy.
+
+    BatchNorm calibration: ``calib_batches`` batches of ``calib`` (default ``loaders.train``).
+    """
     import nasviz as nv
     from nasviz.datasets import evaluate_accuracy
     from nasviz.demo import demo_config
 
     model = copy.deepcopy(trained)
-    config: dict[str, Any] = {"data_loader": loaders.train, "max_iter_data_loader": 8}
+    config: dict[str, Any] = {
+        "data_loader": loaders.train if calib is None else calib,
+        "max_iter_data_loader": calib_batches,
+    }
     if form == "evaluator":
         config.update(score_loader=loaders.val, metric="accuracy")
     else:

@@ -11,7 +11,17 @@ the same 8 training batches:
 * the score function is the same for every run: top-1 accuracy on the 270 validation images,
   ``score(model) = nasviz.datasets.evaluate_accuracy(model, loaders.val)`` (the evaluator form
   computes exactly that from ``score_loader=loaders.val, metric="accuracy"``);
-* BatchNorm calibration data: ``loaders.train`` (batches of 64), ``max_iter_data_loader=8``;
+* BatchNorm calibration data, the same for both tools, in one of two settings:
+
+  - default (``--calib-batch-size 64 --calib-batches 8``): ``loaders.train``,
+    ``max_iter_data_loader=8``. Model Optimizer re-calibrates BatchNorm for a scored subnet only
+    from a data queue of 50 batches that its first calibration fills; 8 batches never fill it,
+    so it warns "modelopt data queue not filled" and scores every subnet *without*
+    re-calibration (fast, and its subnet loses ~25 points of accuracy);
+  - documented (``--calib-batch-size 16 --calib-batches 50``): 50 batches of 16 training images
+    (``digits_loaders(batch_size=16, seed=0).train``) fill the queue, so Model Optimizer
+    re-calibrates BatchNorm on those 800 images for every subnet it scores - the behaviour the
+    issue describes (12 re-calibrations, 9,600 images); nasviz calibrates on the same batches;
 * search spaces: nasviz with ``nasviz.demo.demo_config()`` (widths in multiples of 4 for convs,
   BatchNorms and Linears); Model Optimizer with the same widths (``{"nn.Conv2d": {"*":
   {"channel_divisor": 4}}, ...}``) and, as it ships, with its default FastNAS config.
@@ -84,7 +94,9 @@ def _silenced() -> Iterator[None]:
             os.close(fd)
 
 
-def prune_modelopt(trained: nn.Module, loaders: Any, x: torch.Tensor, space: str) -> dict[str, Any]:
+def prune_modelopt(
+    trained: nn.Module, loaders: Any, x: torch.Tensor, space: str, calib: Any, calib_batches: int
+) -> dict[str, Any]:
     """``mtp.prune`` on a copy of ``trained`` with Model Optimizer's FastNAS; then export."""
     import modelopt.torch.prune as mtp
 
@@ -93,8 +105,8 @@ def prune_modelopt(trained: nn.Module, loaders: Any, x: torch.Tensor, space: str
     model = copy.deepcopy(trained)
     mode: Any = [("fastnas", DEMO_WIDTHS)] if space == "demo widths" else "fastnas"
     config = {
-        "data_loader": loaders.train,
-        "max_iter_data_loader": 8,
+        "data_loader": calib,
+        "max_iter_data_loader": calib_batches,
         "score_func": lambda m: evaluate_accuracy(m, loaders.val),
         "checkpoint": None,
         "verbose": False,
@@ -122,7 +134,9 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def worker(run: str, weights: str, epochs: int) -> dict[str, Any]:
+def worker(
+    run: str, weights: str, epochs: int, calib_bs: int, calib_batches: int
+) -> dict[str, Any]:
     """One prune in this (fresh) process: the trained model and loaders as the parent had them."""
     import nasviz as nv
     from nasviz.datasets import digits_loaders
@@ -138,21 +152,27 @@ def worker(run: str, weights: str, epochs: int) -> dict[str, Any]:
     model.load_state_dict(torch.load(weights, weights_only=True))
     model.eval()
     x = next(iter(loaders.val))[0][:2]
+    calib = (
+        loaders.train
+        if calib_bs == 64
+        else digits_loaders(batch_size=calib_bs, seed=0).train  # a fresh loader: same batches
+    )
     nv.profile(model, x)  # warm-up: the FLOP counter's one-time imports
     before = _rss()
     if run.startswith("nasviz"):
-        r = prune_nasviz(model, loaders, x, "evaluator" if "evaluator" in run else "score_func")
+        form = "evaluator" if "evaluator" in run else "score_func"
+        r = prune_nasviz(model, loaders, x, form, calib, calib_batches)
         r = r | {"prune_cpu": r["cpu"], "prune_wall": r["wall"]}
         r["cpu"], r["wall"] = r["cpu"] + r["convert_cpu"], r["wall"] + r["convert_wall"]
     else:
-        r = prune_modelopt(model, loaders, x, run.removeprefix("modelopt, "))
+        r = prune_modelopt(model, loaders, x, run.removeprefix("modelopt, "), calib, calib_batches)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return r | {"rss_before": before, "peak_rss": peak}
 
 
-def run_worker(run: str, weights: Path, epochs: int) -> dict[str, Any]:
+def run_worker(run: str, weights: Path, epochs: int, calib: tuple[int, int]) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, __file__, "--worker", run, str(weights), str(epochs)],
+        [sys.executable, __file__, "--worker", run, str(weights), str(epochs), *map(str, calib)],
         capture_output=True,
         text=True,
         check=False,
@@ -167,11 +187,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per tool")
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--calib-batch-size", type=int, default=64)
+    parser.add_argument("--calib-batches", type=int, default=8)
+    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        run, weights, epochs = args.worker
-        print(json.dumps(worker(run, weights, int(epochs))))
+        run, weights, epochs, bs, n = args.worker
+        print(json.dumps(worker(run, weights, int(epochs), int(bs), int(n))))
         return
     torch.set_num_threads(1)
     try:
@@ -191,10 +213,15 @@ def main() -> None:
         torch.save(model.state_dict(), weights)
         for _ in range(args.repeats):
             for run in runs:  # interleaved, so load changes hit every tool alike
-                all_results[run].append(run_worker(run, weights, args.epochs))
+                calib = (args.calib_batch_size, args.calib_batches)
+                all_results[run].append(run_worker(run, weights, args.epochs, calib))
     rows = {r: min(v, key=lambda x: x.get("cpu", 0.0)) for r, v in all_results.items()}
     full = rows["nasviz, evaluator form"]["val_full"]
     print(f"unpruned DigitsCNN(width=48), {args.epochs} epochs: val accuracy {full:.4f}")
+    print(
+        f"BatchNorm calibration: {args.calib_batches} batches of {args.calib_batch_size} "
+        "training images, the same for every tool"
+    )
     print(
         f"best of {args.repeats} (CPU); nasviz = convert + prune; "
         "median CPU in brackets; peak RSS = the worker's (RSS before the prune)"

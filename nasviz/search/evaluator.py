@@ -30,7 +30,10 @@ scoring by the eval-mode pass that scores the full model. A map entry then runs 
 nodes: BatchNorm statistics are re-estimated only downstream of the changed layers, on the cached
 train-mode activations (upstream statistics are those of the full calibration, which is what a
 full re-calibration would give them again), and the score pass starts from the cached eval-mode
-activations. The map equals the uncached one up to floating-point rounding.
+activations. The map equals the uncached one up to floating-point rounding. The calibration
+batches go through the sub-graph in one pass, each BatchNorm normalizing and accumulating batch
+by batch (:mod:`nasviz.search._calib`: the same statistics as one pass per batch), when every op
+in it treats samples one by one; else one pass per batch.
 
 **Any subnet, once.** Other subnets (the final candidates) are scored the same way: the nodes of
 every changed hparam run, fed by the cached values (sliced by each hparam's active channels),
@@ -76,7 +79,7 @@ and in the search state (``state["evaluator"]``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -88,6 +91,7 @@ from nasviz._utils import device_of
 from nasviz.dynamic import slice_dim
 from nasviz.hparam import Hparam
 from nasviz.search._budget import choose_cached, estimate_bytes
+from nasviz.search._calib import calib_module, group_feeds, join
 from nasviz.search._evalconfig import (
     DEFAULT_CACHE_BYTES,
     EVALUATOR_DEFAULTS,
@@ -155,6 +159,8 @@ class _Sub:
     bns: list[_BatchNorm]
     #: prefix-sum slots it takes per batch, after the frontier values (nasviz.search._prefix)
     n_slots: int = 0
+    #: its batched calibration module (nasviz.search._calib), None: calibrate batch by batch
+    calib: fx.GraphModule | None = None
 
 
 class Evaluator:
@@ -195,6 +201,7 @@ class Evaluator:
         self._plan: SubgraphPlan | None = None
         self._reason: str | None = None
         self._calib_vals: dict[fx.Node, list[Any]] = {}
+        self._calib_joined: dict[fx.Node, torch.Tensor] = {}  # the values joined along dim 0
         self._score_vals: dict[fx.Node, list[Any]] = {}
         self._cached: dict[str, list[_BatchNorm]] = {}
         self._modules: dict[tuple[str, ...], _Sub] = {}
@@ -307,6 +314,7 @@ class Evaluator:
                 score = self._fill(list(members))
             except Exception as e:  # the traced graph does not run as the model does
                 self._plan, self._cached, self._calib_vals, self._score_vals = None, {}, {}, {}
+                self._calib_joined = {}
                 self._runner = None
                 self._reason = (
                     f"the fx graph of {type(self.model).__name__} does not reproduce the model "
@@ -360,6 +368,7 @@ class Evaluator:
                     self._calib_vals[n].append(v)
 
         prep_for_eval(self.model, loop if self._calib_loader is not None else None)
+        self._calib_joined = join(self._calib_vals, calib)
         outs = []
         with torch.no_grad():
             for x, _ in score:
@@ -381,6 +390,7 @@ class Evaluator:
             for n in keep:
                 if n not in still:
                     self._calib_vals.pop(n, None)
+                    self._calib_joined.pop(n, None)
                     self._score_vals.pop(n, None)
         for h in chosen:
             called = [self.model.get_submodule(str(n.target)) for n in plan.computed[h]
@@ -413,9 +423,11 @@ class Evaluator:
                         n_slots[0] = add_prefix_convs(self.model, g, hp)
 
                 module = subgraph_module(self.model, plan, computed, frontier, rewrite)
+                joined = all(n in self._calib_joined for n in frontier)
                 self._modules[changed] = _Sub(
-                    module, frontier, slices, list(dict.fromkeys(bns)), n_slots[0]
-                )
+                    module, frontier, slices, list(dict.fromkeys(bns)), n_slots[0],
+                    calib_module(module) if joined and bns else None,
+                )  # fmt: skip
         return self._modules.get(changed)
 
     def _slots(self, changed: tuple[str, ...], phase: str, i: int, n: int) -> list[PrefixSlot]:
@@ -437,11 +449,11 @@ class Evaluator:
         feeds = [(n, a, index[h]) if h is not None else (n, None, None)
                  for n, (h, a) in zip(sub.frontier, sub.slices)]  # fmt: skip
 
-        def feed(values: dict[fx.Node, list[Any]], i: int, phase: str) -> list[Any]:
+        def feed(values: dict[fx.Node, Any], i: int, phase: str) -> list[Any]:
             out = [values[n][i] if a is None else slice_dim(values[n][i], a, ix)
                    for n, a, ix in feeds]  # fmt: skip
             out = [snapshot(v) for v in out] if inplace else out
-            return out + self._slots(changed, phase, i, sub.n_slots)
+            return [*out, *self._slots(changed, phase, i, sub.n_slots)]
 
         self.reset_calibration()
 
@@ -449,7 +461,20 @@ class Evaluator:
             for i in range(len(calib)):
                 sub.module(*feed(self._calib_vals, i, "calib"))
 
-        if sub.bns and calib:
+        done, module = False, sub.calib
+        if sub.bns and calib and module is not None:
+
+            def batched(_model: nn.Module) -> None:  # all batches at once (nasviz.search._calib)
+                for g, vals, sizes in group_feeds(sub.frontier, self._calib_joined, calib):
+                    module(*feed(vals, g, "calib*"), sizes)
+
+            try:
+                _recalibrate_bn(nn.ModuleList(sub.bns), batched, self._set_training)
+                done = True
+            except Exception:  # the ops are not sample by sample after all: batch by batch
+                self._modules[changed] = replace(sub, calib=None)
+                self._prefix = {k: v for k, v in self._prefix.items() if k[0] != "calib*"}
+        if sub.bns and calib and not done:
             _recalibrate_bn(nn.ModuleList(sub.bns), loop, self._set_training)
         self._set_training(False)
         with torch.no_grad():
@@ -470,6 +495,7 @@ class Evaluator:
         """Free the cached activations, sub-graphs and kept statistics (the model's BatchNorm
         statistics stay as they are; :meth:`reset_calibration` puts back the full subnet's)."""
         self._calib_vals, self._score_vals, self._modules = {}, {}, {}
+        self._calib_joined = {}
         self._prefix, self._prefix_key = {}, ()
         self._memo.clear_statistics()
 

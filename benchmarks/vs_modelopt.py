@@ -13,13 +13,13 @@ the same 8 training batches:
   computes exactly that from ``score_loader=loaders.val, metric="accuracy"``);
 * BatchNorm calibration data, the same for both tools, in one of two settings:
 
-  - default (``--calib-batch-size 64 --calib-batches 8``): ``loaders.train``,
+  - ``--calib-batch-size 64 --calib-batches 8``: ``loaders.train``,
     ``max_iter_data_loader=8``. Model Optimizer re-calibrates BatchNorm for a scored subnet only
     from a data queue of 50 batches that its first calibration fills; 8 batches never fill it,
     so it warns "modelopt data queue not filled" and scores every subnet *without*
     re-calibration (fast, and its subnet loses ~25 points of accuracy);
-  - documented (``--calib-batch-size 16 --calib-batches 50``): 50 batches of 16 training images
-    (``digits_loaders(batch_size=16, seed=0).train``) fill the queue, so Model Optimizer
+  - documented, the default (``--calib-batch-size 16 --calib-batches 50``): 50 batches of 16
+    training images (``digits_loaders(batch_size=16, seed=0).train``) fill the queue, so it
     re-calibrates BatchNorm on those 800 images for every subnet it scores - the behaviour the
     issue describes (12 re-calibrations, 9,600 images); nasviz calibrates on the same batches;
 * search spaces: nasviz with ``nasviz.demo.demo_config()`` (widths in multiples of 4 for convs,
@@ -187,8 +187,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per tool")
-    parser.add_argument("--calib-batch-size", type=int, default=64)
-    parser.add_argument("--calib-batches", type=int, default=8)
+    parser.add_argument(
+        "--calib-batch-size", type=int, default=16, help="16 x 50 fills Model Optimizer's queue"
+    )
+    parser.add_argument("--calib-batches", type=int, default=50)
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

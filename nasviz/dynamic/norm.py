@@ -35,6 +35,7 @@ private bases; each public class only names its torch class.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -60,6 +61,7 @@ __all__ = [
     "DynamicInstanceNorm3d",
     "DynamicLayerNorm",
     "DynamicSyncBatchNorm",
+    "batchnorm_chunks",
     "batchnorm_into",
     "group_order",
 ]
@@ -102,11 +104,17 @@ def batchnorm_into(bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
     if type(bn) not in kinds or x.dim() != 4 or grad or not x.is_floating_point():
         return bn(x)
     bn._check_input_dim(x)
-    factor = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-        if bn.momentum is None:  # cumulative moving average
-            factor = 1.0 / float(bn.num_batches_tracked)
+    return batchnorm_chunks(bn, x, [x.shape[0]], out=x)
+
+
+def batchnorm_chunks(
+    bn: _BatchNorm, x: torch.Tensor, sizes: Sequence[int], out: torch.Tensor
+) -> torch.Tensor:
+    """``bn`` on each chunk ``x.narrow(0, ...)`` of ``sizes`` in turn, written into the same rows
+    of ``out`` (which may be ``x``): each chunk normalized with its own statistics and the
+    running statistics updated chunk by chunk, as one forward call per chunk would (torch's own
+    kernel, ``native_batch_norm``). The caller checks the input (``bn._check_input_dim``)."""
+    stats = bn.training and bn.track_running_stats and bn.num_batches_tracked is not None
     training = bn.training or (bn.running_mean is None and bn.running_var is None)
     use_stats = not bn.training or bn.track_running_stats
     back = None
@@ -116,18 +124,28 @@ def batchnorm_into(bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
     else:
         mean, var = (bn.running_mean, bn.running_var) if use_stats else (None, None)
         weight, bias = bn.weight, bn.bias
-    if training and x.numel() // x.shape[1] <= 1:  # as F.batch_norm refuses it
-        raise ValueError(
-            f"Expected more than 1 value per channel when training, got input size {x.size()}"
-        )
-    stats = (x.new_empty(0), x.new_empty(0))
-    torch.ops.aten.native_batch_norm.out(
-        x, weight, bias, mean, var, training, factor, bn.eps,
-        out=x, save_mean=stats[0], save_invstd=stats[1],
-    )  # fmt: skip
+    start = 0
+    for size in sizes:
+        chunk = x.narrow(0, start, size)
+        if training and chunk.numel() // chunk.shape[1] <= 1:  # as F.batch_norm refuses it
+            raise ValueError(
+                f"Expected more than 1 value per channel when training, got input size "
+                f"{chunk.size()}"
+            )
+        factor = 0.0 if bn.momentum is None else bn.momentum
+        if stats and bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.add_(1)
+            if bn.momentum is None:  # cumulative moving average
+                factor = 1.0 / float(bn.num_batches_tracked)
+        empty = (x.new_empty(0), x.new_empty(0))
+        torch.ops.aten.native_batch_norm.out(
+            chunk, weight, bias, mean, var, training, factor, bn.eps,
+            out=out.narrow(0, start, size), save_mean=empty[0], save_invstd=empty[1],
+        )  # fmt: skip
+        start += size
     if back is not None and isinstance(bn, _DynamicStatsNorm):
         bn._write_back(back, mean, var)
-    return x
+    return out
 
 
 class _DynamicNorm(DynamicModule):

@@ -38,7 +38,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from nasviz.dynamic.norm import (
     DynamicBatchNorm1d,
     DynamicBatchNorm2d,
-    _DynamicStatsNorm,
+    batchnorm_chunks,
     batchnorm_into,
 )
 from nasviz.search._prefix import prefix_conv
@@ -156,39 +156,7 @@ def chunked_batchnorm(
     if x.dim() < 2 or not x.is_floating_point() or sum(sizes) != x.shape[0]:
         raise ValueError(f"cannot split input of size {tuple(x.size())} into batches {sizes}")
     bn._check_input_dim(x)
-    out = x if inplace else torch.empty_like(x)
-    stats = bn.training and bn.track_running_stats and bn.num_batches_tracked is not None
-    training = bn.training or (bn.running_mean is None and bn.running_var is None)
-    use_stats = not bn.training or bn.track_running_stats
-    back = None
-    if isinstance(bn, _DynamicStatsNorm) and not bn.is_full():
-        mean, var, back = bn._running_stats(update=bn.training) if use_stats else (None, None, None)
-        weight, bias = bn._affine()
-    else:
-        mean, var = (bn.running_mean, bn.running_var) if use_stats else (None, None)
-        weight, bias = bn.weight, bn.bias
-    start = 0
-    for size in sizes:
-        chunk = x.narrow(0, start, size)
-        if training and chunk.numel() // chunk.shape[1] <= 1:  # as F.batch_norm refuses it
-            raise ValueError(
-                f"Expected more than 1 value per channel when training, got input size "
-                f"{chunk.size()}"
-            )
-        factor = 0.0 if bn.momentum is None else bn.momentum
-        if stats and bn.num_batches_tracked is not None:
-            bn.num_batches_tracked.add_(1)
-            if bn.momentum is None:  # cumulative moving average
-                factor = 1.0 / float(bn.num_batches_tracked)
-        empty = (x.new_empty(0), x.new_empty(0))
-        torch.ops.aten.native_batch_norm.out(
-            chunk, weight, bias, mean, var, training, factor, bn.eps,
-            out=out.narrow(0, start, size), save_mean=empty[0], save_invstd=empty[1],
-        )  # fmt: skip
-        start += size
-    if back is not None and isinstance(bn, _DynamicStatsNorm):
-        bn._write_back(back, mean, var)
-    return out
+    return batchnorm_chunks(bn, x, sizes, out=x if inplace else torch.empty_like(x))
 
 
 def _module(root: nn.Module, n: Any) -> nn.Module | None:

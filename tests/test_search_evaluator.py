@@ -15,6 +15,7 @@ from nasviz.errors import SearchError
 from nasviz.search import BinarySearcher
 from nasviz.search.evaluator import EvaluatorPlan
 from nasviz.search.events import MapEntry, MapFinished
+from nasviz.testing import TinyMLP
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -68,17 +69,6 @@ class TinyCNN(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-class MLP(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(8, 16)
-        self.fc2 = nn.Linear(16, 16)
-        self.fc3 = nn.Linear(16, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
-
-
 class Branchy(nn.Module):
     """Data-dependent control flow: fx cannot trace it as one graph (its body it can)."""
 
@@ -122,7 +112,7 @@ def _model(kind: str) -> tuple[nn.Module, torch.Tensor, list[Any], list[Any]]:
     torch.manual_seed(0)
     if kind == "mlp":
         calib, score = _data((8,), 4)
-        model: nn.Module = MLP()
+        model: nn.Module = TinyMLP()
         cfg: dict[str, Any] = {"nn.Linear": {"feature_divisor": 4}}
     else:
         calib, score = _data((1, 6, 6), 3)

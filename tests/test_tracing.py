@@ -211,11 +211,7 @@ def test_channel_shuffle_couples_the_halves_and_interleaves_them() -> None:
     assert plan.layers["b"]["in_channels"] == {"rep": [half, 2]}
 
 
-class LiteralShuffle(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.b = cbr(3, 8), nn.Conv2d(8, 2, 1)
-
+class LiteralShuffle(Shuffle):
     def forward(self, x: Tensor) -> Tensor:
         y = self.a(x)
         n, _, h, w = y.shape
@@ -545,12 +541,8 @@ class SdpaAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, n, -1))
 
 
-class Unshuffled(nn.Module):
+class Unshuffled(Shuffle):
     """Split into groups and merged back in order: the groups are coupled, nothing interleaves."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.b = cbr(3, 8), nn.Conv2d(8, 2, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.a(x)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from nasviz._utils import parameter_users
 from nasviz.config import ModeloptBaseRuleConfig
 from nasviz.dynamic import DynamicModule
 from nasviz.dynamic.norm import group_order
@@ -318,10 +319,7 @@ def export_dynamic_modules(model: nn.Module) -> nn.Module:
     """Replace every dynamic layer of ``model`` (in place) by its plain ``export()``."""
     if isinstance(model, DynamicModule):
         raise NasvizError("the model itself is a dynamic layer; export() it directly")
-    tied: dict[int, list[tuple[str, str]]] = {}
-    for mname, m in model.named_modules(remove_duplicate=False):
-        for pname, p in m.named_parameters(recurse=False):
-            tied.setdefault(id(p), []).append((mname, pname))
+    tied = parameter_users(model)
     for m in list(model.modules()):
         if sliced_params(m):
             export_params(m)

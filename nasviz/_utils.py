@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["atomic_torch_save", "device_of"]
+__all__ = ["atomic_torch_save", "device_of", "parameter_users"]
 
 
 def device_of(model: nn.Module) -> torch.device:
@@ -33,3 +33,13 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def parameter_users(model: nn.Module) -> dict[int, list[tuple[str, str]]]:
+    """``id(parameter)`` -> every ``(module name, parameter name)`` holding it (tied weights
+    have several)."""
+    users: dict[int, list[tuple[str, str]]] = {}
+    for mname, m in model.named_modules(remove_duplicate=False):
+        for pname, p in m.named_parameters(recurse=False):
+            users.setdefault(id(p), []).append((mname, pname))
+    return users

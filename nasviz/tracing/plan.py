@@ -27,6 +27,7 @@ from typing import Any
 
 from torch import nn
 
+from nasviz._utils import parameter_users
 from nasviz.config import LayerConfig, ModeloptBaseRuleConfig
 from nasviz.dynamic import DynamicModule, dynamic_class_for
 from nasviz.dynamic.params import slice_params
@@ -109,13 +110,9 @@ def _rule(config: ModeloptBaseRuleConfig, layer_type: str, name: str) -> tuple[A
     return None, f"no {layer_type} rule matches '{name}'"
 
 
-def _shared(model: nn.Module) -> dict[str, str]:
-    owners: dict[int, list[tuple[str, str]]] = {}
-    for mname, m in model.named_modules(remove_duplicate=False):
-        for pname, p in m.named_parameters(recurse=False):
-            owners.setdefault(id(p), []).append((mname, pname))
+def _shared(users: dict[int, list[tuple[str, str]]]) -> dict[str, str]:
     out: dict[str, str] = {}
-    for pairs in owners.values():
+    for pairs in users.values():
         if len({mn for mn, _ in pairs}) > 1:
             for mn, pn in pairs:
                 other = next(o for o, _ in pairs if o != mn)
@@ -123,7 +120,7 @@ def _shared(model: nn.Module) -> dict[str, str]:
     return out
 
 
-def _tie(model: nn.Module, analysis: Analysis, name: str) -> bool:
+def _tie(users: dict[int, list[tuple[str, str]]], analysis: Analysis, name: str) -> bool:
     """Whether a Linear whose weight is tied to an embedding's (a language model's head) can be
     pruned with it: its inputs then follow the embedding width (coupled here) and its outputs
     (the embedding's rows, never pruned) stay static."""
@@ -131,12 +128,7 @@ def _tie(model: nn.Module, analysis: Analysis, name: str) -> bool:
     m = use.module
     if not isinstance(m, nn.Linear) or "in_features" not in use.dims:
         return False
-    partners = [
-        (mname, pname)
-        for mname, mod in model.named_modules(remove_duplicate=False)
-        for pname, p in mod.named_parameters(recurse=False)
-        if p is m.weight and mname != name
-    ]
+    partners = [(mname, pname) for mname, pname in users[id(m.weight)] if mname != name]
     if any(p is not None and p is m.weight for n, p in m.named_parameters() if n != "weight"):
         return False
     params = [analysis.params.get(f"{mname}.{pname}") for mname, pname in partners]
@@ -158,9 +150,10 @@ def make_plan(model: nn.Module, analysis: Analysis, config: ModeloptBaseRuleConf
     modules = dict(model.named_modules())
     reasons = dict(analysis.layer_reasons)
     rules: dict[str, LayerConfig] = {}
-    shared = _shared(model)
+    users = parameter_users(model)
+    shared = _shared(users)
     for name in list(shared):
-        if name in analysis.layers and _tie(model, analysis, name):
+        if name in analysis.layers and _tie(users, analysis, name):
             del shared[name]
     for name, use in analysis.layers.items():
         twin = dynamic_class_for(use.module)

@@ -8,7 +8,7 @@ restricted to the kept output channels.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from unittest import mock
@@ -46,13 +46,7 @@ SPATIAL = {1: (11,), 2: (7, 7), 3: (5, 5, 5)}
 RULE = DynamicConv2dConfig(channel_divisor=1, kernel_size=[1, 3, 5])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny convolutions run ~100x faster on one thread than on a contended pool."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @dataclass(frozen=True)

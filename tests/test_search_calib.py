@@ -4,7 +4,6 @@ statistics, outputs and sensitivity map of the per-batch loop (unequal last batc
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,12 +24,7 @@ from tests.test_search_evaluator import CFG, TinyCNN
 SIZES = [8, 8, 8, 5]  # several calibration batches, the last one smaller
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _bn(width: int, order: list[int] | None) -> nn.BatchNorm2d:

@@ -17,13 +17,7 @@ from nasviz.search.evaluator import EvaluatorPlan
 from nasviz.search.events import MapEntry, MapFinished
 from nasviz.testing import TinyMLP
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: threads only add contention on a loaded machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 CFG = {

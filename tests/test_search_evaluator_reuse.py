@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,13 +22,7 @@ from nasviz.search.events import CandidateScored
 from nasviz.search.executors import _members
 from tests.test_search_evaluator import _model, _search
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _bn_buffers(model: nn.Module) -> dict[str, torch.Tensor]:

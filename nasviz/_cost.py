@@ -141,12 +141,13 @@ class CostModel:
                 if not isinstance(m, DynamicModule):
                     static_flops += flops
                     static_params += params
-                    if sliced_params(m):  # its channel parameters are priced by the terms
+                    sliced = sliced_params(m)
+                    if sliced:  # its channel parameters are priced by the terms
                         owners.append(m)
                         static_params -= sum(
                             p.numel()
                             for n, p in m.named_parameters(recurse=False)
-                            if n in sliced_params(m) and n not in tied
+                            if n in sliced and n not in tied
                         )
                 elif tied:
                     opaque.append(_opaque(m, flops, tied, col_of))

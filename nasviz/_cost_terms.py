@@ -110,10 +110,9 @@ class _Builder:
         self.terms.extend(terms)
         return True
 
-    def add_params(self, index: int, owner: nn.Module) -> int:
+    def add_params(self, index: int, owner: nn.Module) -> None:
         """Terms for the sliced channel parameters of an ordinary module (a layer scale, a class
-        token); returns their full element count (counted as static until now)."""
-        full_total = 0
+        token); the caller no longer counts them as static."""
         for name, (dim, src) in sliced_params(owner).items():
             t = owner._parameters.get(name)
             if t is None:
@@ -122,8 +121,6 @@ class _Builder:
             self.triplets.extend((self.n_rows, c, w) for c, w in form.items())
             self.terms.append((index, float(t.numel() // t.shape[dim]), [self.n_rows], False))
             self.n_rows += 1
-            full_total += t.numel()
-        return full_total
 
     def add_linear_flops(self, index: int, const: float, form: dict[int, float]) -> None:
         """A FLOPs term ``const + sum(w * hparam value)`` (a fitted non-dynamic module)."""

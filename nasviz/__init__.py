@@ -11,7 +11,7 @@ Model Optimizer's FastNAS (``mtn.convert``, ``mtp.prune``, ``mto.save``)::
     small = nv.export(model)
 """
 
-from nasviz.config import FastNASConfig, ModeloptBaseConfig, ModeloptBaseRuleConfig
+from nasviz.config import ModeloptBaseConfig, ModeloptBaseRuleConfig
 from nasviz.errors import (
     ApplyModeError,
     ConstraintError,
@@ -28,13 +28,19 @@ from nasviz.extension import (
     ModelStump,
     compare_activations,
 )
+from nasviz.fastnas import (
+    BinarySearcher,
+    FastNASConfig,
+    FastNASModeDescriptor,
+    FastNASPatchManager,
+    prune,
+)
 from nasviz.hparam import Hparam
 from nasviz.modes import ModeDescriptor, get_mode, register_mode
-from nasviz.modes.fastnas import FastNASModeDescriptor, FastNASPatchManager
+from nasviz.modes import export as _export_mode  # noqa: F401 - registers the "export" mode
 from nasviz.patch import AutoNASPatchManager, PatchManager, prep_for_eval
 from nasviz.profile import CostModel, Profile, profile
-from nasviz.prune import prune
-from nasviz.search import BinarySearcher, Constraints, SearchHistory
+from nasviz.search import Constraints, SearchHistory
 from nasviz.space import (
     SearchSpace,
     convert,

@@ -13,6 +13,7 @@ keeps the default ratios.
 
 Example::
 
+    >>> from nasviz.fastnas import FastNASConfig  # a rule config built with build_rule_config
     >>> cfg = FastNASConfig(**{"nn.Conv2d": {"*": {"channel_divisor": 8}, "*head*": None}})
     >>> cfg.rule_for("nn.Conv2d", "backbone.conv1").rule.channel_divisor
     8
@@ -27,13 +28,15 @@ import fnmatch
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -57,11 +60,11 @@ __all__ = [
     "DynamicLinearConfig",
     "DynamicSyncBatchNormConfig",
     "ExportConfig",
-    "FastNASConfig",
     "LayerConfig",
     "ModeloptBaseConfig",
     "ModeloptBaseRuleConfig",
     "RuleMatch",
+    "build_rule_config",
     "layer_config_class",
 ]
 
@@ -496,12 +499,11 @@ def _make_rule_validator(layer_type: str) -> Any:
     return validate
 
 
-def _build_rule_config(name: str, doc: str, base: type[ModeloptBaseRuleConfig]) -> type:
-    """Create a rule-config class with one field per layer type in ``LAYER_TYPES``."""
-    from typing import Annotated
-
-    from pydantic import BeforeValidator, create_model
-
+def build_rule_config(
+    name: str, doc: str, base: type[ModeloptBaseRuleConfig], module: str = __name__
+) -> type:
+    """Create a rule-config class with one field per layer type in ``LAYER_TYPES`` (an
+    algorithm's config, e.g. :class:`nasviz.fastnas.FastNASConfig`, is built with it)."""
     fields: dict[str, Any] = {}
     layer_fields: dict[str, str] = {}
     for layer_type, cfg_cls in LAYER_TYPES.items():
@@ -520,28 +522,9 @@ def _build_rule_config(name: str, doc: str, base: type[ModeloptBaseRuleConfig]) 
                 f"{{glob: {cfg_cls.__name__} | None}}",
             ),
         )
-    cls = create_model(name, __base__=base, __doc__=doc, __module__=__name__, **fields)
+    cls = create_model(name, __base__=base, __doc__=doc, __module__=module, **fields)
     cls._layer_fields = layer_fields
     return cls
-
-
-class _FastNASConfigBase(ModeloptBaseRuleConfig):
-    pass
-
-
-FastNASConfig: type[ModeloptBaseRuleConfig] = _build_rule_config(
-    "FastNASConfig",
-    """Configuration of the ``"fastnas"`` mode: glob rules for the 16 supported layer types.
-
-    Defaults equal the FastNAS reference (ratios 0.05 ... 1.0 in steps of 0.05, divisor 32,
-    ``kernel_size: []``)::
-
-        >>> cfg = FastNASConfig(**{"nn.Conv2d": {"channel_divisor": 8}})
-        >>> cfg.rule_for("nn.Conv2d", "layer1.0.conv1").rule.channel_divisor
-        8
-    """,
-    _FastNASConfigBase,
-)
 
 
 class ExportConfig(ModeloptBaseConfig):

@@ -48,6 +48,7 @@ __all__ = [
     "apply_mode",
     "is_converted",
     "modelopt_state",
+    "parse_modes",
     "pending_export_modes",
     "restore",
     "restore_from_modelopt_state",
@@ -180,6 +181,15 @@ def _normalize(mode: ModeLike, registry: _ModeRegistry | None) -> list[tuple[Mod
             )
         out.append((desc, config))
     return out
+
+
+def parse_modes(
+    mode: ModeLike, registry: _ModeRegistry | None = None
+) -> list[tuple[ModeDescriptor, Any]]:
+    """``mode`` (a name, a descriptor, a list of them or of ``(mode, config)`` pairs) as a list
+    of ``(registered descriptor, config or None)``; a malformed spec or an unknown mode raises
+    :class:`~nasviz.errors.ApplyModeError`."""
+    return _normalize(mode, registry)
 
 
 def apply_mode(

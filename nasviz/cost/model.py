@@ -1,10 +1,11 @@
 """Estimating a candidate subnet's FLOPs and parameters without a forward pass.
 
-Public as :class:`nasviz.profile.CostModel` (this private module only keeps ``profile.py`` short;
-it imports ``nasviz.profile`` lazily because ``nasviz.profile`` re-exports it).
+Public as :class:`nasviz.cost.CostModel` (also importable from :mod:`nasviz.profile`). Imports
+point one way: :mod:`nasviz.cost.profile` (measuring) <- :mod:`nasviz.cost.terms` (compiling) <-
+this module.
 
 :meth:`CostModel.from_model` profiles the model once at full size (every hparam at its
-original value) with :func:`nasviz.profile.measure_modules`. From then on
+original value) with :func:`nasviz.cost.profile.measure_modules`. From then on
 :meth:`CostModel.estimate` prices a candidate ``{hparam name: value}`` in microseconds:
 
 * a static module costs what it cost at full size;
@@ -47,12 +48,13 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from torch import nn
 
-from nasviz._cost_terms import (
+from nasviz.cost.profile import Profile, format_flops, format_params, measure_modules, param_count
+from nasviz.cost.terms import (
     _compile,
     _Compiled,
     _fit_parents,
@@ -61,23 +63,19 @@ from nasviz._cost_terms import (
     _Opaque,
     _opaque,
     _opaque_cost,
-    param_count,
 )
 from nasviz.dynamic.base import DynamicModule
 from nasviz.dynamic.params import sliced_params
 from nasviz.errors import HparamError
 from nasviz.hparam import Hparam
 
-if TYPE_CHECKING:
-    from nasviz.profile import Profile
-
-__all__ = ["CostModel", "param_count"]
+__all__ = ["CostModel"]
 
 
 class CostModel:
     """FLOPs/params of any subnet of a converted model, from one full-size profile.
 
-    Use :meth:`from_model`. ``full`` is the full-size :class:`~nasviz.profile.Profile`;
+    Use :meth:`from_model`. ``full`` is the full-size :class:`~nasviz.cost.Profile`;
     ``hparams`` maps names to the model's hparams; ``static_flops``/``static_params`` are what
     the non-dynamic modules contribute (fixed).
 
@@ -108,8 +106,6 @@ class CostModel:
     @classmethod
     def from_model(cls, model: nn.Module, dummy_input: Any) -> CostModel:
         """Profile ``model`` once at full size (the active subnet is restored afterwards)."""
-        from nasviz.profile import Profile, measure_modules
-
         hps: list[Hparam] = []
         col_of: dict[int, int] = {}
         for m in model.modules():
@@ -264,8 +260,6 @@ class CostModel:
         return self._total(v)
 
     def __repr__(self) -> str:
-        from nasviz.profile import format_flops, format_params
-
         return (
             f"CostModel({len(self._hps)} hparams, full={format_flops(self.full_flops)}, "
             f"{format_params(self.full_params)}; compiled modules: "

@@ -20,8 +20,8 @@ row is named ``"(root)"``.
 module the ``numel`` of its own parameters; a parameter shared by several modules (tied weights) is
 counted once, by the first module in ``named_modules()`` order that holds it.
 
-:class:`CostModel` (defined in ``nasviz._cost``) estimates any candidate subnet's FLOPs/params
-from one full-size profile, without running the model.
+:class:`~nasviz.cost.CostModel` (:mod:`nasviz.cost.model`) estimates any candidate subnet's
+FLOPs/params from one full-size profile, without running the model.
 
 Example::
 
@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,16 +47,17 @@ from torch.nn.modules.module import (
 )
 from torch.utils.flop_counter import FlopCounterMode
 
-from nasviz._cost import CostModel, param_count
+from nasviz.dynamic.base import DynamicModule
 from nasviz.errors import NasvizError
 
 __all__ = [
     "ROOT_NAME",
-    "CostModel",
     "Profile",
+    "exclusive_flops",
     "format_flops",
     "format_params",
     "measure_modules",
+    "param_count",
     "profile",
 ]
 
@@ -170,7 +172,7 @@ def measure_modules(
     The building block of :func:`profile` and the cost model: *tied* names are the module's own
     parameters already counted by an earlier module (excluded from its ``params``).
     """
-    flops = _exclusive_flops(model, dummy_input)
+    flops = exclusive_flops(model, dummy_input)
     seen: set[int] = set()
     out: list[tuple[str, nn.Module, int, int, frozenset[str]]] = []
     for name, module in model.named_modules():
@@ -231,7 +233,7 @@ class _Attributor:
                     break
 
 
-def _exclusive_flops(model: nn.Module, dummy_input: Any) -> dict[int, int]:
+def exclusive_flops(model: nn.Module, dummy_input: Any) -> dict[int, int]:
     """``{id(module): FLOPs issued by the module's own code}`` for one eval forward pass."""
     args, kwargs = _split_input(dummy_input)
     flags = [(m, m.training) for m in model.modules()]
@@ -259,3 +261,15 @@ def _exclusive_flops(model: nn.Module, dummy_input: Any) -> dict[int, int]:
         for m, flag in flags:
             m.training = flag
     return attributor.flops
+
+
+def param_count(module: nn.Module, tied: frozenset[str] = frozenset()) -> int:
+    """Parameters of ``module`` itself (active subnet if dynamic), without the ``tied`` names."""
+    if isinstance(module, DynamicModule):
+        total = module.active_param_count()
+        for name, p in module.named_parameters(recurse=False):
+            if name in tied:
+                shape = module.active_shape(name) if name in module.param_dims else p.shape
+                total -= math.prod(shape)
+        return total
+    return sum(p.numel() for n, p in module.named_parameters(recurse=False) if n not in tied)

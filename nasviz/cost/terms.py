@@ -1,4 +1,4 @@
-"""The compiled cost terms behind :class:`nasviz.profile.CostModel` (see ``nasviz._cost``).
+"""The compiled cost terms behind :class:`nasviz.cost.CostModel` (see :mod:`nasviz.cost.model`).
 
 Every dynamic module whose dimensions are linear forms in the hparam values becomes product
 terms over "size rows" (:class:`_Builder` -> :class:`_Compiled`); modules that are not are
@@ -19,6 +19,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from nasviz.cost.profile import exclusive_flops, param_count
 from nasviz.dynamic.base import DynamicModule
 from nasviz.dynamic.params import sliced_params
 from nasviz.hparam import ConcatDim, DimSource, Hparam, RepeatDim
@@ -147,18 +148,6 @@ class _Builder:
         )
 
 
-def param_count(module: nn.Module, tied: frozenset[str] = frozenset()) -> int:
-    """Parameters of ``module`` itself (active subnet if dynamic), without the ``tied`` names."""
-    if isinstance(module, DynamicModule):
-        total = module.active_param_count()
-        for name, p in module.named_parameters(recurse=False):
-            if name in tied:
-                shape = module.active_shape(name) if name in module.param_dims else p.shape
-                total -= math.prod(shape)
-        return total
-    return sum(p.numel() for n, p in module.named_parameters(recurse=False) if n not in tied)
-
-
 def _fit_parents(
     model: nn.Module, dummy_input: Any, hps: list[Hparam], parents: list[tuple[nn.Module, int]]
 ) -> list[tuple[float, dict[int, float]] | None]:
@@ -167,14 +156,12 @@ def _fit_parents(
     Sets hparams (every one at its original on return; the caller restores the subnet)."""
     if not parents:
         return []
-    from nasviz.profile import _exclusive_flops
-
     slopes: list[dict[int, float]] = [{} for _ in parents]
     for j, hp in enumerate(hps):
         if not hp.is_configurable:
             continue
         hp.active = hp.min
-        got = _exclusive_flops(model, dummy_input)
+        got = exclusive_flops(model, dummy_input)
         hp.active = hp.original
         for k, (m, full) in enumerate(parents):
             if got.get(id(m), 0) != full:
@@ -187,7 +174,7 @@ def _fit_parents(
     for pick in (lambda hp: hp.min, lambda hp: hp.choices[len(hp.choices) // 2]):
         for hp in hps:
             hp.active = pick(hp)
-        got = _exclusive_flops(model, dummy_input)
+        got = exclusive_flops(model, dummy_input)
         for k, ((m, full), slope) in enumerate(zip(parents, slopes)):
             predicted = full + sum(w * (hps[j].active - hps[j].original) for j, w in slope.items())
             ok[k] = ok[k] and round(predicted) == got.get(id(m), 0)

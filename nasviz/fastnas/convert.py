@@ -15,7 +15,9 @@ f. **self-check**: run the dummy input at full size and compare with (a); run th
    once. If either fails, the model is put back exactly as it was (from the deep copy) and a
    :class:`~nasviz.errors.TracingError` names the model: a broken model is never returned.
 
-The search space lives on the model as a :class:`SpaceRecord` (``model._nasviz_space``).
+The search space lives on the model as a :class:`~nasviz.space.SpaceRecord` (attached with
+:func:`~nasviz.space.attach_record`): the generic verbs, the export mode and the searchers read it
+from there, so no generic module imports this package.
 :func:`restore_search_space` rebuilds it from the stored plan alone: no tracing, no sorting (the
 saved weights are the sorted ones), no dummy input.
 """
@@ -23,47 +25,25 @@ saved weights are the sorted ones), no dummy input.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from nasviz._utils import parameter_users
 from nasviz.config import ModeloptBaseRuleConfig
 from nasviz.dynamic import DynamicModule
 from nasviz.dynamic.norm import group_order
-from nasviz.dynamic.params import export_params, permute_param, sliced_params
-from nasviz.errors import NasvizError, TracingError
+from nasviz.dynamic.params import permute_param, sliced_params
+from nasviz.errors import TracingError
 from nasviz.hparam import ConcatDim, DimSource, Hparam, RepeatDim
+from nasviz.space import SpaceRecord, attach_record, get_record
 from nasviz.tracing import Plan, analyze, apply_plan, capture, example_args, make_plan
 
-__all__ = [
-    "SPACE_ATTR",
-    "SpaceRecord",
-    "build_search_space",
-    "export_dynamic_modules",
-    "get_record",
-    "restore_search_space",
-]
+__all__ = ["build_search_space", "restore_search_space", "sort_channels"]
 
-SPACE_ATTR = "_nasviz_space"
 #: relative and absolute tolerance (times the output scale) of the self-check
 _RTOL, _ATOL = 1e-4, 1e-5
-
-
-@dataclass
-class SpaceRecord:
-    """The search space attached to a converted model: its plan and its live hparams."""
-
-    plan: Plan
-    hparams: dict[str, Hparam]
-
-
-def get_record(model: nn.Module) -> SpaceRecord | None:
-    record: SpaceRecord | None = model.__dict__.get(SPACE_ATTR)
-    return record
 
 
 def _run(model: nn.Module, dummy_input: Any) -> Any:
@@ -120,16 +100,13 @@ def build_search_space(
             f"converting {label} failed ({type(e).__name__}: {e}); the model was left unchanged. "
             "Switch the involved layers off in the config to work around it"
         ) from e
-    record = SpaceRecord(plan, hparams)
-    model.__dict__[SPACE_ATTR] = record
-    return record
+    return attach_record(model, plan, hparams)
 
 
 def restore_search_space(model: nn.Module, plan: Plan, subnet: dict[str, int]) -> SpaceRecord:
     """Rebuild a stored search space on a fresh model (no tracing, no sorting) and select."""
     hparams = apply_plan(model, plan)
-    record = SpaceRecord(plan, hparams)
-    model.__dict__[SPACE_ATTR] = record
+    record = attach_record(model, plan, hparams)
     for name, value in subnet.items():
         if name not in hparams:
             raise TracingError(
@@ -310,47 +287,3 @@ def _self_check(
     finally:
         for name, value in active.items():
             hparams[name].active = value
-
-
-# -- export --------------------------------------------------------------------------------------
-
-
-def export_dynamic_modules(model: nn.Module) -> nn.Module:
-    """Replace every dynamic layer of ``model`` (in place) by its plain ``export()``."""
-    if isinstance(model, DynamicModule):
-        raise NasvizError("the model itself is a dynamic layer; export() it directly")
-    tied = parameter_users(model)
-    for m in list(model.modules()):
-        if sliced_params(m):
-            export_params(m)
-    done: dict[int, nn.Module] = {}
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            if isinstance(child, DynamicModule):
-                if id(child) not in done:
-                    done[id(child)] = child.export()
-                setattr(parent, child_name, done[id(child)])
-    for users in tied.values():
-        if len(users) > 1:
-            _retie(model, users)
-    model.__dict__.pop(SPACE_ATTR, None)
-    return model
-
-
-def _retie(model: nn.Module, users: list[tuple[str, str]]) -> None:
-    """Tie a weight the original model shared (an LM head and its embedding) again, if every
-    exported copy is the same slice of it."""
-    owners = [(model.get_submodule(mname), pname) for mname, pname in users]
-    first = getattr(owners[0][0], owners[0][1])
-    if not isinstance(first, nn.Parameter):
-        return
-    for owner, pname in owners[1:]:
-        other = getattr(owner, pname)
-        if other is first:
-            continue
-        if not isinstance(other, torch.Tensor) or other.shape != first.shape:
-            return
-        if not torch.equal(other, first):
-            return
-    for owner, pname in owners[1:]:
-        setattr(owner, pname, first)

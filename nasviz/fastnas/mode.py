@@ -2,7 +2,7 @@
 
 ``convert`` traces the model, couples its channels into groups, converts the prunable layers to
 their dynamic twins, physically sorts each group's channels by importance and checks itself
-against the original outputs (see :mod:`nasviz._build`); the model is then patched by a
+against the original outputs (see :mod:`nasviz.fastnas.convert`); the model is then patched by a
 :class:`FastNASPatchManager`. The metadata records the search-space *plan* (layers, hparams,
 layouts, static layers with their reasons), the active subnet and the fact that the weights are
 sorted, so ``restore`` rebuilds the exact search space on a fresh model without tracing,
@@ -21,9 +21,11 @@ from typing import Any
 
 from torch import nn
 
-from nasviz._build import build_search_space, get_record, restore_search_space
-from nasviz.config import FastNASConfig, ModeloptBaseConfig, ModeloptBaseRuleConfig
+from nasviz.config import ModeloptBaseConfig, ModeloptBaseRuleConfig
 from nasviz.errors import RestoreError
+from nasviz.fastnas.config import FastNASConfig
+from nasviz.fastnas.convert import build_search_space, restore_search_space
+from nasviz.fastnas.searcher import BinarySearcher
 from nasviz.modes.base import (
     ConvertEntrypoint,
     ConvertReturnType,
@@ -34,6 +36,7 @@ from nasviz.modes.base import (
     register_mode,
 )
 from nasviz.patch import AutoNASPatchManager
+from nasviz.space import get_record
 from nasviz.tracing import Plan
 
 __all__ = [
@@ -152,8 +155,6 @@ class FastNASModeDescriptor(ModeDescriptor):
     @property
     def search_algorithm(self) -> type[Any]:
         """Specifies the search algorithm to use for this mode (the BinarySearcher)."""
-        from nasviz.search.binary import BinarySearcher
-
         return BinarySearcher
 
     @property

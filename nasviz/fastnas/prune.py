@@ -18,14 +18,16 @@ from typing import Any
 
 from torch import nn
 
-from nasviz.errors import ApplyModeError
+from nasviz.errors import ApplyModeError, ConstraintError
+from nasviz.space import convert
+from nasviz.state import ModeLike, is_converted, parse_modes
 
 __all__ = ["prune"]
 
 
 def prune(
     model: nn.Module,
-    mode: Any = "fastnas",
+    mode: ModeLike = "fastnas",
     constraints: dict[str, Any] | None = None,
     dummy_input: Any = None,
     config: dict[str, Any] | None = None,
@@ -33,24 +35,28 @@ def prune(
     """Prune ``model`` to meet ``constraints`` (``{"flops": "60%"}``, ``{"params": 1e5}``, both).
 
     A model that is not converted yet is converted with ``mode`` first (a name, or
-    ``[("fastnas", config)]``). The model is modified in place and returned with the search state.
+    ``[("fastnas", config)]``); the searcher is that of the first mode given (its
+    ``search_algorithm``). The model is modified in place and returned with the search state.
+    Missing ``constraints`` or ``dummy_input`` raise :class:`~nasviz.errors.ConstraintError`; a
+    malformed or unknown ``mode`` raises :class:`~nasviz.errors.ApplyModeError`.
     """
-    from nasviz.modes import get_mode
-    from nasviz.space import convert
-    from nasviz.state import is_converted
-
-    if constraints is None or not constraints:
-        raise ApplyModeError(
-            "prune needs constraints, e.g. constraints={'flops': '60%'} or {'params': 1e6}"
+    if not constraints:
+        raise ConstraintError(
+            f"prune needs constraints, got {constraints!r}; pass e.g. "
+            "constraints={'flops': '60%'} or {'params': 1e6}"
         )
     if dummy_input is None:
-        raise ApplyModeError(
-            "prune needs dummy_input (an example batch) to trace the model and count FLOPs"
+        raise ConstraintError(
+            "prune needs dummy_input (an example batch) to trace the model and count the FLOPs "
+            "the constraints refer to; pass dummy_input=x"
         )
+    modes = parse_modes(mode)
+    if not modes:
+        raise ApplyModeError(f"prune needs a mode to search with, got {mode!r}; e.g. 'fastnas'")
     if not is_converted(model):
         model = convert(model, mode=mode, dummy_input=dummy_input)
-    name = mode if isinstance(mode, str) else mode[0][0] if isinstance(mode[0], tuple) else mode[0]
-    searcher_cls = get_mode(name).search_algorithm
-    searcher = searcher_cls()
-    state = searcher.search(model, constraints, dummy_input=dummy_input, config=config)
+    searcher = modes[0][0].search_algorithm()
+    state: dict[str, Any] = searcher.search(
+        model, constraints, dummy_input=dummy_input, config=config
+    )
     return model, state

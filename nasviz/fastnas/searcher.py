@@ -42,6 +42,7 @@ from typing import Any
 
 from nasviz.errors import SearchError
 from nasviz.hparam import Hparam
+from nasviz.patch import prep_for_eval
 from nasviz.search.base import IterativeSearcher
 from nasviz.search.events import (
     BisectionStep,
@@ -54,6 +55,8 @@ from nasviz.search.events import (
     SearchFinished,
     SearchStarted,
 )
+from nasviz.search.executors import MapSchedule, resolve_executor
+from nasviz.space import SearchSpace, search_space
 
 __all__ = ["BinarySearcher", "config_at_drop", "drop_levels"]
 
@@ -145,9 +148,9 @@ class BinarySearcher(IterativeSearcher):
         return True
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _space(self) -> Any:
-        from nasviz.space import search_space
-
+    def _space(self) -> SearchSpace:
+        """The search space searched: its ``hparams``, ``select`` and ``cost_model`` are all this
+        searcher uses of the model's space."""
         return search_space(self.model)
 
     def _hparams(self) -> dict[str, Any]:
@@ -162,9 +165,7 @@ class BinarySearcher(IterativeSearcher):
         return cached[1]
 
     def _select(self, config: dict[str, int]) -> None:
-        from nasviz.space import select
-
-        select(self.model, config)
+        self._space().select(config)
 
     def _max_config(self) -> dict[str, int]:
         return {n: hp.original for n, hp in self._hparams().items()}
@@ -195,9 +196,7 @@ class BinarySearcher(IterativeSearcher):
     # -- the search -------------------------------------------------------------------------------
     def before_search(self) -> None:
         """Resolve the constraints, refuse unreachable ones, then build the sensitivity map."""
-        from nasviz.profile import CostModel
-
-        self._cost_model = CostModel.from_model(self.model, self.dummy_input)
+        self._cost_model = self._space().cost_model(self.dummy_input)
         self._costs: dict[tuple[tuple[str, int], ...], tuple[float, float]] = {}
         hps = self._hparams()
         if not hps:
@@ -230,8 +229,6 @@ class BinarySearcher(IterativeSearcher):
 
     def _build_sensitivity_map(self, hps: dict[str, Any]) -> None:
         """Score every (hparam, reduced width) with the executor, recording each as it completes."""
-        from nasviz.search.executors import MapSchedule, resolve_executor
-
         t0 = time.perf_counter()
         total = sum(len(hp.choices) - 1 for hp in hps.values())
         done = sum(len(v) for k, v in self.sensitivity_map.items() if k in hps)
@@ -347,8 +344,6 @@ class BinarySearcher(IterativeSearcher):
         if (ev is not None and not ev.restore_calibration()) or (
             ev is None and config is not candidates[-1]
         ):
-            from nasviz.patch import prep_for_eval
-
             prep_for_eval(self.model, self.forward_loop)
         self.best = best
         self.emit(

@@ -1,11 +1,11 @@
 """Searching a converted model: constraints, events and history, searchers.
 
-``BinarySearcher`` is FastNAS's searcher (see :mod:`nasviz.search.binary`); ``Constraints`` parses
+The generic search machinery; FastNAS's ``BinarySearcher`` lives in :mod:`nasviz.fastnas.searcher`
+(``nv.BinarySearcher``), since this package never imports an algorithm. ``Constraints`` parses
 ``{"flops": "60%", "params": 2e5}``; every step is an event (:mod:`nasviz.search.events`).
 """
 
 from nasviz.search.base import BaseSearcher, IterativeSearcher
-from nasviz.search.binary import BinarySearcher
 from nasviz.search.constraints import CONSTRAINT_KEYS, Constraints, Limit
 from nasviz.search.evaluator import Evaluator, EvaluatorPlan
 from nasviz.search.events import (
@@ -26,7 +26,6 @@ from nasviz.search.executors import DaskExecutor, LocalExecutor, local_cluster, 
 __all__ = [
     "CONSTRAINT_KEYS",
     "BaseSearcher",
-    "BinarySearcher",
     "BisectionStep",
     "Constraints",
     "DaskExecutor",

@@ -4,7 +4,7 @@ After the sensitivity map, the binary searcher bisects the tolerated score drop:
 every group takes its smallest width whose drop is within ``mid``; a candidate that meets the
 constraints moves ``hi`` down to ``mid``, one that does not moves ``lo`` up. Then it grows the
 result into the unused budget, scores a few candidates for real and keeps the best
-(:mod:`nasviz.search.binary`).
+(:mod:`nasviz.fastnas.searcher`).
 
 The animation is one figure with a shared x axis, the **timeline** of the search: bisection
 steps, then grow steps, then the scored candidates, then the final choice.

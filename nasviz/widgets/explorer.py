@@ -25,8 +25,8 @@ from torch import nn
 
 import nasviz as nv
 from nasviz.errors import NasvizError
+from nasviz.fastnas.searcher import config_at_drop, drop_levels
 from nasviz.hparam import Hparam
-from nasviz.search.binary import config_at_drop, drop_levels
 from nasviz.search.constraints import Constraints
 from nasviz.widgets._base import (
     COLORS,
@@ -49,7 +49,7 @@ def config_at_threshold(
     sensitivity_map: SensitivityMap, hparams: Mapping[str, Hparam], threshold: float
 ) -> dict[str, int]:
     """Every hparam at its smallest choice whose drop is at most ``threshold`` (the searcher's
-    rule, :func:`nasviz.search.binary.config_at_drop`)."""
+    rule, :func:`nasviz.fastnas.searcher.config_at_drop`)."""
     return config_at_drop(sensitivity_map, hparams, threshold)
 
 

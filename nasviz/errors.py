@@ -9,11 +9,15 @@ from __future__ import annotations
 __all__ = [
     "ApplyModeError",
     "ConstraintError",
+    "ExtensionNameError",
     "HparamError",
+    "ModuleIdError",
     "NasvizError",
+    "NoSearchAlgorithmError",
     "RestoreError",
     "SearchError",
     "TracingError",
+    "UntraceableError",
 ]
 
 
@@ -43,3 +47,27 @@ class ConstraintError(NasvizError):
 
 class SearchError(NasvizError):
     """The search could not run (bad config, a failing score function, a bad checkpoint)."""
+
+
+class UntraceableError(TracingError):
+    """The model cannot be evaluated as one fx graph (the message says why); the evaluator then
+    scores every entry without its sub-graph cache."""
+
+
+class NoSearchAlgorithmError(NasvizError, NotImplementedError):
+    """A mode was asked for its search algorithm but has none (catch as either base class)."""
+
+
+class _LookupNasvizError(NasvizError, KeyError):
+    """A name lookup failed; catchable as ``NasvizError``, ``ValueError`` and ``KeyError``."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ModuleIdError(_LookupNasvizError):
+    """A module id is not a qualified name of the model (the message lists the closest ones)."""
+
+
+class ExtensionNameError(_LookupNasvizError):
+    """An extension name is not registered (the message lists the closest ones)."""

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from nasviz.errors import NasvizError
+from nasviz.errors import ExtensionNameError, ModuleIdError, NasvizError
 
 __all__ = [
     "ActivationMapGrabber",
@@ -45,21 +45,6 @@ __all__ = [
 
 Capture = Literal["last", "all"]
 _H = TypeVar("_H", bound="HooksHandle")
-
-
-class _LookupNasvizError(NasvizError, KeyError):
-    """A name lookup failed; catchable as ``NasvizError``, ``ValueError`` and ``KeyError``."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
-
-
-class ModuleIdError(_LookupNasvizError):
-    """A module id is not a qualified name of the model (the message lists the closest ones)."""
-
-
-class ExtensionNameError(_LookupNasvizError):
-    """An extension name is not registered (the message lists the closest ones)."""
 
 
 def _suggest(name: str, known: Iterable[str]) -> str:

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, TypeVar
 from torch import nn
 
 from nasviz.config import ModeloptBaseConfig
-from nasviz.errors import ApplyModeError, NasvizError
+from nasviz.errors import ApplyModeError, NoSearchAlgorithmError
 
 __all__ = [
     "ConvertEntrypoint",
@@ -49,10 +49,6 @@ ConvertEntrypoint = Callable[..., ConvertReturnType]
 RestoreEntrypoint = Callable[[nn.Module, ModeloptBaseConfig, MetadataDict], nn.Module]
 #: ``update(model, config, metadata) -> None``; modifies config and metadata in place
 UpdateEntrypoint = Callable[[nn.Module, ModeloptBaseConfig, MetadataDict], None]
-
-
-class NoSearchAlgorithmError(NasvizError, NotImplementedError):
-    """A mode was asked for its search algorithm but has none (catch as either base class)."""
 
 
 def _no_update(model: nn.Module, config: ModeloptBaseConfig, metadata: MetadataDict) -> None:

@@ -44,6 +44,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from nasviz.dynamic import DynamicModule, dynamic_class_for, is_dynamic
 from nasviz.dynamic.norm import batchnorm_into
 from nasviz.dynamic.params import sliced_params
+from nasviz.errors import UntraceableError
 from nasviz.hparam import Hparam
 
 __all__ = [
@@ -94,10 +95,6 @@ class _LeafTracer(fx.Tracer):
         if is_dynamic(m) or dynamic_class_for(m) is not None:
             return True
         return bool(super().is_leaf_module(m, module_qualified_name))
-
-
-class UntraceableError(Exception):
-    """The model cannot be evaluated as one fx graph (the message says why)."""
 
 
 def trace_model(model: nn.Module) -> fx.Graph:

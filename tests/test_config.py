@@ -16,11 +16,11 @@ from nasviz.config import (
     DynamicGroupNormConfig,
     DynamicLinearConfig,
     ExportConfig,
-    FastNASConfig,
     ModeloptBaseConfig,
     RuleMatch,
     layer_config_class,
 )
+from nasviz.fastnas import FastNASConfig
 
 REFERENCE = Path(__file__).parent / "data" / "fastnas_default_config.json"
 

@@ -14,8 +14,8 @@ import nasviz as nv
 import nasviz.search._calib as calib_mod
 import nasviz.search.evaluator as evaluator_mod
 from nasviz.dynamic.norm import DynamicBatchNorm2d
+from nasviz.fastnas import BinarySearcher
 from nasviz.hparam import Hparam
-from nasviz.search import BinarySearcher
 from nasviz.search._calib import calib_module, chunked_batchnorm, groups, pack
 from nasviz.search.evaluator import Evaluator
 from nasviz.search.executors import _members

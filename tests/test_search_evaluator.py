@@ -12,7 +12,7 @@ from torch import nn
 
 import nasviz as nv
 from nasviz.errors import SearchError
-from nasviz.search import BinarySearcher
+from nasviz.fastnas import BinarySearcher
 from nasviz.search.evaluator import EvaluatorPlan
 from nasviz.search.events import MapEntry, MapFinished
 from nasviz.testing import TinyMLP

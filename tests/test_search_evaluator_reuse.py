@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 import nasviz as nv
+from nasviz.fastnas import BinarySearcher
+from nasviz.fastnas.searcher import _next_choice
 from nasviz.patch import prep_for_eval
-from nasviz.search import BinarySearcher
 from nasviz.search._subgraph import capture_module, plan_subgraphs, trace_model
-from nasviz.search.binary import _next_choice
 from nasviz.search.evaluator import Evaluator
 from nasviz.search.events import CandidateScored
 from nasviz.search.executors import _members

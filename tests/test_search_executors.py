@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import nasviz as nv
 from nasviz.errors import SearchError
-from nasviz.search import BinarySearcher
+from nasviz.fastnas import BinarySearcher
 from nasviz.search.events import MapEntry, MapFinished, MapStarted
 from nasviz.search.executors import (
     DaskExecutor,

@@ -8,8 +8,8 @@ from torch import nn
 
 import nasviz as nv
 from nasviz.dynamic import DynamicConv2d
+from nasviz.fastnas import BinarySearcher
 from nasviz.hparam import Hparam
-from nasviz.search import BinarySearcher
 from nasviz.search._prefix import PrefixSlot, prefix_conv
 
 

@@ -10,8 +10,8 @@ import torch
 
 import nasviz.space as nv
 from nasviz.config import LAYER_TYPES
+from nasviz.fastnas import BinarySearcher
 from nasviz.models import REFERENCE_MODELS
-from nasviz.search.binary import BinarySearcher
 
 SMALL: dict[str, Any] = {k: {"*": {LAYER_TYPES[k].divisor_field: 8}} for k in LAYER_TYPES}
 

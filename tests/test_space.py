@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-import nasviz._build
 import nasviz.space as nv
 from nasviz.config import LAYER_TYPES
 from nasviz.dynamic import DynamicModule
 from nasviz.dynamic.params import sliced_params
 from nasviz.errors import ApplyModeError, HparamError, NasvizError, TracingError
+from nasviz.fastnas import FastNASConfig, build_search_space
 from nasviz.models import REFERENCE_MODELS
 from nasviz.patch import PatchManager
 
@@ -208,7 +208,7 @@ def test_without_dummy_input_the_head_group_is_static_with_the_reason() -> None:
         torch.testing.assert_close(nv.export(model)(x), model(x))
 
 
-def test_a_failing_self_check_restores_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_self_check_restores_the_model() -> None:
     model, x = REFERENCE_MODELS["resnet_tiny"]()
     before = {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -216,9 +216,8 @@ def test_a_failing_self_check_restores_the_model(monkeypatch: pytest.MonkeyPatch
         with torch.no_grad():
             model.get_submodule("layer1.0.conv1").weight.mul_(2)
 
-    monkeypatch.setattr(nasviz._build, "sort_channels", corrupt)
     with pytest.raises(TracingError, match="self-check failed: converting ResNet changed output"):
-        nv.convert(model, mode=[("fastnas", SMALL)], dummy_input=x)
+        build_search_space(model, FastNASConfig(**SMALL), x, sort=corrupt)
     assert not any(isinstance(m, DynamicModule) for m in model.modules())
     assert not PatchManager.is_patched(model)
     assert "_nasviz_space" not in model.__dict__ and "_nasviz_state" not in model.__dict__

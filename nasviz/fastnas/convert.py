@@ -25,6 +25,7 @@ saved weights are the sorted ones), no dummy input.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,7 +41,7 @@ from nasviz.hparam import ConcatDim, DimSource, Hparam, RepeatDim
 from nasviz.space import SpaceRecord, attach_record, get_record
 from nasviz.tracing import Plan, analyze, apply_plan, capture, example_args, make_plan
 
-__all__ = ["build_search_space", "restore_search_space", "sort_channels"]
+__all__ = ["ChannelSort", "build_search_space", "restore_search_space", "sort_channels"]
 
 #: relative and absolute tolerance (times the output scale) of the self-check
 _RTOL, _ATOL = 1e-4, 1e-5
@@ -67,10 +68,22 @@ def _undo(model: nn.Module, backup: nn.Module) -> None:
     model.__class__ = type(backup)
 
 
+#: step (e): ``sort(model, plan, hparams)`` orders every group's channels in place
+ChannelSort = Callable[[nn.Module, Plan, dict[str, Hparam]], None]
+
+
 def build_search_space(
-    model: nn.Module, config: ModeloptBaseRuleConfig, dummy_input: Any | None
+    model: nn.Module,
+    config: ModeloptBaseRuleConfig,
+    dummy_input: Any | None,
+    sort: ChannelSort | None = None,
 ) -> SpaceRecord:
-    """The convert pipeline (see the module docstring); converts ``model`` in place."""
+    """The convert pipeline (see the module docstring); converts ``model`` in place.
+
+    ``sort`` replaces step (e), :func:`sort_channels` (e.g. another importance order); whatever
+    it does is checked by the self-check (f), so a sort that changes the model's function leaves
+    the model unchanged and raises :class:`~nasviz.errors.TracingError`.
+    """
     if get_record(model) is not None or any(isinstance(m, DynamicModule) for m in model.modules()):
         raise TracingError(
             f"this {type(model).__name__} already has dynamic layers; convert a model only once "
@@ -89,7 +102,7 @@ def build_search_space(
         analysis = analyze(model, capture(model, dummy_input))
         plan = make_plan(model, analysis, config)
         hparams = apply_plan(model, plan)
-        sort_channels(model, plan, hparams)
+        (sort_channels if sort is None else sort)(model, plan, hparams)
         if dummy_input is not None:
             _self_check(model, label, dummy_input, reference, hparams)
     except BaseException as e:

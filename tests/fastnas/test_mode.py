@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-import nasviz._build
+import nasviz.fastnas.convert
 import nasviz.space as nv
-from nasviz.config import LAYER_TYPES, ExportConfig, FastNASConfig
+from nasviz.config import LAYER_TYPES, ExportConfig
 from nasviz.dynamic import DynamicModule
 from nasviz.errors import ApplyModeError
+from nasviz.fastnas import FastNASConfig, FastNASModeDescriptor, FastNASPatchManager
 from nasviz.models import REFERENCE_MODELS
 from nasviz.modes import get_mode
 from nasviz.modes.export import ExportModeDescriptor, export_searchspace
-from nasviz.modes.fastnas import FastNASModeDescriptor, FastNASPatchManager
 from nasviz.patch import PatchManager
 from nasviz.state import modelopt_state, restore, save
 
@@ -110,8 +110,8 @@ def test_restore_neither_traces_nor_sorts(tmp_path: Path, monkeypatch: pytest.Mo
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("restore must not trace or sort")
 
-    monkeypatch.setattr(nasviz._build, "capture", refuse)
-    monkeypatch.setattr(nasviz._build, "sort_channels", refuse)
+    monkeypatch.setattr(nasviz.fastnas.convert, "capture", refuse)
+    monkeypatch.setattr(nasviz.fastnas.convert, "sort_channels", refuse)
     fresh, _ = REFERENCE_MODELS["densenet_like"]()
     restore(fresh, tmp_path / "m.pt")
     for (k, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):

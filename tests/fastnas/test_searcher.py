@@ -12,7 +12,7 @@ from torch import nn
 
 import nasviz as nv
 from nasviz.errors import ConstraintError, SearchError
-from nasviz.search import BinarySearcher
+from nasviz.fastnas import BinarySearcher
 from nasviz.search.events import (
     BisectionStep,
     CandidateScored,

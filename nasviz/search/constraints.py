@@ -36,8 +36,8 @@ from numbers import Real
 
 import pandas as pd
 
+from nasviz.cost import format_flops, format_params
 from nasviz.errors import ConstraintError
-from nasviz.profile import format_flops, format_params
 
 __all__ = ["CONSTRAINT_KEYS", "Constraints", "Limit"]
 

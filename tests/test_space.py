@@ -20,6 +20,7 @@ from nasviz.errors import ApplyModeError, HparamError, NasvizError, TracingError
 from nasviz.fastnas import FastNASConfig, build_search_space
 from nasviz.models import REFERENCE_MODELS
 from nasviz.patch import PatchManager
+from nasviz.testing import FC1, FC2, searchable_mlp
 
 SMALL: dict[str, Any] = {k: {"*": {LAYER_TYPES[k].divisor_field: 4}} for k in LAYER_TYPES}
 NAMES = sorted(REFERENCE_MODELS)
@@ -325,3 +326,31 @@ def test_an_exported_language_model_keeps_its_tied_weights(cache: _Cache) -> Non
     with torch.no_grad():
         torch.testing.assert_close(small(x), expected)
     nv.sample(model, "max")
+
+
+def test_the_search_space_object_selects_and_prices_its_model() -> None:
+    """What a searcher uses of a space: ``hparams``, ``select`` and ``cost_model``."""
+
+    model, x = searchable_mlp()
+    space = nv.search_space(model)
+    space.select({FC1: 8, FC2: 12})
+    assert nv.get_subnet_config(model) == {FC1: 8, FC2: 12}
+    with pytest.raises(HparamError, match="not a valid choice"):
+        space.select({FC1: 5})
+    cost = space.cost_model(x)
+    flops, params = cost.estimate({FC1: 4, FC2: 8})
+    assert nv.get_subnet_config(model) == {FC1: 8, FC2: 12}  # estimating leaves the model as is
+    space.select({FC1: 4, FC2: 8})
+    small = nv.export(model)
+    assert params == sum(p.numel() for p in small.parameters()) == (8 * 4 + 4) + (4 * 8 + 8) + 36
+    with FlopCounterMode(display=False) as counter:
+        small(x)
+    assert flops == counter.get_total_flops()
+
+
+def test_the_record_is_the_hook_generic_code_reads() -> None:
+
+    model, _ = searchable_mlp()
+    record = nv.get_record(model)
+    assert record is not None and set(record.hparams) == set(nv.search_space(model).hparams)
+    assert nv.get_record(nv.export(model)) is None and nv.get_record(nn.Linear(2, 2)) is None

@@ -158,7 +158,11 @@ def _make_config(desc: ModeDescriptor, config: Any) -> ModeloptBaseConfig:
         ) from e
 
 
-def _normalize(mode: ModeLike, registry: _ModeRegistry | None) -> list[tuple[ModeDescriptor, Any]]:
+def parse_modes(
+    mode: ModeLike, registry: _ModeRegistry | None = None
+) -> list[tuple[ModeDescriptor, Any]]:
+    """``mode`` as a list of ``(registered descriptor, config or None)``; a malformed spec or an
+    unknown mode raises :class:`~nasviz.errors.ApplyModeError`."""
     items: Sequence[Any] = [mode] if isinstance(mode, (str, ModeDescriptor)) else mode
     if isinstance(items, Mapping) or not isinstance(items, Sequence):
         raise ApplyModeError(
@@ -181,15 +185,6 @@ def _normalize(mode: ModeLike, registry: _ModeRegistry | None) -> list[tuple[Mod
             )
         out.append((desc, config))
     return out
-
-
-def parse_modes(
-    mode: ModeLike, registry: _ModeRegistry | None = None
-) -> list[tuple[ModeDescriptor, Any]]:
-    """``mode`` (a name, a descriptor, a list of them or of ``(mode, config)`` pairs) as a list
-    of ``(registered descriptor, config or None)``; a malformed spec or an unknown mode raises
-    :class:`~nasviz.errors.ApplyModeError`."""
-    return _normalize(mode, registry)
 
 
 def apply_mode(
@@ -220,7 +215,7 @@ def apply_mode(
             "init_state=False needs a model that already carries modes; this one has none. "
             "Pass init_state=None to start a new state"
         )
-    planned = [(d, _make_config(d, c)) for d, c in _normalize(mode, registry)]
+    planned = [(d, _make_config(d, c)) for d, c in parse_modes(mode, registry)]
     _check_order(applied, [d for d, _ in planned], registry)
     state = _state(model) or {"model_class": _h.class_name(type(model)), "modes": []}
     kwargs = dict(mode_kwargs or {})

@@ -15,11 +15,11 @@ from torch import nn
 import nasviz as nv
 from nasviz.patch import prep_for_eval
 from nasviz.search import BinarySearcher
-from nasviz.search._subgraph import capture_module, plan_subgraphs, trace_model
+from nasviz.search.scoring._subgraph import capture_module, plan_subgraphs, trace_model
 from nasviz.search.binary import _next_choice
 from nasviz.search.evaluator import Evaluator
 from nasviz.search.events import CandidateScored
-from nasviz.search.executors import _members
+from nasviz.search.executors import members_of as _members
 from tests.test_search_evaluator import _model, _search
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -93,7 +93,7 @@ def test_a_subnet_is_scored_once_and_its_statistics_come_back() -> None:
     assert ev.stats["cached_scores"] + ev.stats["full_scores"] == scored  # nothing ran
     assert ev.report()["remembered_scores"] == 2
     ev.reset_calibration()
-    assert ev.restore_calibration()
+    assert ev.restore_kept()
     for k, v in _bn_buffers(model).items():
         assert torch.equal(calibrated[k], v), k
 

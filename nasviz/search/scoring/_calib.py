@@ -41,8 +41,8 @@ from nasviz.dynamic.norm import (
     batchnorm_chunks,
     batchnorm_into,
 )
-from nasviz.search._prefix import prefix_conv
-from nasviz.search._subgraph import (
+from nasviz.search.scoring._prefix import prefix_conv
+from nasviz.search.scoring._subgraph import (
     _ACT_FUNCS,
     _ACT_METHODS,
     _ACT_MODULES,

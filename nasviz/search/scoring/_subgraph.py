@@ -1,4 +1,4 @@
-"""Sub-graph evaluation for the evaluator form (private to :mod:`nasviz.search.evaluator`).
+"""Sub-graph evaluation for the evaluator form (private to :mod:`nasviz.search.scoring.evaluator`).
 
 The converted model is traced with torch.fx, dynamic layers kept as leaves (as
 :mod:`nasviz.tracing.graph` does). For each hparam, the graph splits in two:

@@ -1,9 +1,10 @@
 """Searching a converted model: constraints, events and history, searchers.
 
 ``BinarySearcher`` is FastNAS's searcher (see :mod:`nasviz.search.binary`); ``Constraints`` parses
-``{"flops": "60%", "params": 2e5}``; every step is an event (:mod:`nasviz.search.events`). Three rooms: this generic core (searchers,
-constraints, events, checkpoints), :mod:`nasviz.search.scoring` (one ``Scorer``: ``score_func`` or
-the cached evaluator form) and :mod:`nasviz.search.executors` (in process, Dask).
+``{"flops": "60%", "params": 2e5}``; every step is an event (:mod:`nasviz.search.events`).
+Three rooms: this generic core (searchers, constraints, events, checkpoints),
+:mod:`nasviz.search.scoring` (one ``Scorer``: ``score_func`` or the cached evaluator form) and
+:mod:`nasviz.search.executors` (in process, Dask).
 """
 
 from nasviz.search.base import BaseSearcher, IterativeSearcher
@@ -25,7 +26,6 @@ from nasviz.search.events import (
 )
 from nasviz.search.executors import DaskExecutor, LocalExecutor, local_cluster, resolve_executor
 from nasviz.search.scoring import Evaluator, EvaluatorPlan, FuncScorer, Scorer
-from nasviz.search.scoring.evaluator import Evaluator, EvaluatorPlan
 
 __all__ = [
     "CONSTRAINT_KEYS",

@@ -1,4 +1,4 @@
-"""Moved to :mod:`nasviz.search.scoring.evaluator` (this path keeps working for existing imports)."""
+"""Moved to :mod:`nasviz.search.scoring.evaluator`; this path keeps working for old imports."""
 
 from nasviz.search.scoring.evaluator import (
     DEFAULT_CACHE_BYTES,

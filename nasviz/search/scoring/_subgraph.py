@@ -1,7 +1,8 @@
 """Sub-graph evaluation for the evaluator form (private to :mod:`nasviz.search.scoring.evaluator`).
 
-The converted model is traced with torch.fx, dynamic layers kept as leaves (as
-:mod:`nasviz.tracing.graph` does). For each hparam, the graph splits in two:
+The converted model is captured by :func:`nasviz.tracing.fx.trace_leaves` (the one tracer,
+dynamic layers kept as leaves); which ops act channel by channel is asked of tracing's op
+vocabulary. For each hparam, the graph splits in two:
 
 * the **affected** nodes: the calls of the hparam's member layers (its *seeds*) and every node
   forward-reachable from them, plus the graph output - their values change with the hparam;
@@ -41,10 +42,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from nasviz.dynamic import DynamicModule, dynamic_class_for, is_dynamic
+from nasviz.dynamic import DynamicModule
 from nasviz.dynamic.norm import batchnorm_into
 from nasviz.dynamic.params import sliced_params
 from nasviz.hparam import Hparam
+from nasviz.tracing.fx import (
+    INPLACE_FUNCTIONS,
+    UntraceableError,
+    acts_per_channel,
+    is_spatial_pool,
+    trace_leaves,
+)
 
 __all__ = [
     "SubgraphPlan",
@@ -55,94 +63,11 @@ __all__ = [
     "plan_subgraphs",
     "snapshot",
     "subgraph_module",
+    "trace_leaves",
     "trace_model",
     "union_plan",
     "value_bytes",
 ]
-
-_INPLACE_FUNCS = {
-    operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
-    operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor, operator.ilshift,
-    operator.irshift, operator.imatmul, operator.setitem,
-}  # fmt: skip
-#: modules, functions and methods that act on each channel alone (any channel axis)
-_ACT_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Identity,
-)  # fmt: skip
-_ACT_FUNCS = {
-    torch.relu, F.relu, F.relu6, F.gelu, F.silu, F.mish, torch.sigmoid, F.sigmoid, torch.tanh,
-    F.tanh, F.hardswish, F.hardsigmoid, F.leaky_relu, F.elu, F.hardtanh, F.softplus,
-}  # fmt: skip
-_ACT_METHODS = {"relu", "sigmoid", "tanh"}
-#: spatial pools: channel by channel when the channels are on axis 1
-_POOL_MODULES = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-)  # fmt: skip
-_POOL_FUNCS = {
-    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
-}  # fmt: skip
-
-
-class _LeafTracer(fx.Tracer):
-    """Keeps dynamic layers (and layers with a dynamic twin) as leaves."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if is_dynamic(m) or dynamic_class_for(m) is not None:
-            return True
-        return bool(super().is_leaf_module(m, module_qualified_name))
-
-
-class UntraceableError(Exception):
-    """The model cannot be evaluated as one fx graph (the message says why)."""
-
-
-def trace_model(model: nn.Module) -> fx.Graph:
-    """The model's fx graph; raises :class:`UntraceableError` with the reason if there is none.
-
-    The graph must be the same in train and eval mode (calibration runs in train mode, scoring in
-    eval mode), and ``forward`` must take one input (further parameters need defaults).
-    """
-    flags = [(m, m.training) for m in model.modules()]
-    codes: list[str] = []
-    graphs: list[fx.Graph] = []
-    try:
-        for mode in (False, True):
-            for m, _ in flags:
-                m.training = mode
-            graph = _LeafTracer().trace(model)
-            graphs.append(graph)
-            codes.append(graph.python_code("self").src)
-    except Exception as e:
-        text = str(e).strip().splitlines()
-        first = text[0][:160] if text else ""
-        raise UntraceableError(
-            f"torch.fx cannot trace {type(model).__name__} as one graph ({type(e).__name__}: "
-            f"{first})"
-        ) from e
-    finally:
-        for m, t in flags:
-            m.training = t
-    if codes[0] != codes[1]:
-        raise UntraceableError(
-            f"{type(model).__name__}.forward traces differently in train and eval mode"
-        )
-    graph = graphs[0]
-    phs = [n for n in graph.nodes if n.op == "placeholder"]
-    if not phs:
-        raise UntraceableError(f"{type(model).__name__}.forward takes no input")
-    for n in phs:
-        if str(n.target).startswith("*"):
-            raise UntraceableError(f"{type(model).__name__}.forward takes *args or **kwargs")
-    for n in phs[1:]:
-        if not n.args:
-            raise UntraceableError(
-                f"{type(model).__name__}.forward needs input {n.target!r} besides the batch"
-            )
-    return graph
 
 
 @dataclass
@@ -276,14 +201,7 @@ def _slice_axis(
             if isinstance(m, _BatchNorm) and dims.get("num_features") is hp and src == 1:
                 return 1
             return None
-        if isinstance(m, _ACT_MODULES) or (isinstance(m, _POOL_MODULES) and src == 1):
-            return src
-        return None
-    if n.op == "call_function" and (
-        n.target in _ACT_FUNCS or (n.target in _POOL_FUNCS and src == 1)
-    ):
-        return src
-    if n.op == "call_method" and n.target in _ACT_METHODS:
+    if acts_per_channel(model, n) or (is_spatial_pool(model, n) and src == 1):
         return src
     return None
 
@@ -296,7 +214,7 @@ def _inplace_ops(model: nn.Module, nodes: list[fx.Node]) -> list[str]:
             found.append(f"Tensor.{t}")
         elif n.op == "call_function":
             fname = getattr(t, "__name__", "")
-            if t in _INPLACE_FUNCS or fname.endswith("_") or n.kwargs.get("inplace") is True:
+            if t in INPLACE_FUNCTIONS or fname.endswith("_") or n.kwargs.get("inplace") is True:
                 found.append(fname or str(t))
         elif n.op == "call_module" and getattr(model.get_submodule(str(t)), "inplace", False):
             found.append(f"{t} (inplace=True)")
@@ -494,3 +412,7 @@ def _fresh(model: nn.Module, n: fx.Node) -> bool:
         return False
     m = model.get_submodule(str(n.target))
     return isinstance(m, (nn.Conv2d, _BatchNorm, nn.Linear)) and not m._forward_hooks
+
+
+#: the former name of :func:`nasviz.tracing.fx.trace_leaves`
+trace_model = trace_leaves

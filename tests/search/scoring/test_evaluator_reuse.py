@@ -15,12 +15,13 @@ from torch import nn
 import nasviz as nv
 from nasviz.patch import prep_for_eval
 from nasviz.search import BinarySearcher
-from nasviz.search.scoring._subgraph import capture_module, plan_subgraphs, trace_model
 from nasviz.search.binary import _next_choice
 from nasviz.search.evaluator import Evaluator
 from nasviz.search.events import CandidateScored
 from nasviz.search.executors import members_of as _members
-from tests.test_search_evaluator import _model, _search
+from nasviz.search.scoring._subgraph import capture_module, plan_subgraphs
+from nasviz.tracing.fx import trace_leaves
+from tests.search.scoring.test_evaluator import _model, _search
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -112,7 +113,7 @@ def test_the_model_ends_calibrated_for_the_chosen_subnet() -> None:
 @pytest.mark.parametrize("kind", ["cnn", "inplace"])
 def test_fast_graph_reproduces_the_model_in_both_modes(kind: str) -> None:
     model, _, calib, _ = _model(kind)
-    plan = plan_subgraphs(model, trace_model(model), {}, {})
+    plan = plan_subgraphs(model, trace_leaves(model), {}, {})
     run = capture_module(model, plan, [])
     code = run.code
     assert "channels_last" in code

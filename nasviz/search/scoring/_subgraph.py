@@ -31,21 +31,24 @@ before being fed back (:attr:`SubgraphPlan.inplace` lists the ops found).
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasviz.dynamic import DynamicModule
-from nasviz.dynamic.norm import batchnorm_into
-from nasviz.dynamic.params import sliced_params
 from nasviz.hparam import Hparam
+from nasviz.search.scoring._fastgraph import (
+    add_into,
+    channels_last,
+    fast_graph,
+    graph_module,
+    read_param,
+)
 from nasviz.tracing.fx import (
     INPLACE_FUNCTIONS,
     UntraceableError,
@@ -61,6 +64,7 @@ __all__ = [
     "capture_module",
     "channels_last",
     "plan_subgraphs",
+    "read_param",
     "snapshot",
     "subgraph_module",
     "trace_leaves",
@@ -256,8 +260,8 @@ def capture_module(model: nn.Module, plan: SubgraphPlan, keep: list[fx.Node]) ->
                 v = g.call_function(snapshot, (v,))
         vals.append(v)
     g.output((out, tuple(vals)))
-    _fast_graph(model, g)
-    return _graph_module(model, g)
+    fast_graph(model, g)
+    return graph_module(model, g)
 
 
 def subgraph_module(
@@ -283,135 +287,8 @@ def subgraph_module(
             env[n] = g.node_copy(n, lambda a: env[a])
     if rewrite is not None:
         rewrite(g)
-    _fast_graph(model, g)
-    return _graph_module(model, g)
-
-
-def channels_last(value: Any) -> Any:
-    """``value`` in ``channels_last`` memory format if it is a 4-d tensor (same values)."""
-    if isinstance(value, torch.Tensor) and value.dim() == 4:
-        return value.contiguous(memory_format=torch.channels_last)
-    return value
-
-
-class _ParamReader:
-    """Reads a sliced channel parameter through its owner, at the active subnet's size."""
-
-    def __init__(self, owner: nn.Module, name: str) -> None:
-        self.owner, self.name = owner, name
-
-
-def read_param(reader: _ParamReader) -> Any:
-    return getattr(reader.owner, reader.name)
-
-
-def _graph_module(model: nn.Module, g: fx.Graph) -> fx.GraphModule:
-    """``fx.GraphModule(model, g)`` whose reads of sliced channel parameters (a layer scale, a
-    class token) stay live: a GraphModule copies what ``get_attr`` nodes name once, which would
-    freeze them at the width the subnet had when it was built."""
-    readers: list[str] = []
-    try:
-        for n in list(g.nodes):
-            if n.op != "get_attr":
-                continue
-            owner_name, _, name = str(n.target).rpartition(".")
-            owner = model.get_submodule(owner_name)
-            if name not in sliced_params(owner):
-                continue
-            attr = f"_nv_param_reader_{len(readers)}"
-            model.__dict__[attr] = _ParamReader(owner, name)
-            readers.append(attr)
-            with g.inserting_before(n):
-                live = g.call_function(read_param, (g.get_attr(attr),))
-            n.replace_all_uses_with(live)
-            g.erase_node(n)
-        return fx.GraphModule(model, g)
-    finally:
-        for attr in readers:
-            model.__dict__.pop(attr, None)
-
-
-def _fast_graph(model: nn.Module, g: fx.Graph) -> None:
-    """Route the output of every 2-d convolution call in ``g`` through :func:`channels_last`, and
-    run a BatchNorm2d (:func:`~nasviz.dynamic.norm.batchnorm_into`), an addition (:func:`add_into`)
-    or a plain ReLU in place where its input is a fresh tensor nothing else reads."""
-    for n in list(g.nodes):
-        if n.op != "call_module" or not isinstance(model.get_submodule(str(n.target)), nn.Conv2d):
-            continue
-        with g.inserting_after(n):
-            conv = g.call_function(channels_last, (n,))
-        n.replace_all_uses_with(conv, delete_user_cb=lambda u, c=conv: u is not c)
-    for n in list(g.nodes):
-        if n.op != "call_module" or len(n.args) != 1 or n.kwargs:
-            continue
-        bn = model.get_submodule(str(n.target))
-        src = n.args[0]
-        if not isinstance(bn, nn.BatchNorm2d) or bn._forward_hooks or bn._forward_pre_hooks:
-            continue
-        if isinstance(src, fx.Node) and len(src.users) == 1 and _fresh(model, src):
-            with g.inserting_before(n):
-                module = g.get_attr(str(n.target))
-                fused = g.call_function(batchnorm_into, (module, src))
-            n.replace_all_uses_with(fused)
-            g.erase_node(n)
-    for n in list(g.nodes):
-        is_add = n.op == "call_function" and n.target in (operator.add, torch.add)
-        if not is_add or len(n.args) != 2 or n.kwargs:
-            continue
-        for i, src in enumerate(n.args):
-            if isinstance(src, fx.Node) and len(src.users) == 1 and _fresh(model, src):
-                other = n.args[1 - i]
-                with g.inserting_before(n):
-                    added = g.call_function(add_into, (src, other))
-                n.replace_all_uses_with(added)
-                g.erase_node(n)
-                break
-    for n in list(g.nodes):
-        if not _plain_relu(model, n) or not isinstance(n.args[0], fx.Node):
-            continue
-        src = n.args[0]
-        if len(src.users) == 1 and _fresh(model, src):
-            with g.inserting_after(n):
-                relu = g.call_function(torch.relu_, (src,))
-            n.replace_all_uses_with(relu)
-            g.erase_node(n)
-
-
-def _plain_relu(model: nn.Module, n: fx.Node) -> bool:
-    if len(n.args) != 1 or n.kwargs:
-        return False
-    if n.op == "call_module":
-        return type(model.get_submodule(str(n.target))) is nn.ReLU
-    return (n.op == "call_function" and n.target in (torch.relu, F.relu)) or (
-        n.op == "call_method" and n.target == "relu"
-    )
-
-
-def add_into(fresh: Any, other: Any) -> Any:
-    """``fresh + other``, written into ``fresh`` (nothing else reads it) when the sum has its
-    shape and dtype (addition commutes exactly, so the values are the same)."""
-    if (
-        isinstance(fresh, torch.Tensor)
-        and isinstance(other, torch.Tensor)
-        and fresh.shape == torch.broadcast_shapes(fresh.shape, other.shape)
-        and fresh.dtype == torch.result_type(fresh, other)
-        and not (torch.is_grad_enabled() and (fresh.requires_grad or other.requires_grad))
-    ):
-        return fresh.add_(other)
-    return fresh + other
-
-
-def _fresh(model: nn.Module, n: fx.Node) -> bool:
-    """Whether node ``n`` returns a new tensor of its own that no hook saw (a conv, BatchNorm or
-    Linear call without forward hooks)."""
-    if n.op == "call_function" and n.target is channels_last:
-        return isinstance(n.args[0], fx.Node) and _fresh(model, n.args[0])
-    if n.op == "call_function" and n.target in (batchnorm_into, add_into):
-        return True
-    if n.op != "call_module":
-        return False
-    m = model.get_submodule(str(n.target))
-    return isinstance(m, (nn.Conv2d, _BatchNorm, nn.Linear)) and not m._forward_hooks
+    fast_graph(model, g)
+    return graph_module(model, g)
 
 
 #: the former name of :func:`nasviz.tracing.fx.trace_leaves`

@@ -41,8 +41,8 @@ from nasviz.dynamic.norm import (
     batchnorm_chunks,
     batchnorm_into,
 )
-from nasviz.search.scoring._prefix import prefix_conv
 from nasviz.search.scoring._fastgraph import add_into, channels_last, read_param
+from nasviz.search.scoring._prefix import prefix_conv
 from nasviz.search.scoring._subgraph import _inplace_ops, value_bytes
 from nasviz.tracing.fx import acts_per_channel, is_spatial_pool
 

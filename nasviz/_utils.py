@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["atomic_torch_save", "device_of", "parameter_users"]
+__all__ = ["atomic_torch_save", "device_of", "parameter_users", "training_flags"]
 
 
 def device_of(model: nn.Module) -> torch.device:
@@ -43,3 +45,25 @@ def parameter_users(model: nn.Module) -> dict[int, list[tuple[str, str]]]:
         for pname, p in m.named_parameters(recurse=False):
             users.setdefault(id(p), []).append((mname, pname))
     return users
+
+
+@contextlib.contextmanager
+def training_flags(*models: nn.Module, mode: bool | None = None) -> Iterator[None]:
+    """Run the body with every module's ``training`` flag set to ``mode`` (``None``: as they are),
+    then put every flag back, also after an exception.
+
+    Flags are set directly, not through ``train()``, so a patched ``train`` (a mode's post-eval
+    hook) never fires. Example::
+
+        >>> with training_flags(model, mode=False):
+        ...     model(x)          # eval-mode pass; model.training is what it was afterwards
+    """
+    flags = {m: m.training for model in models for m in model.modules()}
+    try:
+        if mode is not None:
+            for m in flags:
+                m.training = mode
+        yield
+    finally:
+        for m, flag in flags.items():
+            m.training = flag

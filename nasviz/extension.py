@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from nasviz._utils import training_flags
 from nasviz.errors import ExtensionNameError, ModuleIdError, NasvizError
 
 __all__ = [
@@ -500,17 +501,12 @@ def compare_activations(
     """
     args = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
     ids = [module_ids] if isinstance(module_ids, str) else list(module_ids)
-    flags = {m: m.training for model in (model_a, model_b) for m in model.modules()}
     acts: list[dict[str, Any]] = []
-    try:
-        with torch.no_grad():
-            for model in (model_a, model_b):
-                model.eval()
-                with ActivationMapGrabber(model, ids) as grabber:
-                    acts.append(grabber(*args)[1])
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
+    with training_flags(model_a, model_b), torch.no_grad():
+        for model in (model_a, model_b):
+            model.eval()
+            with ActivationMapGrabber(model, ids) as grabber:
+                acts.append(grabber(*args)[1])
     rows = []
     for m_id in ids:
         for side, got in zip("ab", acts):

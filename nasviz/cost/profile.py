@@ -47,6 +47,7 @@ from torch.nn.modules.module import (
 )
 from torch.utils.flop_counter import FlopCounterMode
 
+from nasviz._utils import training_flags
 from nasviz.dynamic.base import DynamicModule
 from nasviz.errors import NasvizError
 
@@ -236,16 +237,12 @@ class _Attributor:
 def exclusive_flops(model: nn.Module, dummy_input: Any) -> dict[int, int]:
     """``{id(module): FLOPs issued by the module's own code}`` for one eval forward pass."""
     args, kwargs = _split_input(dummy_input)
-    flags = [(m, m.training) for m in model.modules()]
     counter = FlopCounterMode(display=False)
     attributor = _Attributor(counter, model)
-    # flags are set directly (not via train()) so patched train() hooks do not fire
-    for m, _ in flags:
-        m.training = False
     pre = register_module_forward_pre_hook(attributor.pre)
     post = register_module_forward_hook(attributor.post)
     try:
-        with torch.no_grad(), counter:
+        with training_flags(model, mode=False), torch.no_grad(), counter:
             try:
                 model(*args, **kwargs)
             except Exception as e:
@@ -258,8 +255,6 @@ def exclusive_flops(model: nn.Module, dummy_input: Any) -> dict[int, int]:
     finally:
         pre.remove()
         post.remove()
-        for m, flag in flags:
-            m.training = flag
     return attributor.flops
 
 

@@ -42,8 +42,8 @@ from typing import Any
 
 from nasviz.errors import SearchError
 from nasviz.hparam import Hparam
-from nasviz.patch import prep_for_eval
 from nasviz.search.base import IterativeSearcher
+from nasviz.search.checkpoint import read_checkpoint
 from nasviz.search.events import (
     BisectionStep,
     CandidateScored,
@@ -122,17 +122,10 @@ class BinarySearcher(IterativeSearcher):
     # -- checkpoints ------------------------------------------------------------------------------
     def load_search_checkpoint(self) -> bool:
         """Load only the sensitivity map and the original score; the rest is recomputed."""
-        from pathlib import Path
-
-        import torch
-
         path = self.config["checkpoint"]
-        if path is None or not Path(path).exists():
+        state = read_checkpoint(path)
+        if state is None:
             return False
-        try:
-            state = torch.load(path, weights_only=True)
-        except Exception as e:
-            raise SearchError(f"checkpoint {str(path)!r} could not be read: {e}") from e
         smap = state.get("sensitivity_map", {})
         names = set(self._hparams())
         unknown = sorted(set(smap) - names)
@@ -233,8 +226,7 @@ class BinarySearcher(IterativeSearcher):
         total = sum(len(hp.choices) - 1 for hp in hps.values())
         done = sum(len(v) for k, v in self.sensitivity_map.items() if k in hps)
         full = self._max_config()
-        ev = self.evaluator
-        rule = ev.skip_rule() if ev is not None else None
+        rule = self.scorer.skip_rule()
         ascending = rule is not None and rule.ascending
         order = {n: sorted(hp.choices[:-1], reverse=not ascending) for n, hp in hps.items()}
         schedule = MapSchedule(order, self.sensitivity_map, rule)
@@ -338,13 +330,8 @@ class BinarySearcher(IterativeSearcher):
             raise SearchError("no candidate subnet was scored")
         config, score = best["config"], best["score"]
         self._select(config)
-        # leave the model calibrated for the chosen subnet, not the last one scored (the
-        # evaluator form kept its statistics when it scored it, or remembered its score)
-        ev = self.evaluator
-        if (ev is not None and not ev.restore_calibration()) or (
-            ev is None and config is not candidates[-1]
-        ):
-            prep_for_eval(self.model, self.forward_loop)
+        # leave the model calibrated for the chosen subnet, not the last one scored
+        self.scorer.restore_calibration(last_scored=config is candidates[-1])
         self.best = best
         self.emit(
             FinalScore(

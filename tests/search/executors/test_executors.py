@@ -387,8 +387,8 @@ def test_sweep_resumes_after_the_client_died(client: Any, tmp_path: Path) -> Non
     ckpt, log = tmp_path / "search.pt", tmp_path / "scored.log"
     script = f"""
 import sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
-from test_search_executors import KnownScore, _mlp, _search
+sys.path.insert(0, {str(Path(__file__).parents[2])!r})
+from search.executors.test_executors import KnownScore, _mlp, _search
 model, x = _mlp()
 _search(model, x, score_func=KnownScore(delay=0.5, log={str(log)!r}),
         executor={client.scheduler.address!r}, checkpoint={str(ckpt)!r})

@@ -2,8 +2,9 @@
 
 Private to :mod:`nasviz.search.executors` (which documents the design). Three pieces:
 
-* :class:`Payload`: the model (converted, at full width), the scoring (``score_func`` and the
-  calibration ``forward_loop``, or the evaluator-form keys) and the seed, in one plain object.
+* :class:`Payload`: the model (converted, at full width), the scorer's picklable recipe
+  (:class:`~nasviz.search.scoring.ScorerSpec`), the hparams' members and the seed, in one plain
+  object.
   :func:`dumps_payload` pickles it whole with cloudpickle (a patched model's instance methods are
   pickled by value that way; stdlib pickle writes them by name and cannot load them back) and,
   when that fails, names the part that could not be pickled.
@@ -22,7 +23,7 @@ import functools
 import pickle
 import threading
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,10 @@ import torch
 from torch import nn
 
 from nasviz.errors import SearchError
+from nasviz.hparam import Hparam
 from nasviz.search.events import SearchEvent
+from nasviz.search.scoring import Scorer, ScorerSpec
+from nasviz.space import search_space, select
 
 __all__ = [
     "Payload",
@@ -42,17 +46,6 @@ __all__ = [
     "score_task",
 ]
 
-#: evaluator-form keys a worker needs to build its own Evaluator
-EVALUATOR_KEYS = (
-    "data_loader",
-    "max_iter_data_loader",
-    "score_loader",
-    "metric",
-    "cache_bytes",
-    "skip",
-    "skip_threshold",
-)
-
 
 @dataclass
 class Payload:
@@ -62,29 +55,16 @@ class Payload:
     full: dict[str, int]
     seed: int
     threads: int | None
-    score_func: Callable[[nn.Module], Any] | None = None
-    forward_loop: Callable[[nn.Module], Any] | None = None
-    evaluator_config: dict[str, Any] | None = None
+    scoring: ScorerSpec
     members: dict[str, list[str]] = field(default_factory=dict)
 
     def parts(self) -> dict[str, Any]:
         """The user-supplied parts by the name the user knows them by (for error messages)."""
-        parts: dict[str, Any] = {"the model": self.model}
-        if self.evaluator_config is not None:
-            for key in ("data_loader", "score_loader", "metric"):
-                parts[f"config[{key!r}]"] = self.evaluator_config[key]
-        else:
-            parts["config['score_func']"] = self.score_func
-            parts["config['forward_loop'] (or the loop over config['data_loader'])"] = (
-                self.forward_loop
-            )
-        return parts
+        return {"the model": self.model, **self.scoring.parts()}
 
     def data_roots(self) -> list[Any]:
         """Where the data's random generators can be found."""
-        if self.evaluator_config is not None:
-            return [self.evaluator_config[k] for k in ("data_loader", "score_loader", "metric")]
-        return [self.score_func, self.forward_loop]
+        return self.scoring.data_roots()
 
 
 # -- pickling -------------------------------------------------------------------------------------
@@ -224,85 +204,53 @@ class SeededUnits:
 
 
 # -- scoring --------------------------------------------------------------------------------------
-def configurable(model: nn.Module) -> dict[str, Any]:
-    from nasviz.space import search_space
-
+def configurable(model: nn.Module) -> dict[str, Hparam]:
+    """The configurable hparams of a converted model, by name."""
     return {n: hp for n, hp in search_space(model).hparams.items() if hp.is_configurable}
 
 
-def score_subnet(
-    model: nn.Module,
-    subnet: dict[str, int],
-    name: str | None,
-    *,
-    evaluator: Any = None,
-    score_func: Callable[[nn.Module], Any] | None = None,
-    forward_loop: Callable[[nn.Module], Any] | None = None,
-) -> Any:
-    """Select ``subnet`` and score it as the searcher does (the raw value of the scorer).
-
-    With an (already prepared) evaluator, ``name`` is the one hparam that differs from the full
-    subnet (``None``: the full subnet itself, scored with ``score_full``).
-    """
-    from nasviz.patch import prep_for_eval
-    from nasviz.space import select
-
+def score_subnet(model: nn.Module, subnet: dict[str, int], scorer: Scorer) -> Any:
+    """Select ``subnet`` and score it as the searcher does (the raw value of the scorer)."""
     select(model, subnet)
-    if evaluator is not None:
-        return evaluator.score_single(name) if name is not None else evaluator.score_full()
-    if score_func is None:
-        raise SearchError("no score_func to score the subnet with")
-    prep_for_eval(model, forward_loop)
-    with torch.no_grad():
-        return score_func(model)
+    return scorer.score_active()
 
 
 class WorkerSweep:
-    """A worker's unpickled payload; scores one entry at a time (its lock serialises threads)."""
+    """A worker's unpickled payload; scores one entry at a time (its lock serialises threads).
+
+    The scorer is built and prepared at the full subnet once per worker, inside the first
+    task's seeded unit (a scorer whose preparation scores the full model keeps that score).
+    """
 
     def __init__(self, payload: Payload) -> None:
         self.payload = payload
         self.units = SeededUnits(payload.seed, payload.data_roots())
         self.lock = threading.Lock()
-        self.evaluator: Any = None
         self.events: list[SearchEvent] = []
-        self.prepared: float | None = None
+        self.scorer = payload.scoring.build(payload.model, self.events.append)
+        self.prepared = False
+        self.original: float | None = None
         if payload.threads is not None:
             torch.set_num_threads(payload.threads)
 
-    def _prepare(self) -> float:
-        """The evaluator form: build this worker's evaluator cache at the full subnet."""
-        if self.prepared is None:
-            from nasviz.search.evaluator import Evaluator
-            from nasviz.space import select
-
+    def _prepare(self) -> None:
+        if not self.prepared:
             p = self.payload
-            cfg = dict(p.evaluator_config or {})
-            self.evaluator = Evaluator(p.model, cfg, self.events.append)
             select(p.model, p.full)
             hps = configurable(p.model)
-            self.prepared = self.evaluator.prepare(p.members, {n: hps[n] for n in p.members})
-        return self.prepared
+            self.original = self.scorer.prepare(p.members, {n: hps[n] for n in p.members})
+            self.prepared = True
 
     def score(self, name: str | None, choice: int | None) -> tuple[bool, Any, list[SearchEvent]]:
         """``(ok, score or exception, events)`` for ``name=choice`` (``None``: the full model)."""
         p = self.payload
         with self.lock, self.units.unit():
             try:
-                if p.evaluator_config is not None:
-                    original = self._prepare()
-                    if name is None:
-                        return True, original, list(self.events)
+                self._prepare()
+                if name is None and self.original is not None:
+                    return True, self.original, list(self.events)
                 subnet = p.full if name is None else {**p.full, name: int(choice or 0)}
-                value = score_subnet(
-                    p.model,
-                    subnet,
-                    name,
-                    evaluator=self.evaluator,
-                    score_func=p.score_func,
-                    forward_loop=p.forward_loop,
-                )
-                return True, value, []
+                return True, score_subnet(p.model, subnet, self.scorer), []
             except Exception as e:
                 return False, _portable(e), []
 

@@ -1,6 +1,6 @@
 """Which hparams' frontier activations the evaluator's cache keeps within ``cache_bytes``.
 
-Private to :mod:`nasviz.search.evaluator`. :func:`estimate_bytes` sizes every frontier node from
+Private to the evaluator (:mod:`.evaluator`). :func:`estimate_bytes` sizes every frontier node from
 one probe batch; :func:`choose_cached` then takes, greedily, the hparam whose frontier adds the
 fewest new bytes while the budget (inputs included) holds; the others are scored from the inputs.
 """
@@ -13,8 +13,9 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from nasviz.search._evalconfig import batch_size
-from nasviz.search._subgraph import SubgraphPlan, capture_module, value_bytes
+from nasviz._utils import training_flags
+from nasviz.search.scoring._evalconfig import batch_size
+from nasviz.search.scoring._subgraph import SubgraphPlan, capture_module, value_bytes
 
 __all__ = ["choose_cached", "estimate_bytes"]
 
@@ -32,15 +33,8 @@ def estimate_bytes(
     probe = calib[0] if calib else score[0][0]
     if isinstance(probe, torch.Tensor) and probe.dim() > 0 and probe.shape[0] > 2:
         probe = probe[:2]  # sizes scale with the batch; an eval-mode pass treats samples alone
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        for m, _ in flags:
-            m.training = False
-        with torch.no_grad():
-            _, vals = capture_module(model, plan, nodes)(probe)
-    finally:
-        for m, t in flags:
-            m.training = t
+    with training_flags(model, mode=False), torch.no_grad():
+        _, vals = capture_module(model, plan, nodes)(probe)
     samples = sum(batch_size(x) for x in calib) + sum(batch_size(x) for x, _ in score)
     scale = samples / batch_size(probe)
     return {n: value_bytes(v) * scale for n, v in zip(nodes, vals)}

@@ -41,19 +41,10 @@ from nasviz.dynamic.norm import (
     batchnorm_chunks,
     batchnorm_into,
 )
-from nasviz.search._prefix import prefix_conv
-from nasviz.search._subgraph import (
-    _ACT_FUNCS,
-    _ACT_METHODS,
-    _ACT_MODULES,
-    _POOL_FUNCS,
-    _POOL_MODULES,
-    _inplace_ops,
-    add_into,
-    channels_last,
-    read_param,
-    value_bytes,
-)
+from nasviz.search.scoring._fastgraph import add_into, channels_last, read_param
+from nasviz.search.scoring._prefix import prefix_conv
+from nasviz.search.scoring._subgraph import _inplace_ops, value_bytes
+from nasviz.tracing.fx import acts_per_channel, is_spatial_pool
 
 K = TypeVar("K")
 
@@ -74,13 +65,13 @@ _BN_TYPES = (
     nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, DynamicBatchNorm1d, DynamicBatchNorm2d,
 )  # fmt: skip
 #: modules that treat the samples along dim 0 one by one
-_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.GroupNorm, *_ACT_MODULES, *_POOL_MODULES)
+_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.GroupNorm)
 _FUNCS = {
     operator.add, operator.sub, operator.mul, operator.truediv, operator.neg, torch.add,
     torch.sub, torch.mul, torch.relu_, F.conv1d, F.conv2d, F.linear, channels_last, add_into,
     read_param, prefix_conv, batchnorm_into,
-} | _ACT_FUNCS | _POOL_FUNCS  # fmt: skip
-_METHODS = {"relu_", "contiguous", "add", "mul", "add_", "mul_"} | _ACT_METHODS
+}  # fmt: skip
+_METHODS = {"relu_", "contiguous", "add", "mul", "add_", "mul_"}
 
 
 def pack(values: list[Any], sizes: Sequence[int]) -> tuple[list[Any], torch.Tensor | None]:
@@ -185,13 +176,15 @@ def _per_sample(root: nn.Module, n: fx.Node) -> bool:
     """Whether node ``n`` treats the samples along dim 0 one by one (see the module docstring)."""
     if n.op in ("placeholder", "get_attr"):
         return True
+    if n.op != "call_module" and (acts_per_channel(root, n) or is_spatial_pool(root, n)):
+        return True
     if n.op == "call_module":
         m = root.get_submodule(str(n.target))
         if m._forward_hooks or m._forward_pre_hooks:
             return False
         if isinstance(m, nn.Flatten):
             return m.start_dim >= 1
-        return isinstance(m, _MODULES)
+        return isinstance(m, _MODULES) or acts_per_channel(root, n) or is_spatial_pool(root, n)
     if n.op == "call_function" and n.target in (torch.flatten, torch.cat):
         dim = n.kwargs.get("start_dim" if n.target is torch.flatten else "dim", 1)
         dim = n.args[1] if len(n.args) > 1 else dim

@@ -11,15 +11,15 @@ import torch
 from torch import nn
 
 import nasviz as nv
-import nasviz.search._calib as calib_mod
-import nasviz.search.evaluator as evaluator_mod
+import nasviz.search.scoring._cached as evaluator_mod
+import nasviz.search.scoring._calib as calib_mod
 from nasviz.dynamic.norm import DynamicBatchNorm2d
 from nasviz.fastnas import BinarySearcher
 from nasviz.hparam import Hparam
-from nasviz.search._calib import calib_module, chunked_batchnorm, groups, pack
 from nasviz.search.evaluator import Evaluator
-from nasviz.search.executors import _members
-from tests.test_search_evaluator import CFG, TinyCNN
+from nasviz.search.executors import members_of as _members
+from nasviz.search.scoring._calib import calib_module, chunked_batchnorm, groups, pack
+from tests.search.scoring.test_evaluator import CFG, TinyCNN
 
 SIZES = [8, 8, 8, 5]  # several calibration batches, the last one smaller
 

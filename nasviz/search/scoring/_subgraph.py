@@ -1,7 +1,8 @@
-"""Sub-graph evaluation for the evaluator form (private to :mod:`nasviz.search.evaluator`).
+"""Sub-graph evaluation for the evaluator form (private to :mod:`nasviz.search.scoring.evaluator`).
 
-The converted model is traced with torch.fx, dynamic layers kept as leaves (as
-:mod:`nasviz.tracing.graph` does). For each hparam, the graph splits in two:
+The converted model is captured by :func:`nasviz.tracing.fx.trace_leaves` (the one tracer,
+dynamic layers kept as leaves); which ops act channel by channel is asked of tracing's op
+vocabulary. For each hparam, the graph splits in two:
 
 * the **affected** nodes: the calls of the hparam's member layers (its *seeds*) and every node
   forward-reachable from them, plus the graph output - their values change with the hparam;
@@ -30,22 +31,31 @@ before being fed back (:attr:`SubgraphPlan.inplace` lists the ops found).
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from nasviz.dynamic import DynamicModule, dynamic_class_for, is_dynamic
-from nasviz.dynamic.norm import batchnorm_into
-from nasviz.dynamic.params import sliced_params
-from nasviz.errors import UntraceableError
+from nasviz.dynamic import DynamicModule
 from nasviz.hparam import Hparam
+from nasviz.search.scoring._fastgraph import (
+    add_into,
+    channels_last,
+    fast_graph,
+    graph_module,
+    read_param,
+)
+from nasviz.tracing.fx import (
+    INPLACE_FUNCTIONS,
+    UntraceableError,
+    acts_per_channel,
+    is_spatial_pool,
+    trace_leaves,
+)
 
 __all__ = [
     "SubgraphPlan",
@@ -54,92 +64,14 @@ __all__ = [
     "capture_module",
     "channels_last",
     "plan_subgraphs",
+    "read_param",
     "snapshot",
     "subgraph_module",
+    "trace_leaves",
     "trace_model",
     "union_plan",
     "value_bytes",
 ]
-
-_INPLACE_FUNCS = {
-    operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
-    operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor, operator.ilshift,
-    operator.irshift, operator.imatmul, operator.setitem,
-}  # fmt: skip
-#: modules, functions and methods that act on each channel alone (any channel axis)
-_ACT_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Identity,
-)  # fmt: skip
-_ACT_FUNCS = {
-    torch.relu, F.relu, F.relu6, F.gelu, F.silu, F.mish, torch.sigmoid, F.sigmoid, torch.tanh,
-    F.tanh, F.hardswish, F.hardsigmoid, F.leaky_relu, F.elu, F.hardtanh, F.softplus,
-}  # fmt: skip
-_ACT_METHODS = {"relu", "sigmoid", "tanh"}
-#: spatial pools: channel by channel when the channels are on axis 1
-_POOL_MODULES = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-)  # fmt: skip
-_POOL_FUNCS = {
-    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
-}  # fmt: skip
-
-
-class _LeafTracer(fx.Tracer):
-    """Keeps dynamic layers (and layers with a dynamic twin) as leaves."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if is_dynamic(m) or dynamic_class_for(m) is not None:
-            return True
-        return bool(super().is_leaf_module(m, module_qualified_name))
-
-
-def trace_model(model: nn.Module) -> fx.Graph:
-    """The model's fx graph; raises :class:`UntraceableError` with the reason if there is none.
-
-    The graph must be the same in train and eval mode (calibration runs in train mode, scoring in
-    eval mode), and ``forward`` must take one input (further parameters need defaults).
-    """
-    flags = [(m, m.training) for m in model.modules()]
-    codes: list[str] = []
-    graphs: list[fx.Graph] = []
-    try:
-        for mode in (False, True):
-            for m, _ in flags:
-                m.training = mode
-            graph = _LeafTracer().trace(model)
-            graphs.append(graph)
-            codes.append(graph.python_code("self").src)
-    except Exception as e:
-        text = str(e).strip().splitlines()
-        first = text[0][:160] if text else ""
-        raise UntraceableError(
-            f"torch.fx cannot trace {type(model).__name__} as one graph ({type(e).__name__}: "
-            f"{first})"
-        ) from e
-    finally:
-        for m, t in flags:
-            m.training = t
-    if codes[0] != codes[1]:
-        raise UntraceableError(
-            f"{type(model).__name__}.forward traces differently in train and eval mode"
-        )
-    graph = graphs[0]
-    phs = [n for n in graph.nodes if n.op == "placeholder"]
-    if not phs:
-        raise UntraceableError(f"{type(model).__name__}.forward takes no input")
-    for n in phs:
-        if str(n.target).startswith("*"):
-            raise UntraceableError(f"{type(model).__name__}.forward takes *args or **kwargs")
-    for n in phs[1:]:
-        if not n.args:
-            raise UntraceableError(
-                f"{type(model).__name__}.forward needs input {n.target!r} besides the batch"
-            )
-    return graph
 
 
 @dataclass
@@ -273,14 +205,7 @@ def _slice_axis(
             if isinstance(m, _BatchNorm) and dims.get("num_features") is hp and src == 1:
                 return 1
             return None
-        if isinstance(m, _ACT_MODULES) or (isinstance(m, _POOL_MODULES) and src == 1):
-            return src
-        return None
-    if n.op == "call_function" and (
-        n.target in _ACT_FUNCS or (n.target in _POOL_FUNCS and src == 1)
-    ):
-        return src
-    if n.op == "call_method" and n.target in _ACT_METHODS:
+    if acts_per_channel(model, n) or (is_spatial_pool(model, n) and src == 1):
         return src
     return None
 
@@ -293,7 +218,7 @@ def _inplace_ops(model: nn.Module, nodes: list[fx.Node]) -> list[str]:
             found.append(f"Tensor.{t}")
         elif n.op == "call_function":
             fname = getattr(t, "__name__", "")
-            if t in _INPLACE_FUNCS or fname.endswith("_") or n.kwargs.get("inplace") is True:
+            if t in INPLACE_FUNCTIONS or fname.endswith("_") or n.kwargs.get("inplace") is True:
                 found.append(fname or str(t))
         elif n.op == "call_module" and getattr(model.get_submodule(str(t)), "inplace", False):
             found.append(f"{t} (inplace=True)")
@@ -335,8 +260,8 @@ def capture_module(model: nn.Module, plan: SubgraphPlan, keep: list[fx.Node]) ->
                 v = g.call_function(snapshot, (v,))
         vals.append(v)
     g.output((out, tuple(vals)))
-    _fast_graph(model, g)
-    return _graph_module(model, g)
+    fast_graph(model, g)
+    return graph_module(model, g)
 
 
 def subgraph_module(
@@ -362,132 +287,9 @@ def subgraph_module(
             env[n] = g.node_copy(n, lambda a: env[a])
     if rewrite is not None:
         rewrite(g)
-    _fast_graph(model, g)
-    return _graph_module(model, g)
+    fast_graph(model, g)
+    return graph_module(model, g)
 
 
-def channels_last(value: Any) -> Any:
-    """``value`` in ``channels_last`` memory format if it is a 4-d tensor (same values)."""
-    if isinstance(value, torch.Tensor) and value.dim() == 4:
-        return value.contiguous(memory_format=torch.channels_last)
-    return value
-
-
-class _ParamReader:
-    """Reads a sliced channel parameter through its owner, at the active subnet's size."""
-
-    def __init__(self, owner: nn.Module, name: str) -> None:
-        self.owner, self.name = owner, name
-
-
-def read_param(reader: _ParamReader) -> Any:
-    return getattr(reader.owner, reader.name)
-
-
-def _graph_module(model: nn.Module, g: fx.Graph) -> fx.GraphModule:
-    """``fx.GraphModule(model, g)`` whose reads of sliced channel parameters (a layer scale, a
-    class token) stay live: a GraphModule copies what ``get_attr`` nodes name once, which would
-    freeze them at the width the subnet had when it was built."""
-    readers: list[str] = []
-    try:
-        for n in list(g.nodes):
-            if n.op != "get_attr":
-                continue
-            owner_name, _, name = str(n.target).rpartition(".")
-            owner = model.get_submodule(owner_name)
-            if name not in sliced_params(owner):
-                continue
-            attr = f"_nv_param_reader_{len(readers)}"
-            model.__dict__[attr] = _ParamReader(owner, name)
-            readers.append(attr)
-            with g.inserting_before(n):
-                live = g.call_function(read_param, (g.get_attr(attr),))
-            n.replace_all_uses_with(live)
-            g.erase_node(n)
-        return fx.GraphModule(model, g)
-    finally:
-        for attr in readers:
-            model.__dict__.pop(attr, None)
-
-
-def _fast_graph(model: nn.Module, g: fx.Graph) -> None:
-    """Route the output of every 2-d convolution call in ``g`` through :func:`channels_last`, and
-    run a BatchNorm2d (:func:`~nasviz.dynamic.norm.batchnorm_into`), an addition (:func:`add_into`)
-    or a plain ReLU in place where its input is a fresh tensor nothing else reads."""
-    for n in list(g.nodes):
-        if n.op != "call_module" or not isinstance(model.get_submodule(str(n.target)), nn.Conv2d):
-            continue
-        with g.inserting_after(n):
-            conv = g.call_function(channels_last, (n,))
-        n.replace_all_uses_with(conv, delete_user_cb=lambda u, c=conv: u is not c)
-    for n in list(g.nodes):
-        if n.op != "call_module" or len(n.args) != 1 or n.kwargs:
-            continue
-        bn = model.get_submodule(str(n.target))
-        src = n.args[0]
-        if not isinstance(bn, nn.BatchNorm2d) or bn._forward_hooks or bn._forward_pre_hooks:
-            continue
-        if isinstance(src, fx.Node) and len(src.users) == 1 and _fresh(model, src):
-            with g.inserting_before(n):
-                module = g.get_attr(str(n.target))
-                fused = g.call_function(batchnorm_into, (module, src))
-            n.replace_all_uses_with(fused)
-            g.erase_node(n)
-    for n in list(g.nodes):
-        is_add = n.op == "call_function" and n.target in (operator.add, torch.add)
-        if not is_add or len(n.args) != 2 or n.kwargs:
-            continue
-        for i, src in enumerate(n.args):
-            if isinstance(src, fx.Node) and len(src.users) == 1 and _fresh(model, src):
-                other = n.args[1 - i]
-                with g.inserting_before(n):
-                    added = g.call_function(add_into, (src, other))
-                n.replace_all_uses_with(added)
-                g.erase_node(n)
-                break
-    for n in list(g.nodes):
-        if not _plain_relu(model, n) or not isinstance(n.args[0], fx.Node):
-            continue
-        src = n.args[0]
-        if len(src.users) == 1 and _fresh(model, src):
-            with g.inserting_after(n):
-                relu = g.call_function(torch.relu_, (src,))
-            n.replace_all_uses_with(relu)
-            g.erase_node(n)
-
-
-def _plain_relu(model: nn.Module, n: fx.Node) -> bool:
-    if len(n.args) != 1 or n.kwargs:
-        return False
-    if n.op == "call_module":
-        return type(model.get_submodule(str(n.target))) is nn.ReLU
-    return (n.op == "call_function" and n.target in (torch.relu, F.relu)) or (
-        n.op == "call_method" and n.target == "relu"
-    )
-
-
-def add_into(fresh: Any, other: Any) -> Any:
-    """``fresh + other``, written into ``fresh`` (nothing else reads it) when the sum has its
-    shape and dtype (addition commutes exactly, so the values are the same)."""
-    if (
-        isinstance(fresh, torch.Tensor)
-        and isinstance(other, torch.Tensor)
-        and fresh.shape == torch.broadcast_shapes(fresh.shape, other.shape)
-        and fresh.dtype == torch.result_type(fresh, other)
-        and not (torch.is_grad_enabled() and (fresh.requires_grad or other.requires_grad))
-    ):
-        return fresh.add_(other)
-    return fresh + other
-
-
-def _fresh(model: nn.Module, n: fx.Node) -> bool:
-    """Whether node ``n`` returns a new tensor of its own that no hook saw (a conv, BatchNorm or
-    Linear call without forward hooks)."""
-    if n.op == "call_function" and n.target is channels_last:
-        return isinstance(n.args[0], fx.Node) and _fresh(model, n.args[0])
-    if n.op == "call_function" and n.target in (batchnorm_into, add_into):
-        return True
-    if n.op != "call_module":
-        return False
-    m = model.get_submodule(str(n.target))
-    return isinstance(m, (nn.Conv2d, _BatchNorm, nn.Linear)) and not m._forward_hooks
+#: the former name of :func:`nasviz.tracing.fx.trace_leaves`
+trace_model = trace_leaves

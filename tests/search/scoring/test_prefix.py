@@ -10,7 +10,7 @@ import nasviz as nv
 from nasviz.dynamic import DynamicConv2d
 from nasviz.fastnas import BinarySearcher
 from nasviz.hparam import Hparam
-from nasviz.search._prefix import PrefixSlot, prefix_conv
+from nasviz.search.scoring._prefix import PrefixSlot, prefix_conv
 
 
 @pytest.mark.parametrize("order", [None, [5, 0, 11, 3, 8, 1, 10, 2, 7, 4, 9, 6]])

@@ -16,11 +16,12 @@ import nasviz as nv
 from nasviz.fastnas import BinarySearcher
 from nasviz.fastnas.searcher import _next_choice
 from nasviz.patch import prep_for_eval
-from nasviz.search._subgraph import capture_module, plan_subgraphs, trace_model
 from nasviz.search.evaluator import Evaluator
 from nasviz.search.events import CandidateScored
-from nasviz.search.executors import _members
-from tests.test_search_evaluator import _model, _search
+from nasviz.search.executors import members_of as _members
+from nasviz.search.scoring._subgraph import capture_module, plan_subgraphs
+from nasviz.tracing.fx import trace_leaves
+from tests.search.scoring.test_evaluator import _model, _search
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -93,7 +94,7 @@ def test_a_subnet_is_scored_once_and_its_statistics_come_back() -> None:
     assert ev.stats["cached_scores"] + ev.stats["full_scores"] == scored  # nothing ran
     assert ev.report()["remembered_scores"] == 2
     ev.reset_calibration()
-    assert ev.restore_calibration()
+    assert ev.restore_kept()
     for k, v in _bn_buffers(model).items():
         assert torch.equal(calibrated[k], v), k
 
@@ -112,7 +113,7 @@ def test_the_model_ends_calibrated_for_the_chosen_subnet() -> None:
 @pytest.mark.parametrize("kind", ["cnn", "inplace"])
 def test_fast_graph_reproduces_the_model_in_both_modes(kind: str) -> None:
     model, _, calib, _ = _model(kind)
-    plan = plan_subgraphs(model, trace_model(model), {}, {})
+    plan = plan_subgraphs(model, trace_leaves(model), {}, {})
     run = capture_module(model, plan, [])
     code = run.code
     assert "channels_last" in code

@@ -1,6 +1,6 @@
 """Evaluator-form config: validation, built-in metrics, skip rules, the plan event, data helpers.
 
-Private to :mod:`nasviz.search.evaluator` (which documents the keys and re-exports the public
+Private to :mod:`.evaluator` (which documents the keys and re-exports the public
 names).
 """
 
@@ -17,8 +17,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasviz.errors import SearchError
-from nasviz.search._subgraph import value_bytes
 from nasviz.search.events import SearchEvent
+from nasviz.search.scoring._subgraph import value_bytes
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -45,6 +45,16 @@ __all__ = [
 
 Metric = Callable[[Any, Any], float]
 DEFAULT_CACHE_BYTES = 1 << 30
+#: the config keys the evaluator form reads (a Dask worker builds its own Evaluator from them)
+EVALUATOR_KEYS = (
+    "data_loader",
+    "max_iter_data_loader",
+    "score_loader",
+    "metric",
+    "cache_bytes",
+    "skip",
+    "skip_threshold",
+)
 SKIP_RULES = ("negligible", "floor", "none")
 #: the evaluator keys of the search config and their defaults
 EVALUATOR_DEFAULTS: dict[str, Any] = {
@@ -107,7 +117,7 @@ class SkipRule:
     @property
     def ascending(self) -> bool:
         """Whether widths are scored narrowest first (all but ``"floor"``: narrowest first lets
-        the evaluator extend the previous width's sums, see :mod:`nasviz.search._prefix`)."""
+        the evaluator extend the previous width's sums, see :mod:`._prefix`)."""
         return self.kind != "floor"
 
     def implied(self, score: float, drop: float) -> float | None:

@@ -1,6 +1,6 @@
 """Scored subnets remembered by the evaluator form: each subnet is scored once per search.
 
-Private to :mod:`nasviz.search.evaluator`. A :class:`ScoreMemo` maps a subnet (the tuple of its
+Private to :mod:`.evaluator`. A :class:`ScoreMemo` maps a subnet (the tuple of its
 hparams' active values) to its score and, while a byte budget allows, to the BatchNorm
 statistics its calibration produced - only for the BatchNorms that calibration changed (the
 others hold the full subnet's statistics). A final candidate that is also a map entry is then

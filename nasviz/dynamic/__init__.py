@@ -38,6 +38,11 @@ from nasviz.dynamic.norm import (
     group_order,
 )
 
+# isort: split
+# families beyond the FastNAS reference register after its 16 (registration order is the order
+# of LAYER_TYPES and of a rule config's fields)
+from nasviz.dynamic.hf_conv1d import DynamicHFConv1D
+
 __all__ = [
     "DynamicBatchNorm1d",
     "DynamicBatchNorm2d",
@@ -49,6 +54,7 @@ __all__ = [
     "DynamicConvTranspose2d",
     "DynamicConvTranspose3d",
     "DynamicGroupNorm",
+    "DynamicHFConv1D",
     "DynamicInstanceNorm1d",
     "DynamicInstanceNorm2d",
     "DynamicInstanceNorm3d",

@@ -42,6 +42,7 @@ from nasviz.dynamic.norm import (
 # families beyond the FastNAS reference register after its 16 (registration order is the order
 # of LAYER_TYPES and of a rule config's fields)
 from nasviz.dynamic.hf_conv1d import DynamicHFConv1D
+from nasviz.dynamic.rmsnorm import DynamicRMSNorm
 
 __all__ = [
     "DynamicBatchNorm1d",
@@ -61,6 +62,7 @@ __all__ = [
     "DynamicLayerNorm",
     "DynamicLinear",
     "DynamicModule",
+    "DynamicRMSNorm",
     "DynamicSyncBatchNorm",
     "GroupedHparam",
     "LayerSpec",

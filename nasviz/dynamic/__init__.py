@@ -41,6 +41,7 @@ from nasviz.dynamic.norm import (
 # isort: split
 # families beyond the FastNAS reference register after its 16 (registration order is the order
 # of LAYER_TYPES and of a rule config's fields)
+from nasviz.dynamic.attention import DynamicMultiheadAttention, FollowHeads
 from nasviz.dynamic.hf_conv1d import DynamicHFConv1D
 from nasviz.dynamic.rmsnorm import DynamicRMSNorm
 
@@ -62,8 +63,10 @@ __all__ = [
     "DynamicLayerNorm",
     "DynamicLinear",
     "DynamicModule",
+    "DynamicMultiheadAttention",
     "DynamicRMSNorm",
     "DynamicSyncBatchNorm",
+    "FollowHeads",
     "GroupedHparam",
     "LayerSpec",
     "RuleSpec",

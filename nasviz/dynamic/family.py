@@ -84,7 +84,9 @@ class LayerSpec:
     name the input and output widths (a norm has one attribute for both). The channel dimension
     of the input is ``axis`` (negative, from the end) when it does not depend on the rank, else
     ``pos_axis`` (from the front, e.g. GroupNorm's ``(N, C, *)``). ``groups`` is a conv's groups.
-    ``inner`` names widths internal to the layer that no other layer shares (attention heads).
+    ``inner`` names widths internal to the layer that no other layer shares (attention heads);
+    ``shared`` names further inputs (by argument name) that carry the same channels as the first
+    one (an attention's key and value when they share its ``embed_dim``).
     """
 
     kind: str
@@ -94,3 +96,4 @@ class LayerSpec:
     pos_axis: int | None = None
     groups: int = 1
     inner: tuple[str, ...] = ()
+    shared: tuple[str, ...] = ()

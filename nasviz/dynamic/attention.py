@@ -273,11 +273,10 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
         return tuple(t.shape)
 
     def active_param_count(self) -> int:
-        """Parameters of the active subnet, ``out_proj`` included."""
+        """Parameters of the layer itself in the active subnet (``out_proj`` is a child module:
+        a cost model counts it there, see the report on the cost of attention)."""
         total = 0
-        names = [n for n, _ in self.named_parameters(recurse=False)]
-        names += ["out_proj_weight"] + (["out_proj_bias"] if self.out_proj.bias is not None else [])
-        for name in names:
+        for name, _ in self.named_parameters(recurse=False):
             n = 1
             for s in self.active_shape(name):
                 n *= s
@@ -285,9 +284,17 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
         return total
 
     def flops_ratio(self) -> float:
-        """Active / full parameters (projections dominate and scale with their weights)."""
-        full = sum(p.numel() for p in self.parameters())
-        return self.active_param_count() / full if full else 1.0
+        """Active / full projection weights, ``out_proj`` included: the projections dominate
+        and each scales with its weight; the attention products scale with the heads."""
+        names = [n for n, _ in self.named_parameters(recurse=False)] + ["out_proj_weight"]
+        full = act = 0
+        for name in names:
+            full += getattr(self, name).numel()
+            n = 1
+            for s in self.active_shape(name):
+                n *= s
+            act += n
+        return act / full if full else 1.0
 
     def export(self) -> nn.Module:
         """A plain ``nn.MultiheadAttention`` with the active ``embed_dim`` and ``num_heads``."""

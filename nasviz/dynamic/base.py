@@ -23,6 +23,10 @@ same class too; :mod:`nasviz.dynamic.family` lists them and what is derived from
 is matched by its torch class (``torch_cls``), or, for a class of an optional library that nasviz
 must not import, by its qualified name (``torch_qualname``, e.g.
 ``"transformers.pytorch_utils.Conv1D"``): the class is resolved from the first module met.
+
+The module is one piece (longer than the house ~400 lines): the registry and the base class
+resolve a family's torch class together (``convert`` and ``dynamic_class_for`` both bind a
+qualname family), so splitting them would make the two import each other.
 """
 
 from __future__ import annotations

@@ -32,8 +32,9 @@ from torch import nn
 
 from nasviz.dynamic.base import DynamicModule, register_dynamic
 from nasviz.dynamic.family import LayerSpec, RuleSpec, WidthRule
+from nasviz.dynamic.linear import DynamicLinear
 from nasviz.errors import HparamError
-from nasviz.hparam import DimSource, Hparam, Index
+from nasviz.hparam import DimSource, Hparam, Index, RepeatDim
 
 __all__ = ["DynamicMultiheadAttention", "FollowHeads"]
 
@@ -127,6 +128,15 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
         return bool(self.__dict__["_qkv_same_embed_dim"])
 
     # -- dimensions ----------------------------------------------------------------------------
+    def _nv_after_convert(self) -> None:
+        # ``out_proj`` becomes a dynamic linear driven by the same sources, so that whatever
+        # counts a module's own parameters (profile, cost model) counts its active subnet
+        DynamicLinear.convert(self.out_proj)
+
+    def _nv_before_unconvert(self) -> None:
+        if isinstance(self.out_proj, DynamicModule):
+            self.out_proj.unconvert()
+
     def set_dim(self, attr: str, source: DimSource | None) -> None:
         """Back ``attr``; heads without a source of their own follow ``embed_dim``."""
         super().set_dim(attr, source)
@@ -137,6 +147,13 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
                 self._nv_dims["num_heads"] = (
                     None if source is None else FollowHeads(source, hd, self._nv_orig["num_heads"])
                 )
+        out_proj = self.out_proj
+        if isinstance(out_proj, DynamicLinear):
+            heads = self._nv_dims["num_heads"]
+            out_proj.set_dim("out_features", self._nv_dims["embed_dim"])
+            out_proj.set_dim(
+                "in_features", None if heads is None else RepeatDim(heads, self.head_dim)
+            )
 
     def choices_for(self, attr: str, rule: WidthRule) -> list[int] | None:
         """``embed_dim``: the rule's widths in whole heads (multiples of ``head_dim``);

@@ -209,3 +209,28 @@ def test_the_stream_couples_through_attention(batch_first: bool) -> None:
     small = nv.export(model)
     assert type(small[1].attn) is nn.MultiheadAttention and small[2].attn.num_heads == 2
     torch.testing.assert_close(small(x), y)
+
+
+def test_cost_model_prices_the_pruned_attention_exactly() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, E), _Block(True), nn.Linear(E, 3)).eval()
+    x = torch.randn(N, L, 6)
+    model = nv.convert(model, mode=[("fastnas", nv.FastNASConfig(**SMALL))], dummy_input=x)
+    cm = nv.CostModel.from_model(model, x)
+    sel = {"0.out_features": 8, "1.fc1.out_features": 12}
+    flops, params = cm.estimate(sel)
+    nv.select(model, sel)
+    exact = nv.profile(nv.export(model), x)
+    assert (flops, params) == (exact.flops, exact.params)
+
+
+def test_unconvert_at_full_size_restores_the_plain_layer() -> None:
+    ref = _mha(False)
+    dyn = DynamicMultiheadAttention.convert(copy.deepcopy(ref))
+    assert isinstance(dyn.out_proj, DynamicLinear)
+    dyn.set_dim("embed_dim", Hparam(range(HD, E + 1, HD)))
+    plain = dyn.unconvert()
+    assert type(plain) is nn.MultiheadAttention
+    assert type(plain.out_proj) is type(ref.out_proj)
+    q = torch.randn(L, N, E)
+    torch.testing.assert_close(plain(q, q, q)[0], ref(q, q, q)[0])

@@ -290,17 +290,17 @@ class DictNet(nn.Module):
         return {"out": self.fc2(torch.relu(self.fc1(a))), "aux": h.mean(-1)}
 
 
-def test_keyword_inputs_dict_outputs_and_opaque_torch_modules() -> None:
+def test_keyword_inputs_dict_outputs_and_attention_on_the_stream() -> None:
     model, x = DictNet(), torch.randn(2, 5, 8)
     nv.convert(model, mode=[("fastnas", SMALL)], dummy_input={"x": x})
     space = nv.search_space(model)
-    assert list(space.hparams) == ["fc1.out_features"]
-    static = space.static_table().set_index(["module", "attr"])
-    opaque = "inside nn.MultiheadAttention 'attn', which nasviz treats as one opaque op"
-    assert static.loc[("attn.out_proj", "in_features"), "reason"] == opaque
-    why = "consumed by nn.MultiheadAttention 'attn': unsupported op"
-    assert static.loc[("inp", "out_features"), "reason"] == why
+    # nn.MultiheadAttention is a layer family: the stream passes through it (its heads follow)
+    assert list(space.hparams) == ["inp.out_features", "fc1.out_features"]
+    assert space.hparams["inp.out_features"].choices == (8, 16)  # whole heads of 8
+    static = space.static_table()
+    assert "attn.out_proj" not in set(static["module"])  # a part of attn, not a layer of its own
     nv.sample(model, "min")
+    assert (model.attn.embed_dim, model.attn.num_heads) == (8, 1)
     with torch.no_grad():
         torch.testing.assert_close(nv.export(model)(x)["out"], model(x)["out"])
 

@@ -17,7 +17,8 @@ class _FastNASConfigBase(ModeloptBaseRuleConfig):
 
 FastNASConfig: type[ModeloptBaseRuleConfig] = build_rule_config(
     "FastNASConfig",
-    """Configuration of the ``"fastnas"`` mode: glob rules for the 16 supported layer types.
+    """Configuration of the ``"fastnas"`` mode: glob rules for every supported layer type
+    (the 16 reference types, then the families nasviz adds).
 
     Defaults equal the FastNAS reference (ratios 0.05 ... 1.0 in steps of 0.05, divisor 32,
     ``kernel_size: []``)::

@@ -181,6 +181,7 @@ class _DynamicConvNd(DynamicModule):
     _nv_fn: Callable[..., torch.Tensor]
     _nv_plan_cache: _Plan | None
     _nv_weight_cache: tuple[tuple[Any, ...], torch.Tensor, torch.Tensor | None] | None
+    _nv_cache_attrs: ClassVar[dict[str, Any]] = {"_nv_cache": {}, "_nv_weight_cache": None}
 
     def _nv_after_convert(self) -> None:
         groups, cin = self.__dict__["groups"], self._nv_orig["in_channels"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "ApplyModeError",
     "ConstraintError",
+    "CorruptFileError",
     "HparamError",
     "NasvizError",
     "RestoreError",
@@ -43,3 +44,7 @@ class ConstraintError(NasvizError):
 
 class SearchError(NasvizError):
     """The search could not run (bad config, a failing score function, a bad checkpoint)."""
+
+
+class CorruptFileError(NasvizError):
+    """A file nasviz wrote does not match its content hash (changed or damaged since)."""

@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from nasviz import _state_helpers as _h
+from nasviz._transaction import transaction
 from nasviz._utils import atomic_torch_save, read_checked
 from nasviz.config import ModeloptBaseConfig
 from nasviz.errors import ApplyModeError, CorruptFileError, RestoreError
@@ -202,7 +203,8 @@ def apply_mode(
     the config is a config object, a dict or ``None`` (defaults). All configs and the order
     (``next_modes``, ``next_prohibited_modes``, export modes) are checked before any conversion.
     ``init_state=True`` requires an unconverted model, ``False`` a converted one, ``None`` either.
-    ``mode_kwargs`` are passed to each ``convert`` as keyword arguments.
+    ``mode_kwargs`` are passed to each ``convert`` as keyword arguments. If a conversion fails
+    or is interrupted, ``model`` is left as it was (same Parameter objects, same values).
     """
     if not isinstance(model, nn.Module):
         raise ApplyModeError(f"apply_mode needs an nn.Module, got {type(model).__name__}")
@@ -219,8 +221,19 @@ def apply_mode(
         )
     planned = [(d, _make_config(d, c)) for d, c in _normalize(mode, registry)]
     _check_order(applied, [d for d, _ in planned], registry)
-    state = _state(model) or {"model_class": _h.class_name(type(model)), "modes": []}
     kwargs = dict(mode_kwargs or {})
+    with transaction(model):  # a failed or interrupted conversion leaves the model as it was
+        return _apply_planned(model, planned, registry, kwargs)
+
+
+def _apply_planned(
+    model: nn.Module,
+    planned: list[tuple[ModeDescriptor, ModeloptBaseConfig]],
+    registry: _ModeRegistry | None,
+    kwargs: dict[str, Any],
+) -> nn.Module:
+    state = _state(model) or {"model_class": _h.class_name(type(model)), "modes": []}
+    state = {"model_class": state["model_class"], "modes": list(state["modes"])}
     for desc, config in planned:
         if state["modes"]:
             last_name, last_entry = state["modes"][-1]

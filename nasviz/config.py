@@ -374,6 +374,23 @@ def _check_glob(glob: Any, layer_type: str) -> str:
     return glob
 
 
+def _refuse_field_typos(
+    layer_type: str, cls_name: str, cfg_fields: set[str], value: Mapping[Any, Any]
+) -> None:
+    """A key whose value is no rule (not a layer config, not None) was meant as a field: say
+    which field, rather than reading it as a glob."""
+    for key, rule in value.items():
+        if key in cfg_fields or rule is None or isinstance(rule, (Mapping, LayerConfig)):
+            continue
+        close = difflib.get_close_matches(str(key), sorted(cfg_fields), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        raise ValueError(
+            f"{layer_type}: {key!r} is not a field of {cls_name} (its fields: "
+            f"{', '.join(sorted(cfg_fields))}){hint} A key holding a layer config or None is "
+            f"a glob, as in {{'layer1.*': {{...}}}}; {key!r} holds {rule!r}"
+        )
+
+
 def _normalise_rules(layer_type: str, value: Any) -> dict[str, Any] | None:
     """Bring a field value into the canonical ``{glob: cfg-dict | None}`` form."""
     cfg_cls = LAYER_TYPES[layer_type]
@@ -391,6 +408,7 @@ def _normalise_rules(layer_type: str, value: Any) -> dict[str, Any] | None:
     if keys and keys <= cfg_fields:
         # an unnested layer config: short for {"*": cfg}
         return {"*": dict(value)}
+    _refuse_field_typos(layer_type, cfg_cls.__name__, cfg_fields, value)
     out: dict[str, Any] = {}
     for glob, rule in value.items():
         _check_glob(glob, layer_type)

@@ -450,6 +450,27 @@ class ModeloptBaseRuleConfig(ModeloptBaseConfig):
         return data
 
     @classmethod
+    def with_divisor(
+        cls, divisor: int, rules: Mapping[str, Any] | None = None
+    ) -> ModeloptBaseRuleConfig:
+        """A config with one channel divisor for every layer type (the ``*_divisor`` field of
+        each: convs' ``channel_divisor``, linears' and norms' ``feature_divisor``), so coupled
+        layers such as a conv and its BatchNorm share it; ``rules`` (``{layer type: value}``, as
+        in the constructor) replace a layer type's entry. Example::
+
+            >>> cfg = FastNASConfig.with_divisor(8, {"nn.Linear": None})
+            >>> cfg.rule_for("nn.BatchNorm2d", "bn1").rule.feature_divisor, cfg.rules("nn.Linear")
+            (8, None)
+        """
+        data: dict[str, Any] = {}
+        for layer_type in cls.layer_types():
+            fields = [f for f in LAYER_TYPES[layer_type].model_fields if f.endswith("_divisor")]
+            if fields:
+                data[layer_type] = dict.fromkeys(fields, divisor)
+        data.update(rules or {})
+        return cls(**data)
+
+    @classmethod
     def layer_types(cls) -> list[str]:
         """The layer-type keys this config has fields for, in declaration order."""
         return list(cls._layer_fields.values())

@@ -78,8 +78,10 @@ def check_demo_args(
             f"{2 * divisor} (twice the channel divisor {divisor}) so there is something to prune"
         )
     try:
-        cost = nv.profile(DigitsCNN(width=width), torch.zeros(_DIGIT))
-        Constraints({"flops": flops}).resolve(full_flops=cost.flops, full_params=cost.params)
+        limits = Constraints({"flops": flops})  # syntax and percentage range
+        if not limits["flops"].relative:  # an absolute limit: against the model's cost
+            cost = nv.profile(DigitsCNN(width=width), torch.zeros(_DIGIT))
+            limits.resolve(full_flops=cost.flops, full_params=cost.params)
     except ConstraintError as e:
         raise NasvizError(f"--flops {flops} is invalid: {e}") from e
 

@@ -340,6 +340,23 @@ def _check_glob(glob: Any, layer_type: str) -> str:
     return glob
 
 
+def _refuse_field_typos(
+    layer_type: str, cls_name: str, cfg_fields: set[str], value: Mapping[Any, Any]
+) -> None:
+    """A key whose value is no rule (not a layer config, not None) was meant as a field: say
+    which field, rather than reading it as a glob."""
+    for key, rule in value.items():
+        if key in cfg_fields or rule is None or isinstance(rule, (Mapping, LayerConfig)):
+            continue
+        close = difflib.get_close_matches(str(key), sorted(cfg_fields), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        raise ValueError(
+            f"{layer_type}: {key!r} is not a field of {cls_name} (its fields: "
+            f"{', '.join(sorted(cfg_fields))}){hint} A key holding a layer config or None is "
+            f"a glob, as in {{'layer1.*': {{...}}}}; {key!r} holds {rule!r}"
+        )
+
+
 def _normalise_rules(
     layer_type: str, cfg_cls: type[LayerConfig], value: Any
 ) -> dict[str, Any] | None:
@@ -358,6 +375,7 @@ def _normalise_rules(
     if keys and keys <= cfg_fields:
         # an unnested layer config: short for {"*": cfg}
         return {"*": dict(value)}
+    _refuse_field_typos(layer_type, cfg_cls.__name__, cfg_fields, value)
     out: dict[str, Any] = {}
     for glob, rule in value.items():
         _check_glob(glob, layer_type)
@@ -397,6 +415,27 @@ class ModeloptBaseRuleConfig(ModeloptBaseConfig):
                         f"{', '.join(sorted(known_aliases))}"
                     )
         return data
+
+    @classmethod
+    def with_divisor(
+        cls, divisor: int, rules: Mapping[str, Any] | None = None
+    ) -> ModeloptBaseRuleConfig:
+        """A config with one channel divisor for every layer type (the ``*_divisor`` field of
+        each: convs' ``channel_divisor``, linears' and norms' ``feature_divisor``), so coupled
+        layers such as a conv and its BatchNorm share it; ``rules`` (``{layer type: value}``, as
+        in the constructor) replace a layer type's entry. Example::
+
+            >>> cfg = FastNASConfig.with_divisor(8, {"nn.Linear": None})
+            >>> cfg.rule_for("nn.BatchNorm2d", "bn1").rule.feature_divisor, cfg.rules("nn.Linear")
+            (8, None)
+        """
+        data: dict[str, Any] = {}
+        for layer_type in cls.layer_types():
+            fields = [f for f in LAYER_TYPES[layer_type].model_fields if f.endswith("_divisor")]
+            if fields:
+                data[layer_type] = dict.fromkeys(fields, divisor)
+        data.update(rules or {})
+        return cls(**data)
 
     @classmethod
     def layer_types(cls) -> list[str]:

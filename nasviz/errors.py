@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "ApplyModeError",
     "ConstraintError",
+    "CorruptFileError",
     "ExtensionNameError",
     "HparamError",
     "ModuleIdError",
@@ -71,3 +72,7 @@ class ModuleIdError(_LookupNasvizError):
 
 class ExtensionNameError(_LookupNasvizError):
     """An extension name is not registered (the message lists the closest ones)."""
+
+
+class CorruptFileError(NasvizError):
+    """A file nasviz wrote does not match its content hash (changed or damaged since)."""

@@ -250,9 +250,12 @@ class ActivationMapGrabber(HooksHandle):
     def stump(self, module_id: str) -> ModelStump:
         """A ``ModelStump`` (in eval mode) yielding the output of ``module_id``.
 
-        The stump shares ``wrapped_model``, so this puts that model in eval mode too.
+        The stump shares ``wrapped_model`` and leaves its train/eval flags alone: it runs the
+        model in eval mode and puts the flags back after each call.
         """
-        return ModelStump(self.wrapped_model, module_id).eval()
+        stump = ModelStump(self.wrapped_model, module_id)
+        stump.training = False  # the stump alone: eval() would switch the shared model too
+        return stump
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, capture={self.capture!r}, detach={self.detach}"
@@ -424,11 +427,21 @@ class ModelStump(HooksHandle):
         raise _StumpStop(output)
 
     def forward(self, *inps: Any) -> Any:
-        """Run the model up to ``stump_head`` and return its output."""
+        """Run the model up to ``stump_head`` and return its output.
+
+        A stump in eval mode runs the model in eval mode, whatever the model's own flags are,
+        and puts them back afterwards.
+        """
+        flags = [] if self.training else [(m, m.training) for m in self.wrapped_model.modules()]
         try:
+            for m, _ in flags:
+                m.training = False
             self._run_model(*inps)
         except _StumpStop as stop:
             return stop.output
+        finally:
+            for m, flag in flags:
+                m.training = flag
         raise NasvizError(
             f"stump head {self.stump_head!r} did not run in the forward pass of "
             f"{type(self.wrapped_model).__name__}; pick a sub-module on the forward path"

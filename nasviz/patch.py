@@ -308,8 +308,8 @@ def recalibrate_bn(
 
     Statistics are reset and accumulated as a cumulative average (``momentum=None``) over the
     loop's batches, in train mode under ``torch.no_grad()``. Momentum is restored afterwards;
-    if the loop raises, the old statistics are restored too; a BatchNorm the loop never reached
-    keeps its old statistics.
+    if the loop raises, the old statistics and every module's train/eval flag are restored too;
+    a BatchNorm the loop never reached keeps its old statistics.
     """
     bns = [
         m
@@ -327,6 +327,7 @@ def recalibrate_bn(
                 if buf is not None:
                     buf.copy_(v)
 
+    flags = [(module, module.training) for module in model.modules()]
     try:
         for m in bns:
             m.reset_running_stats()
@@ -337,11 +338,13 @@ def recalibrate_bn(
     except BaseException:
         for m, _, saved in backups:
             put_back(m, saved)
+        for module, flag in flags:  # a failed calibration leaves the flags as they were
+            module.training = flag
         raise
     finally:
         for m, momentum, _ in backups:
             m.momentum = momentum
-        set_training(False)
+    set_training(False)
     for m, _, saved in backups:
         if m.num_batches_tracked is not None and int(m.num_batches_tracked) == 0:
             put_back(m, saved)

@@ -31,6 +31,7 @@ qualname family), so splitting them would make the two import each other.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any, ClassVar, TypeVar, cast
 
@@ -175,6 +176,10 @@ class DynamicModule(nn.Module):
     _nv_orig: dict[str, Any]
     _nv_dims: dict[str, DimSource | None]
     _nv_cache: dict[str, tuple[tuple[Any, ...], torch.Tensor]]
+    #: instance attributes holding cached slices (views of the parameters) and their empty value:
+    #: a copy or a pickle starts with them empty (a view whose parameter was since changed in
+    #: place under ``torch.no_grad`` cannot be deep-copied, and a cache is no state)
+    _nv_cache_attrs: ClassVar[dict[str, Any]] = {"_nv_cache": {}}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -287,6 +292,14 @@ class DynamicModule(nn.Module):
 
     def _nv_before_unconvert(self) -> None:
         """Hook for subclasses that added per-instance state."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The module's state for ``copy.deepcopy``/pickle, with the slicing caches empty."""
+        state: dict[str, Any] = dict(super().__getstate__())
+        for attr, empty in self._nv_cache_attrs.items():
+            if attr in state:
+                state[attr] = copy.copy(empty)
+        return state
 
     # -- dimensions ----------------------------------------------------------------------------
     def _nv_attr_value(self, attr: str) -> Any:

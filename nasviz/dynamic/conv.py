@@ -185,6 +185,7 @@ class _DynamicConvNd(DynamicModule):
     _nv_fn: Callable[..., torch.Tensor]
     _nv_plan_cache: _Plan | None
     _nv_weight_cache: tuple[tuple[Any, ...], torch.Tensor, torch.Tensor | None] | None
+    _nv_cache_attrs: ClassVar[dict[str, Any]] = {"_nv_cache": {}, "_nv_weight_cache": None}
 
     @classmethod
     def layer_spec(cls, module: nn.Module) -> LayerSpec | None:

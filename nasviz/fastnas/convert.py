@@ -12,7 +12,8 @@ e. rank each group's channels by importance (the members' ``importance``, normal
    keeps the identity order: a width ``k`` is always the cheap slice ``[:k]``, and BatchNorm
    running statistics of a subnet are views that update in place;
 f. **self-check**: run the dummy input at full size and compare with (a); run the smallest subnet
-   once. If either fails, the model is put back exactly as it was (from the deep copy) and a
+   once. If either fails, or anything is interrupted, the model is put back exactly as it was
+   (the same Parameter objects with their values: :mod:`nasviz._transaction`) and a
    :class:`~nasviz.errors.TracingError` names the model: a broken model is never returned.
 
 The search space lives on the model as a :class:`~nasviz.space.SpaceRecord` (attached with
@@ -24,7 +25,6 @@ saved weights are the sorted ones), no dummy input.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from nasviz._transaction import ModelSnapshot
 from nasviz.config import ModeloptBaseRuleConfig
 from nasviz.dynamic import DynamicModule
 from nasviz.dynamic.norm import group_order
@@ -59,13 +60,6 @@ def _run(model: nn.Module, dummy_input: Any) -> Any:
     finally:
         for m, t in flags:
             m.training = t
-
-
-def _undo(model: nn.Module, backup: nn.Module) -> None:
-    """Make ``model`` the object ``backup`` is (same class and attributes)."""
-    model.__dict__.clear()
-    model.__dict__.update(backup.__dict__)
-    model.__class__ = type(backup)
 
 
 #: step (e): ``sort(model, plan, hparams)`` orders every group's channels in place
@@ -97,7 +91,7 @@ def build_search_space(
             f"{label} does not run on the given dummy_input ({type(e).__name__}: {e}); pass an "
             "input the model accepts (a tensor, a tuple of positional args or a dict of kwargs)"
         ) from e
-    backup = copy.deepcopy(model)
+    before = ModelSnapshot.take(model)
     try:
         analysis = analyze(model, capture(model, dummy_input))
         plan = make_plan(model, analysis, config)
@@ -106,7 +100,7 @@ def build_search_space(
         if dummy_input is not None:
             _self_check(model, label, dummy_input, reference, hparams)
     except BaseException as e:
-        _undo(model, backup)
+        before.restore()
         if isinstance(e, TracingError) or not isinstance(e, Exception):
             raise
         raise TracingError(

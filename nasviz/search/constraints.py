@@ -8,7 +8,9 @@ value is either
 * *relative*: a percentage of the full model (``"60%"``, in ``(0%, 100%]``).
 
 Relative limits become absolute with :meth:`Constraints.resolve` (given the full model's FLOPs
-and params; it records them on the object and returns ``{key: absolute limit}``). Bad input
+and params; it records them on the object and returns ``{key: absolute limit}``). An absolute
+limit under 1% of the full model is refused there as a forgotten ``%`` (``"60"`` is 60 FLOPs);
+a limit that small is written as a percentage (``"0.5%"``). Bad input
 raises :class:`~nasviz.errors.ConstraintError` naming the key, the value and the fix;
 :meth:`Constraints.check_reachable` refuses, before any scoring, limits that even the smallest
 subnet exceeds.
@@ -52,6 +54,20 @@ _HOW = (
     "write an absolute number (2.5e6, '500k', '3M', '1.2G') or a percentage of the full model "
     "('60%')"
 )
+
+
+#: an absolute limit under this fraction of the full model is taken for a missing '%'
+_PLAUSIBLE = 0.01
+
+
+def _implausible(lim: Limit, full: float) -> str:
+    unit = "FLOPs" if lim.key == "flops" else "params"
+    meant = f"for {lim.value:g}% of the model write '{lim.value:g}%'; " if lim.value <= 100 else ""
+    return (
+        f"constraints[{lim.key!r}] = {lim.spec!r} is {lim.value:g} {unit}, under 1% of the full "
+        f"model ({_fmt(lim.key, full)}): {meant}a limit this small is given as a percentage "
+        f"('{100 * lim.value / full:.2g}%')"
+    )
 
 
 def _fmt(key: str, value: float) -> str:
@@ -209,6 +225,8 @@ class Constraints:
                         f"has {full[lim.key]:g} {lim.key}; give an absolute limit instead"
                     )
                 lim = replace(lim, absolute=lim.value / 100 * full[lim.key])
+            elif math.isfinite(full[lim.key]) and lim.value < _PLAUSIBLE * full[lim.key]:
+                raise ConstraintError(_implausible(lim, full[lim.key]))
             resolved[lim.key] = lim
         self._limits = resolved
         return self.limits

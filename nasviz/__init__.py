@@ -15,12 +15,14 @@ from nasviz.config import FastNASConfig, ModeloptBaseConfig, ModeloptBaseRuleCon
 from nasviz.errors import (
     ApplyModeError,
     ConstraintError,
+    ExportError,
     HparamError,
     NasvizError,
     RestoreError,
     SearchError,
     TracingError,
 )
+from nasviz.export import ExportReport, export_onnx, export_program
 from nasviz.extension import (
     ActivationMapGrabber,
     HooksHandle,
@@ -34,6 +36,7 @@ from nasviz.modes.fastnas import FastNASModeDescriptor, FastNASPatchManager
 from nasviz.patch import AutoNASPatchManager, PatchManager, prep_for_eval
 from nasviz.profile import CostModel, Profile, profile
 from nasviz.prune import prune
+from nasviz.recover import DistillResult, KDLoss, distill, iterative_prune
 from nasviz.search import BinarySearcher, Constraints, SearchHistory
 from nasviz.space import (
     SearchSpace,
@@ -56,12 +59,16 @@ __all__ = [
     "ConstraintError",
     "Constraints",
     "CostModel",
+    "DistillResult",
+    "ExportError",
+    "ExportReport",
     "FastNASConfig",
     "FastNASModeDescriptor",
     "FastNASPatchManager",
     "HooksHandle",
     "Hparam",
     "HparamError",
+    "KDLoss",
     "ModeDescriptor",
     "ModelExtender",
     "ModelStump",
@@ -79,9 +86,13 @@ __all__ = [
     "apply_mode",
     "compare_activations",
     "convert",
+    "distill",
     "export",
+    "export_onnx",
+    "export_program",
     "get_mode",
     "get_subnet_config",
+    "iterative_prune",
     "modelopt_state",
     "prep_for_eval",
     "profile",

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "ApplyModeError",
     "ConstraintError",
+    "ExportError",
     "HparamError",
     "NasvizError",
     "RestoreError",
@@ -43,3 +44,7 @@ class ConstraintError(NasvizError):
 
 class SearchError(NasvizError):
     """The search could not run (bad config, a failing score function, a bad checkpoint)."""
+
+
+class ExportError(NasvizError):
+    """An export could not be written, or its file does not reproduce the model's outputs."""

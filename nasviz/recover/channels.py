@@ -201,6 +201,8 @@ def kept_channels(
     """``{module: (channel dim, indices of the teacher channels the student kept)}`` (see the
     module docstring); ``features="auto"`` picks every norm layer (else every layer) whose output
     channels belong to one channel group."""
+    if isinstance(features, str) and features != "auto":
+        raise NasvizError(f"features={features!r}: use 'auto', a list of module names or None")
     s, t = lineage(student), lineage(teacher)
     if s.kind == "foreign" or s.plan is None:
         raise NasvizError(
@@ -226,8 +228,6 @@ def kept_channels(
                 "the converted model itself"
             )
     names = _auto(s.plan, student, teacher) if features == "auto" else list(features)
-    if isinstance(features, str) and features != "auto":
-        raise NasvizError(f"features={features!r}: use 'auto', a list of module names or None")
     if not names:
         raise NasvizError(
             "features='auto' found no module whose output channels are pruned in both models; "

@@ -62,8 +62,12 @@ def run(budget: float, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     methods = {
         "fine-tune": {"alpha": 0.0},
         "kd logits": {"alpha": args.alpha, "temperature": args.temperature},
-        "kd + features": {"alpha": args.alpha, "temperature": args.temperature,
-                          "features": "auto", "feature_weight": args.feature_weight},
+        "kd + features": {
+            "alpha": args.alpha,
+            "temperature": args.temperature,
+            "features": "auto",
+            "feature_weight": args.feature_weight,
+        },
     }
     curves: dict[str, list[float]] = {}
     seconds: dict[str, float] = {}

@@ -318,8 +318,8 @@ class Distiller:
                 loss = loss + self.feature_weight * feat
             if not torch.isfinite(loss):
                 raise NasvizError(
-                    f"distill: the loss is {float(loss.detach())} at step {self._step + 1}; the student "
-                    "keeps the weights of the last finite step; lower lr"
+                    f"distill: the loss is {float(loss.detach())} at step {self._step + 1}; the "
+                    "student keeps the weights of the last finite step; lower lr"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -17,11 +17,11 @@ from nasviz.errors import NasvizError
 from nasviz.models import DigitsCNN
 from nasviz.recover import (
     DistillEpoch,
+    Distiller,
     DistillFinished,
     DistillStarted,
     DistillStep,
     DistillStopped,
-    Distiller,
 )
 from nasviz.search.events import SearchEvent, SearchHistory
 
@@ -249,5 +249,5 @@ def test_same_or_sharing_models_are_refused() -> None:
     with pytest.raises(NasvizError, match="same object"):
         nv.distill(student, student, _batches(1), epochs=1)
     twin = copy.copy(student)
-    with pytest.raises(NasvizError, match="share .* parameter"):
+    with pytest.raises(NasvizError, match=r"share .* parameter"):
         nv.distill(student, twin, _batches(1), epochs=1)

@@ -106,7 +106,7 @@ def test_original_teacher_is_refused_with_the_fix(converted: nn.Module) -> None:
 
 
 def test_foreign_student_and_narrow_teacher_are_refused(converted: nn.Module) -> None:
-    with pytest.raises(NasvizError, match="student .*carries no nasviz record"):
+    with pytest.raises(NasvizError, match=r"student .*carries no nasviz record"):
         kept_channels(DigitsCNN(width=16), converted, "auto")
     nv.sample(converted, "min")
     narrow = nv.export(converted)

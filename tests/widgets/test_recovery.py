@@ -1,4 +1,5 @@
-"""RecoveryMonitor without a browser: events in, FigureWidget.data out; Stop/Resume drive the engine."""
+"""RecoveryMonitor without a browser: events in, FigureWidget.data out; Stop/Resume drive the
+engine."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 
 import nasviz as nv
 from nasviz.models import DigitsCNN
-from nasviz.recover import DistillStep, Distiller
+from nasviz.recover import Distiller, DistillStep
 from nasviz.widgets import RecoveryMonitor
 
 pytestmark = pytest.mark.usefixtures("one_thread")

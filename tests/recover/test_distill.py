@@ -87,6 +87,7 @@ def test_converted_teacher_runs_at_full_width_and_keeps_its_selection() -> None:
     teacher = copy.deepcopy(model)
     nv.sample(teacher, "min")
     chosen = nv.get_subnet_config(teacher)
+    before = _state(teacher)
     nv.sample(model, "min")
     student = nv.export(model)
     widths: list[int] = []
@@ -97,6 +98,7 @@ def test_converted_teacher_runs_at_full_width_and_keeps_its_selection() -> None:
     hook.remove()
     assert set(widths) == {16}
     assert nv.get_subnet_config(teacher) == chosen
+    assert _same(before, _state(teacher))
 
 
 def test_history_events_and_scores() -> None:

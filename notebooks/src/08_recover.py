@@ -88,7 +88,7 @@ monitor = RecoveryMonitor(title="Recovery of the 30%-FLOPs digits CNN")
 monitor
 
 # %%
-common = {"epochs": 3, "lr": 3e-3, "schedule": "cosine", "score_loader": loaders.val,
+common = {"epochs": 3, "lr": 1e-2, "schedule": "cosine", "score_loader": loaders.val,
           "metric": "accuracy"}  # fmt: skip
 runs = {}
 for label, kwargs in {

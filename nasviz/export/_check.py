@@ -152,7 +152,10 @@ def compare(
 def atomic_target(target: Path) -> Iterator[Path]:
     """A temporary path next to ``target``; moved onto ``target`` when the block succeeds,
     deleted otherwise (an existing ``target`` survives any failure)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    # the temporary name ends like the target: torch.export.save/load insist on ".pt2"
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent
+    )
     os.close(fd)
     path = Path(tmp)
     try:

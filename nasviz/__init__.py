@@ -15,12 +15,14 @@ from nasviz.config import ModeloptBaseConfig, ModeloptBaseRuleConfig
 from nasviz.errors import (
     ApplyModeError,
     ConstraintError,
+    ExportError,
     HparamError,
     NasvizError,
     RestoreError,
     SearchError,
     TracingError,
 )
+from nasviz.export import ExportReport, export_onnx, export_program
 from nasviz.extension import (
     ActivationMapGrabber,
     HooksHandle,
@@ -40,6 +42,7 @@ from nasviz.modes import ModeDescriptor, get_mode, register_mode
 from nasviz.modes import export as _export_mode  # noqa: F401 - registers the "export" mode
 from nasviz.patch import AutoNASPatchManager, PatchManager, prep_for_eval
 from nasviz.profile import CostModel, Profile, profile
+from nasviz.recover import DistillResult, KDLoss, distill, iterative_prune
 from nasviz.search import Constraints, SearchHistory
 from nasviz.space import (
     SearchSpace,
@@ -62,12 +65,16 @@ __all__ = [
     "ConstraintError",
     "Constraints",
     "CostModel",
+    "DistillResult",
+    "ExportError",
+    "ExportReport",
     "FastNASConfig",
     "FastNASModeDescriptor",
     "FastNASPatchManager",
     "HooksHandle",
     "Hparam",
     "HparamError",
+    "KDLoss",
     "ModeDescriptor",
     "ModelExtender",
     "ModelStump",
@@ -85,9 +92,13 @@ __all__ = [
     "apply_mode",
     "compare_activations",
     "convert",
+    "distill",
     "export",
+    "export_onnx",
+    "export_program",
     "get_mode",
     "get_subnet_config",
+    "iterative_prune",
     "modelopt_state",
     "prep_for_eval",
     "profile",

@@ -10,6 +10,7 @@ __all__ = [
     "ApplyModeError",
     "ConstraintError",
     "CorruptFileError",
+    "ExportError",
     "ExtensionNameError",
     "HparamError",
     "ModuleIdError",
@@ -76,3 +77,7 @@ class ExtensionNameError(_LookupNasvizError):
 
 class CorruptFileError(NasvizError):
     """A file nasviz wrote does not match its content hash (changed or damaged since)."""
+
+
+class ExportError(NasvizError):
+    """An export could not be written, or its file does not reproduce the model's outputs."""

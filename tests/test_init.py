@@ -15,7 +15,7 @@ DESIGN_NAMES = [
     "convert", "sample", "select", "get_subnet_config", "search_space", "profile", "prune",
     "export", "save", "restore", "FastNASConfig", "ModeloptBaseRuleConfig", "ModeDescriptor",
     "PatchManager", "BinarySearcher", "HooksHandle", "ActivationMapGrabber", "ModelExtender",
-    "ModelStump",
+    "ModelStump", "distill", "KDLoss", "export_onnx", "export_program",
 ]  # fmt: skip
 
 

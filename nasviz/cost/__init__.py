@@ -1,0 +1,2 @@
+"""Cost of a subnet: FLOPs/params (``nasviz.profile``) and latency measured on the device
+(:mod:`nasviz.cost.latency`)."""

@@ -1,0 +1,420 @@
+"""Latency measured on the model's device, and a lookup-table model that predicts it.
+
+*Measurement.* :func:`measure_latency` times ``model(dummy_input)`` under ``torch.no_grad()`` in
+eval mode with ``torch.utils.benchmark.Timer.blocked_autorange`` at the current thread count
+(``torch.get_num_threads()``) and returns the median seconds per call. The Timer synchronises an
+accelerator (CUDA) around each block itself; on a CPU nothing is synchronised. A ``timer`` may be
+injected (a fake clock makes tests deterministic).
+
+*The model* (:class:`LatencyTable`, built by :func:`build_latency_table`). Latency is not FLOPs:
+small widths pay fixed per-op overheads and vector-width steps. The table measures, on the device,
+
+* ``full``: every hparam at its original width; ``minimum``: every hparam at its smallest choice;
+* ``delta[h][c]``: the latency of the full subnet with only hparam ``h`` at choice ``c``, minus
+  ``full`` (at up to ``max_choices`` choices per hparam, evenly spread and always including the
+  smallest; the others are interpolated linearly in the width).
+
+Single-hparam deltas add up exactly for a cost that is a sum of per-hparam terms, but a layer
+between two pruned groups costs about ``k * c_in * c_out``: summing its two deltas misses the
+product ``k * (c_in - C_in) * (c_out - C_out)``. That interaction is known exactly in FLOPs from the
+cost model, so the prediction adds it back converted to time::
+
+    latency(c) = scale * (full + sum_h delta[h][c_h] + kappa * interaction_flops(c))
+    interaction_flops(c) = flops(c) - (flops_full + sum_h (flops(full with h=c_h) - flops_full))
+
+``kappa`` (seconds per FLOP) is fitted by least squares on ``calibration`` random whole subnets
+(measured for real; with none, on the table's own entries). ``scale`` (1.0 when built) is raised by
+a search whose final real measurement came out over the predicted value (``tighten``).
+Tables are cached per ``(device, threads, batch size, architecture fingerprint)`` in memory and,
+with ``cache_dir``, as JSON files on disk (written atomically; reading JSON executes nothing).
+
+Example::
+
+    >>> table = build_latency_table(choices, original, measure, flops)   # see the tests
+    >>> table.predict({"fc1.out_features": 16}, flops={"fc1.out_features": 16})
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils import benchmark
+
+from nasviz.errors import NasvizError
+
+__all__ = [
+    "LATENCY_FORMS",
+    "LatencyKey",
+    "LatencyTable",
+    "batch_size",
+    "build_latency_table",
+    "cached_table",
+    "clear_cache",
+    "format_latency",
+    "latency_key",
+    "measure_latency",
+    "parse_duration",
+]
+
+#: How to write a latency limit (used in error messages).
+LATENCY_FORMS = (
+    "write a time with a unit ('2.5ms', '800us', '0.01s', '1.5e-3s') or a percentage of the full "
+    "model's latency ('60%')"
+)
+_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+_DURATION = re.compile(r"^([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(s|ms|us|µs|ns)$")
+
+Config = Mapping[str, int]
+#: A function returning the measured seconds of one subnet ``{hparam name: value}``.
+SubnetMeasure = Callable[[Config], float]
+#: A function returning the exact FLOPs of one subnet.
+SubnetFlops = Callable[[Config], float]
+
+
+def parse_duration(text: str) -> float | None:
+    """``"2.5ms" -> 0.0025`` (seconds); ``None`` when ``text`` is not a number with a time unit.
+    Sign and range are the caller's to check."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        return None
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def format_latency(seconds: float) -> str:
+    """``0.0025 -> "2.5 ms"``, ``8e-4 -> "800 us"`` (three significant digits)."""
+    scale, unit = next(
+        ((k, u) for k, u in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us")) if abs(seconds) >= k),
+        (1e-9, "ns"),
+    )
+    value = seconds / scale
+    return f"{value:.0f} {unit}" if abs(value) >= 100 else f"{value:.3g} {unit}"
+
+
+def batch_size(dummy_input: Any) -> int:
+    """The batch size of ``dummy_input``: the first dimension of its first tensor (1 if none)."""
+    if isinstance(dummy_input, torch.Tensor):
+        return int(dummy_input.shape[0]) if dummy_input.dim() else 1
+    items: Sequence[Any] = ()
+    if isinstance(dummy_input, Mapping):
+        items = list(dummy_input.values())
+    elif isinstance(dummy_input, (tuple, list)):
+        items = dummy_input
+    for item in items:
+        if isinstance(item, torch.Tensor):
+            return batch_size(item)
+    return 1
+
+
+def _split(dummy_input: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if isinstance(dummy_input, tuple):
+        return dummy_input, {}
+    if isinstance(dummy_input, Mapping):
+        return (), dict(dummy_input)
+    return (dummy_input,), {}
+
+
+def _device(model: nn.Module) -> torch.device:
+    tensor = next(iter(model.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(model.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device
+
+
+def measure_latency(
+    model: nn.Module,
+    dummy_input: Any,
+    *,
+    min_run_time: float = 0.2,
+    timer: Callable[[], float] | None = None,
+) -> float:
+    """Median seconds per ``model(dummy_input)`` call on the model's device.
+
+    Eval mode and ``torch.no_grad()`` (the training flags are restored), the current thread
+    count, one warm-up call, then ``blocked_autorange(min_run_time)``; CUDA is synchronised by
+    the benchmark Timer around each block. ``timer`` replaces the clock (for tests).
+    """
+    if not math.isfinite(min_run_time) or min_run_time <= 0:
+        raise NasvizError(f"min_run_time={min_run_time!r} must be a positive number of seconds")
+    args, kwargs = _split(dummy_input)
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*args, **kwargs)  # warm-up (lazy init, allocator, caches)
+            extra = {} if timer is None else {"timer": timer}
+            t = benchmark.Timer(
+                stmt="model(*args, **kwargs)",
+                globals={"model": model, "args": args, "kwargs": kwargs},
+                num_threads=torch.get_num_threads(),
+                **extra,
+            )
+            return float(t.blocked_autorange(min_run_time=min_run_time).median)
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+# -- cache keys ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LatencyKey:
+    """What a latency table depends on: device, thread count, batch size, architecture."""
+
+    device: str
+    threads: int
+    batch: int
+    fingerprint: str
+
+    def filename(self) -> str:
+        raw = f"{self.device}|{self.threads}|{self.batch}|{self.fingerprint}"
+        return f"latency-{hashlib.sha256(raw.encode()).hexdigest()[:16]}.json"
+
+
+def latency_key(
+    model: nn.Module, dummy_input: Any, choices: Mapping[str, Sequence[int]]
+) -> LatencyKey:
+    """The cache key of ``model`` measured on ``dummy_input`` with these hparam choices: the
+    architecture fingerprint covers the model's class, every parameter's name and shape, and
+    the hparams' names and choices."""
+    h = hashlib.sha256(type(model).__qualname__.encode())
+    for name, p in model.named_parameters():
+        h.update(f"{name}:{tuple(p.shape)}:{p.dtype};".encode())
+    for name in sorted(choices):
+        h.update(f"{name}={list(choices[name])};".encode())
+    return LatencyKey(str(_device(model)), torch.get_num_threads(), batch_size(dummy_input),
+                      h.hexdigest()[:24])
+
+
+# -- the table ----------------------------------------------------------------------------------
+@dataclass
+class LatencyTable:
+    """Measured latencies of single-hparam subnets, and the prediction they give (see module
+    docstring). Seconds throughout; ``choices``/``original`` describe the hparams measured."""
+
+    choices: dict[str, list[int]]
+    original: dict[str, int]
+    full: float
+    minimum: float
+    delta: dict[str, dict[int, float]]
+    flops_full: float
+    flops_delta: dict[str, dict[int, float]]
+    kappa: float = 0.0
+    scale: float = 1.0
+    measurements: int = 0
+    build_seconds: float = 0.0
+    key: dict[str, Any] = field(default_factory=dict)
+
+    def additive(self, config: Config) -> float:
+        """``full + sum_h delta[h][c_h]`` (hparams missing from ``config`` at full width)."""
+        total = self.full
+        for name, value in config.items():
+            row = self.delta.get(name)
+            if row is not None and value != self.original[name]:
+                total += row[int(value)]
+        return total
+
+    def interaction(self, config: Config, flops: float) -> float:
+        """The FLOPs the additive sum misses (``flops`` is the subnet's exact FLOPs)."""
+        summed = self.flops_full + sum(
+            self.flops_delta[n][int(v)] for n, v in config.items() if n in self.flops_delta
+        )
+        return float(flops) - summed
+
+    def raw(self, config: Config, flops: float) -> float:
+        """The prediction before ``scale``."""
+        return self.additive(config) + self.kappa * self.interaction(config, flops)
+
+    def predict(self, config: Config, flops: float) -> float:
+        """Predicted seconds of ``config`` whose exact FLOPs are ``flops``."""
+        return self.scale * self.raw(config, flops)
+
+    def predict_many(self, names: Sequence[str], values: Any, flops: Any) -> np.ndarray:
+        """Row-wise :meth:`predict` over an ``(n, len(names))`` array of values."""
+        grid = np.asarray(values, dtype=np.int64).reshape(-1, len(names))
+        total = np.full(grid.shape[0], self.full - self.kappa * self.flops_full)
+        for j, name in enumerate(names):
+            if name not in self.delta:
+                continue
+            lut = {c: self.delta[name].get(c, 0.0) - self.kappa * self.flops_delta[name][c]
+                   for c in self.choices[name]}
+            total += np.array([lut[int(v)] for v in grid[:, j]])
+        return self.scale * (total + self.kappa * np.asarray(flops, dtype=np.float64))
+
+    def tighten(self, predicted: float, measured: float, margin: float = 0.02) -> float:
+        """Raise ``scale`` after a subnet predicted at ``predicted`` seconds measured
+        ``measured``: the next predictions of that subnet land ``margin`` above its measurement.
+        Returns the new scale (never lowered)."""
+        if predicted > 0 and measured > predicted:
+            self.scale = max(self.scale, self.scale * measured / predicted * (1.0 + margin))
+        return self.scale
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LatencyTable:
+        d = dict(data)
+        for k in ("delta", "flops_delta"):
+            d[k] = {n: {int(c): float(v) for c, v in row.items()} for n, row in d[k].items()}
+        d["choices"] = {n: [int(c) for c in cs] for n, cs in d["choices"].items()}
+        return cls(**d)
+
+    def __repr__(self) -> str:
+        return (
+            f"LatencyTable({len(self.delta)} hparams, full={format_latency(self.full)}, "
+            f"min={format_latency(self.minimum)}, {self.measurements} measurements in "
+            f"{self.build_seconds:.1f}s, kappa={self.kappa:.3g} s/FLOP, scale={self.scale:.3g})"
+        )
+
+
+def _spread(choices: Sequence[int], k: int) -> list[int]:
+    """Up to ``k`` choices evenly spread over ``choices`` (without the last, the original),
+    always including the smallest."""
+    reduced = list(choices[:-1])
+    if len(reduced) <= k:
+        return reduced
+    idx = np.unique(np.round(np.linspace(0, len(reduced) - 1, k)).astype(int))
+    return [reduced[i] for i in idx]
+
+
+def _interpolate(points: Mapping[int, float], choices: Sequence[int]) -> dict[int, float]:
+    xs = sorted(points)
+    return {int(c): float(np.interp(c, xs, [points[x] for x in xs])) for c in choices}
+
+
+def build_latency_table(
+    choices: Mapping[str, Sequence[int]],
+    original: Mapping[str, int],
+    measure: SubnetMeasure,
+    flops: SubnetFlops,
+    *,
+    max_choices: int = 5,
+    calibration: int = 4,
+    seed: int = 0,
+) -> LatencyTable:
+    """Measure the table (see the module docstring).
+
+    Args:
+        choices: ``{hparam name: sorted choices}`` (the last is the original width).
+        original: ``{hparam name: original width}``.
+        measure: seconds of one subnet (``{name: value}``, every hparam given).
+        flops: exact FLOPs of one subnet.
+        max_choices: reduced choices measured per hparam (the rest interpolated); the build
+            costs ``2 + sum_h min(max_choices, len(choices_h) - 1) + calibration`` measurements.
+        calibration: random whole subnets measured to fit ``kappa``.
+    """
+    if max_choices < 1:
+        raise NasvizError(f"max_choices={max_choices!r} must be at least 1")
+    if calibration < 0:
+        raise NasvizError(f"calibration={calibration!r} must be 0 or more")
+    t0 = time.perf_counter()
+    names = list(choices)
+    full_cfg = {n: int(original[n]) for n in names}
+    min_cfg = {n: int(min(choices[n])) for n in names}
+    n_measured = 2
+    full = measure(full_cfg)
+    minimum = measure(min_cfg)
+    flops_full = float(flops(full_cfg))
+    delta: dict[str, dict[int, float]] = {}
+    flops_delta: dict[str, dict[int, float]] = {}
+    pairs: list[tuple[float, float]] = []  # (latency delta, FLOPs delta) of the table's entries
+    for name in names:
+        measured = {int(original[name]): 0.0}
+        for c in _spread(choices[name], max_choices):
+            measured[int(c)] = measure({**full_cfg, name: int(c)}) - full
+            n_measured += 1
+        flops_delta[name] = {
+            int(c): float(flops({**full_cfg, name: int(c)})) - flops_full for c in choices[name]
+        }
+        pairs += [(d, flops_delta[name][c]) for c, d in measured.items() if c != original[name]]
+        delta[name] = _interpolate(measured, choices[name])
+    table = LatencyTable(
+        choices={n: [int(c) for c in choices[n]] for n in names},
+        original=dict(full_cfg),
+        full=full,
+        minimum=minimum,
+        delta=delta,
+        flops_full=flops_full,
+        flops_delta=flops_delta,
+    )
+    rng = random.Random(seed)
+    samples = [min_cfg]
+    for _ in range(calibration):
+        samples.append({n: int(rng.choice(list(choices[n]))) for n in names})
+    n_measured += calibration
+    xs, ys = [], []
+    for i, cfg in enumerate(samples):
+        lat = minimum if i == 0 else measure(cfg)
+        xs.append(table.interaction(cfg, flops(cfg)))
+        ys.append(lat - table.additive(cfg))
+    x, y = np.array(xs), np.array(ys)
+    if float(x @ x) > 0:
+        table.kappa = max(0.0, float(x @ y) / float(x @ x))
+    else:  # no interaction anywhere: seconds per FLOP of the table's own entries
+        d, f = np.array(pairs).reshape(-1, 2).T
+        table.kappa = max(0.0, float(d @ f) / float(f @ f)) if float(f @ f) > 0 else 0.0
+    table.measurements = n_measured
+    table.build_seconds = time.perf_counter() - t0
+    return table
+
+
+# -- cache --------------------------------------------------------------------------------------
+_CACHE: dict[LatencyKey, LatencyTable] = {}
+
+
+def clear_cache() -> None:
+    """Forget every table cached in memory (files on disk stay)."""
+    _CACHE.clear()
+
+
+def cached_table(
+    key: LatencyKey,
+    build: Callable[[], LatencyTable],
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> tuple[LatencyTable, str]:
+    """The table for ``key``: from memory, else from ``cache_dir``, else ``build()`` (and stored
+    in both). Returns ``(table, where)`` with ``where`` in ``"memory"``, ``"disk"``, ``"built"``.
+    A cached table is returned as a copy with ``scale`` reset to 1 (a search's corrections stay
+    with that search)."""
+    hit = _CACHE.get(key)
+    if hit is not None:
+        return LatencyTable.from_json({**hit.to_json(), "scale": 1.0}), "memory"
+    path = None if cache_dir is None else Path(cache_dir) / key.filename()
+    if path is not None and path.exists():
+        try:
+            data = json.loads(path.read_text())
+            table = LatencyTable.from_json({**data, "scale": 1.0})
+        except (ValueError, TypeError, KeyError) as e:
+            raise NasvizError(
+                f"latency cache file {str(path)!r} could not be read ({e}); delete it to rebuild"
+            ) from e
+        if table.key == asdict(key):
+            _CACHE[key] = table
+            return LatencyTable.from_json(table.to_json()), "disk"
+    table = build()
+    table.key = asdict(key)
+    _CACHE[key] = table
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(table.to_json(), fh)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return LatencyTable.from_json(table.to_json()), "built"

@@ -1,10 +1,14 @@
 """Latency measured on the model's device, and a lookup-table model that predicts it.
 
 *Measurement.* :func:`measure_latency` times ``model(dummy_input)`` under ``torch.no_grad()`` in
-eval mode with ``torch.utils.benchmark.Timer.blocked_autorange`` at the current thread count
-(``torch.get_num_threads()``) and returns the median seconds per call. The Timer synchronises an
-accelerator (CUDA) around each block itself; on a CPU nothing is synchronised. A ``timer`` may be
-injected (a fake clock makes tests deterministic).
+eval mode at the current thread count, one call at a time (an accelerator is synchronised around
+each call), and returns the fastest call. One call at a time, and not
+``torch.utils.benchmark.Timer.blocked_autorange``: for a forward of a few milliseconds its blocks
+hold ten calls or more, so even its fastest block averages in every preemption by the other
+processes on shared cores; the fastest single call does not. Other processes only ever *add*
+time, so the minimum is the default statistic. ``clock="cpu"`` (one CPU thread only) times CPU
+time instead of wall time: on a loaded machine even the fastest wall-clock call was 2x its CPU
+time, which moved by ~5% between runs.
 
 *The model* (:class:`LatencyTable`, built by :func:`build_latency_table`). Latency is not FLOPs:
 small widths pay fixed per-op overheads and vector-width steps. The table measures, on the device,
@@ -22,8 +26,12 @@ cost model, so the prediction adds it back converted to time::
     latency(c) = scale * (full + sum_h delta[h][c_h] + kappa * interaction_flops(c))
     interaction_flops(c) = flops(c) - (flops_full + sum_h (flops(full with h=c_h) - flops_full))
 
-``kappa`` (seconds per FLOP) is fitted by least squares on ``calibration`` random whole subnets
-(measured for real; with none, on the table's own entries). ``scale`` (1.0 when built) is raised by
+``kappa`` (seconds per FLOP) is fitted by least squares on the smallest subnet and
+``calibration`` random whole subnets (with no interaction anywhere, on the table's own entries),
+and bounded by the full model's average seconds per FLOP. Every subnet of the build is measured
+*paired* with the full model right after it, and kept as that ratio times the quietest full
+reading: on shared cores the load (and every reading) moved by 3x within a minute, the ratios by a
+few %. ``scale`` (1.0 when built) is raised by
 a search whose final real measurement came out over the predicted value (``tighten``).
 Tables are cached per ``(device, threads, batch size, architecture fingerprint)`` in memory and,
 with ``cache_dir``, as JSON files on disk (written atomically; reading JSON executes nothing).
@@ -52,7 +60,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils import benchmark
 
 from nasviz.errors import NasvizError
 
@@ -139,33 +146,58 @@ def measure_latency(
     dummy_input: Any,
     *,
     min_run_time: float = 0.2,
+    min_calls: int = 10,
+    clock: str = "wall",
     timer: Callable[[], float] | None = None,
+    statistic: str = "min",
 ) -> float:
-    """Median seconds per ``model(dummy_input)`` call on the model's device.
+    """Seconds per ``model(dummy_input)`` call on the model's device.
 
     Eval mode and ``torch.no_grad()`` (the training flags are restored), the current thread
-    count, one warm-up call, then ``blocked_autorange(min_run_time)``; CUDA is synchronised by
-    the benchmark Timer around each block. ``timer`` replaces the clock (for tests).
+    count, two warm-up calls, then single calls, each timed on its own (an accelerator is
+    synchronised before and after each), until ``min_run_time`` seconds and ``min_calls`` calls
+    are spent. Returns the fastest call (``statistic="min"``) or the median one.
+
+    ``clock="wall"`` times with ``time.perf_counter``. ``clock="cpu"`` times the calling
+    thread's CPU time (``time.thread_time``): on cores shared with other processes, a forward
+    is preempted again and again and even its fastest wall-clock call includes waiting; its CPU
+    time does not. It is refused unless the model runs on the CPU with one thread
+    (``torch.set_num_threads(1)``), where CPU time *is* the latency of an unloaded core.
+    ``timer`` replaces the clock (for tests).
     """
     if not math.isfinite(min_run_time) or min_run_time <= 0:
         raise NasvizError(f"min_run_time={min_run_time!r} must be a positive number of seconds")
+    if statistic not in ("min", "median"):
+        raise NasvizError(f"statistic={statistic!r}: use 'min' or 'median'")
+    device = _device(model)
+    if clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
+        raise NasvizError(
+            f"clock='cpu' measures one CPU thread, but the model runs on {device} with "
+            f"{torch.get_num_threads()} thread(s); use clock='wall', or "
+            "torch.set_num_threads(1) on a CPU model"
+        )
+    if clock not in ("wall", "cpu"):
+        raise NasvizError(f"clock={clock!r}: use 'wall' or 'cpu'")
+    now = timer or (time.thread_time if clock == "cpu" else time.perf_counter)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     args, kwargs = _split(dummy_input)
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
+    times: list[float] = []
     try:
         with torch.no_grad():
-            model(*args, **kwargs)  # warm-up (lazy init, allocator, caches)
-            extra = {} if timer is None else {"timer": timer}
-            t = benchmark.Timer(
-                stmt="model(*args, **kwargs)",
-                globals={"model": model, "args": args, "kwargs": kwargs},
-                num_threads=torch.get_num_threads(),
-                **extra,
-            )
-            return float(t.blocked_autorange(min_run_time=min_run_time).median)
+            for _ in range(2):  # warm-up (lazy init, allocator, caches)
+                model(*args, **kwargs)
+            sync()
+            while sum(times) < min_run_time or len(times) < min_calls:
+                t0 = now()
+                model(*args, **kwargs)
+                sync()
+                times.append(now() - t0)
     finally:
         for m, training in flags:
             m.training = training
+    return float(min(times) if statistic == "min" else np.median(times))
 
 
 # -- cache keys ---------------------------------------------------------------------------------
@@ -313,8 +345,14 @@ def build_latency_table(
         measure: seconds of one subnet (``{name: value}``, every hparam given).
         flops: exact FLOPs of one subnet.
         max_choices: reduced choices measured per hparam (the rest interpolated); the build
-            costs ``2 + sum_h min(max_choices, len(choices_h) - 1) + calibration`` measurements.
+            costs the measurements listed below.
         calibration: random whole subnets measured to fit ``kappa``.
+
+    Every subnet is measured *paired*: right after it, the full model is measured again, and
+    the table keeps the ratio times the quietest full reading, so a machine whose load changes
+    during the build (other processes on shared cores) moves the readings but not the ratios.
+    The build makes ``2 * (1 + sum_h min(max_choices, len(choices_h) - 1) + calibration)``
+    measurements (the smallest subnet, the entries, the calibration subnets, each paired).
     """
     if max_choices < 1:
         raise NasvizError(f"max_choices={max_choices!r} must be at least 1")
@@ -324,48 +362,61 @@ def build_latency_table(
     names = list(choices)
     full_cfg = {n: int(original[n]) for n in names}
     min_cfg = {n: int(min(choices[n])) for n in names}
-    n_measured = 2
-    full = measure(full_cfg)
-    minimum = measure(min_cfg)
+    fulls: list[float] = []
+
+    def relative(cfg: Config) -> float:
+        """``cfg``'s latency over the full model's, measured right after it."""
+        t = measure(cfg)
+        fulls.append(measure(full_cfg))
+        return t / fulls[-1]
+
+    rng = random.Random(seed)
+    calib = [{n: int(rng.choice(list(choices[n]))) for n in names} for _ in range(calibration)]
+    r_min = relative(min_cfg)
+    r_entry = {
+        name: {int(c): relative({**full_cfg, name: int(c)}) for c in _spread(choices[name],
+                                                                              max_choices)}
+        for name in names
+    }
+    r_calib = [relative(cfg) for cfg in calib]
+    full = min(fulls)  # the quietest reading: the ratios carry everything else
     flops_full = float(flops(full_cfg))
+    flops_delta = {
+        name: {int(c): float(flops({**full_cfg, name: int(c)})) - flops_full for c in choices[name]}
+        for name in names
+    }
     delta: dict[str, dict[int, float]] = {}
-    flops_delta: dict[str, dict[int, float]] = {}
     pairs: list[tuple[float, float]] = []  # (latency delta, FLOPs delta) of the table's entries
     for name in names:
         measured = {int(original[name]): 0.0}
-        for c in _spread(choices[name], max_choices):
-            measured[int(c)] = measure({**full_cfg, name: int(c)}) - full
-            n_measured += 1
-        flops_delta[name] = {
-            int(c): float(flops({**full_cfg, name: int(c)})) - flops_full for c in choices[name]
-        }
+        measured.update({c: (r - 1.0) * full for c, r in r_entry[name].items()})
         pairs += [(d, flops_delta[name][c]) for c, d in measured.items() if c != original[name]]
         delta[name] = _interpolate(measured, choices[name])
     table = LatencyTable(
         choices={n: [int(c) for c in choices[n]] for n in names},
         original=dict(full_cfg),
         full=full,
-        minimum=minimum,
+        minimum=r_min * full,
         delta=delta,
         flops_full=flops_full,
         flops_delta=flops_delta,
     )
-    rng = random.Random(seed)
-    samples = [min_cfg]
-    for _ in range(calibration):
-        samples.append({n: int(rng.choice(list(choices[n]))) for n in names})
-    n_measured += calibration
     xs, ys = [], []
-    for i, cfg in enumerate(samples):
-        lat = minimum if i == 0 else measure(cfg)
+    for cfg, r in zip([min_cfg, *calib], [r_min, *r_calib]):
         xs.append(table.interaction(cfg, flops(cfg)))
-        ys.append(lat - table.additive(cfg))
+        ys.append(r * full - table.additive(cfg))
     x, y = np.array(xs), np.array(ys)
+    # kappa is seconds per FLOP of the interaction; the full model's average time per FLOP bounds
+    # it (fixed per-op costs take the rest), which keeps noise from inflating it
+    bound = full / flops_full if flops_full > 0 else 0.0
     if float(x @ x) > 0:
-        table.kappa = max(0.0, float(x @ y) / float(x @ x))
+        table.kappa = float(np.clip(float(x @ y) / float(x @ x), 0.0, bound))
     else:  # no interaction anywhere: seconds per FLOP of the table's own entries
         d, f = np.array(pairs).reshape(-1, 2).T
-        table.kappa = max(0.0, float(d @ f) / float(f @ f)) if float(f @ f) > 0 else 0.0
+        table.kappa = float(np.clip(float(d @ f) / float(f @ f), 0.0, bound)) if float(
+            f @ f
+        ) > 0 else 0.0
+    n_measured = 2 * (1 + sum(len(r) for r in r_entry.values()) + calibration)
     table.measurements = n_measured
     table.build_seconds = time.perf_counter() - t0
     return table

@@ -64,6 +64,7 @@ ModuleMeasure = Callable[[nn.Module, Any], float]
 LATENCY_DEFAULTS: dict[str, Any] = {
     "measure": None,  # measure(module, dummy_input) -> seconds; None: measure_latency
     "min_run_time": 0.1,  # seconds of timing per measurement
+    "clock": "wall",  # or "cpu": CPU time of one thread (shared cores; torch.set_num_threads(1))
     "max_choices": 5,  # reduced choices measured per hparam (others interpolated)
     "calibration": 4,  # random whole subnets measured to fit the interaction term
     "rounds": 3,  # interleaved real measurements of the final subnet and the full model
@@ -87,6 +88,8 @@ def latency_options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
             f"config['latency']['measure'] must be callable (module, dummy_input) -> seconds, "
             f"got {opts['measure']!r}"
         )
+    if opts["clock"] not in ("wall", "cpu"):
+        raise SearchError(f"config['latency']['clock'] = {opts['clock']!r}: use 'wall' or 'cpu'")
     for key in ("max_choices", "rounds"):
         if not isinstance(opts[key], int) or opts[key] < 1:
             raise SearchError(f"config['latency'][{key!r}] must be a positive int, got {opts[key]!r}")
@@ -100,8 +103,8 @@ def _module_measure(opts: Mapping[str, Any]) -> ModuleMeasure:
     if opts["measure"] is not None:
         fn: ModuleMeasure = opts["measure"]
         return fn
-    run_time = float(opts["min_run_time"])
-    return lambda module, x: measure_latency(module, x, min_run_time=run_time)
+    run_time, clock = float(opts["min_run_time"]), str(opts["clock"])
+    return lambda module, x: measure_latency(module, x, min_run_time=run_time, clock=clock)
 
 
 def subnet_measure(
@@ -308,27 +311,40 @@ def sample_latency(
     latency_model: LatencyModel | None = None,
     measure: ModuleMeasure | None = None,
     seed: int = 0,
+    paired: bool = True,
 ) -> pd.DataFrame:
     """Measure ``n`` random subnets (seeded): one row each with ``config``, ``flops``,
     ``params``, ``measured`` (seconds) and, given ``latency_model``, ``predicted`` and
-    ``error_pct`` (signed, % of measured). The model's selection is left as it was."""
+    ``error_pct`` (signed, % of measured). The model's selection is left as it was.
+
+    ``paired`` (as the table is built): each subnet is followed by a measurement of the full
+    model (column ``full_raw``), and ``measured`` is the ratio times the latency model's full
+    latency (or the quietest full reading); ``raw`` is the reading itself.
+    """
     if not isinstance(n, int) or n < 1:
         raise SearchError(f"n={n!r}: sample at least one subnet")
     cm = latency_model.cost_model if latency_model else CostModel.from_model(model, dummy_input)
     hps = {nm: hp for nm, hp in search_space(model).hparams.items() if hp.is_configurable}
     timer = subnet_measure(model, dummy_input, measure)
+    full_cfg = {nm: int(hp.original) for nm, hp in hps.items()}
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
         cfg = {nm: int(rng.choice(list(hp.choices))) for nm, hp in hps.items()}
         flops, params = cm.estimate(cfg)
         row: dict[str, Any] = {"config": cfg, "flops": float(flops), "params": float(params)}
-        row["measured"] = timer(cfg)
-        if latency_model is not None:
-            row["predicted"] = latency_model.predict(cfg)
-            row["error_pct"] = 100.0 * (row["predicted"] - row["measured"]) / row["measured"]
+        row["raw"] = row["measured"] = timer(cfg)
+        if paired:
+            row["full_raw"] = timer(full_cfg)
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if paired:
+        ref = latency_model.table.full if latency_model else float(table["full_raw"].min())
+        table["measured"] = table["raw"] / table["full_raw"] * ref
+    if latency_model is not None:
+        table["predicted"] = [latency_model.predict(c) for c in table["config"]]
+        table["error_pct"] = 100.0 * (table["predicted"] - table["measured"]) / table["measured"]
+    return table
 
 
 def rank_disagreement(table: pd.DataFrame, column: str = "measured") -> pd.DataFrame:

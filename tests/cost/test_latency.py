@@ -116,9 +116,37 @@ def test_measure_latency_returns_the_time_per_call_of_the_clock(h1: int, h2: int
     assert model.training  # restored
 
 
-def test_measure_latency_refuses_a_bad_run_time() -> None:
+def test_measure_latency_refuses_bad_options() -> None:
+    lin, x = nn.Linear(2, 2), torch.zeros(1, 2)
     with pytest.raises(NasvizError, match=r"min_run_time=0 must be a positive number"):
-        measure_latency(nn.Linear(2, 2), torch.zeros(1, 2), min_run_time=0)
+        measure_latency(lin, x, min_run_time=0)
+    with pytest.raises(NasvizError, match=r"statistic='mean': use 'min' or 'median'"):
+        measure_latency(lin, x, statistic="mean")
+    with pytest.raises(NasvizError, match=r"clock='gpu': use 'wall' or 'cpu'"):
+        measure_latency(lin, x, clock="gpu")
+
+
+def test_cpu_clock_needs_one_thread() -> None:
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(NasvizError, match=r"clock='cpu' measures one CPU thread, but the "
+                           r"model runs on cpu with 2 thread\(s\); .*set_num_threads\(1\)"):
+            measure_latency(nn.Linear(2, 2), torch.zeros(1, 2), clock="cpu")
+        torch.set_num_threads(1)
+        assert measure_latency(nn.Linear(2, 2), torch.zeros(1, 2), clock="cpu",
+                               min_run_time=1e-4) > 0
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_median_statistic_and_min_calls() -> None:
+    clock = FakeClock()
+    model = ClockedMLP(clock)
+    seconds = measure_latency(model, torch.zeros(2, 8), min_run_time=1e-9, min_calls=3,
+                              timer=clock, statistic="median")
+    assert seconds == pytest.approx(known_latency({H1: 16, H2: 16}))
+    assert len(model.seen_grad) == 2 + 3  # two warm-up calls, then min_calls
 
 
 # -- the table ----------------------------------------------------------------------------------
@@ -127,7 +155,7 @@ def test_table_arithmetic_is_exact_on_a_bilinear_latency() -> None:
     table = build_latency_table(CHOICES, ORIGINAL, measure, known_flops, calibration=2)
     full = {H1: 16, H2: 16}
     assert table.full == known_latency(full)
-    assert table.minimum == known_latency({H1: 4, H2: 4})
+    assert table.minimum == pytest.approx(known_latency({H1: 4, H2: 4}))
     for c in CHOICES[H1]:
         assert table.delta[H1][c] == pytest.approx(known_latency({H1: c, H2: 16}) - table.full)
         assert table.flops_delta[H2][c] == known_flops({H1: 16, H2: c}) - known_flops(full)
@@ -137,8 +165,9 @@ def test_table_arithmetic_is_exact_on_a_bilinear_latency() -> None:
         for h2 in CHOICES[H2]:
             cfg = {H1: h1, H2: h2}
             assert table.predict(cfg, known_flops(cfg)) == pytest.approx(known_latency(cfg))
-    # 2 (full, min) + 3 + 3 single-hparam entries + 2 calibration subnets
-    assert table.measurements == len(measure.calls) == 10
+    # (min + 3 + 3 single-hparam entries + 2 calibration subnets), each paired with the full
+    assert table.measurements == len(measure.calls) == 2 * 9
+    assert measure.calls[1::2] == [full] * 9
 
 
 def test_table_without_kappa_under_predicts_by_exactly_the_product_term() -> None:
@@ -157,7 +186,7 @@ def test_fewer_measured_choices_are_interpolated_linearly() -> None:
     measured_h1 = {c[H1] for c in measure.calls if c[H2] == 16 and c[H1] != 16}
     assert measured_h1 == {4, 12}  # the smallest and an evenly spread one; 8 is interpolated
     assert table.delta[H1][8] == pytest.approx((table.delta[H1][4] + table.delta[H1][12]) / 2)
-    assert table.measurements == 2 + 2 + 2
+    assert table.measurements == 2 * (1 + 2 + 2)
 
 
 def test_predict_many_equals_predict_row_by_row() -> None:

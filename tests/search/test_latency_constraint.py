@@ -154,10 +154,10 @@ def test_relative_latency_search_meets_the_limit_on_the_real_measurement() -> No
 
 
 def test_a_final_miss_tightens_the_table_and_continues() -> None:
-    # the table is built from the first 2 + 3 + 3 + 0 = 8 measurements; afterwards every
+    # the table is built from the first 2 * (1 + 3 + 3) = 14 measurements; afterwards every
     # measurement is 25% slower, so the first chosen subnet misses an absolute limit
     limit = 0.8 * lat(16, 16)
-    measure = FakeMeasure(slowdown=1.25, after=8)
+    measure = FakeMeasure(slowdown=1.25, after=14)
     state = search({"latency": f"{limit * 1e3}ms"}, measure, calibration=0, rounds=1)
     checks = [e for e in state["history"] if e["event"] == "LatencyChecked"]
     assert [c["ok"] for c in checks] == [False, True]
@@ -173,14 +173,14 @@ def test_a_final_miss_tightens_the_table_and_continues() -> None:
 def test_an_unmeetable_limit_after_the_miss_raises_a_clear_error() -> None:
     # the smallest subnet is predicted to fit (1.22 ms <= 1.5 ms), but everything is measured
     # 2x slower after the table: after tightening nothing is predicted to fit
-    measure = FakeMeasure(slowdown=2.0, after=8)
+    measure = FakeMeasure(slowdown=2.0, after=14)
     with pytest.raises(SearchError, match=r"latency <= 1\.5 ms cannot be met: subnet .* "
                        r"measured .* no subnet is predicted to fit .* relax the latency limit"):
         search({"latency": "1.5ms"}, measure, calibration=0, rounds=1)
 
 
 def test_no_retries_left_raises_with_the_figures() -> None:
-    measure = FakeMeasure(slowdown=1.25, after=8)
+    measure = FakeMeasure(slowdown=1.25, after=14)
     limit = 0.8 * lat(16, 16)
     with pytest.raises(SearchError, match=r"was not met after 0 retries: .* measured .* "
                        r"\(predicted .*\); relax the limit"):
@@ -207,7 +207,7 @@ def test_the_table_is_cached_per_model_and_batch() -> None:
     measure = FakeMeasure()
     first, source = build_latency_model(model, x, options={"measure": measure, "calibration": 0})
     n = measure.calls
-    assert source == "built" and n == 2 + 3 + 3
+    assert source == "built" and n == 2 * (1 + 3 + 3)
     again, source = build_latency_model(model, x, options={"measure": measure})
     assert source == "memory" and measure.calls == n
     assert again.predict({H1: 8, H2: 4}) == pytest.approx(lat(8, 4))

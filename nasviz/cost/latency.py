@@ -216,12 +216,12 @@ class LatencyKey:
 
 
 def latency_key(
-    model: nn.Module, dummy_input: Any, choices: Mapping[str, Sequence[int]]
+    model: nn.Module, dummy_input: Any, choices: Mapping[str, Sequence[int]], extra: str = ""
 ) -> LatencyKey:
     """The cache key of ``model`` measured on ``dummy_input`` with these hparam choices: the
-    architecture fingerprint covers the model's class, every parameter's name and shape, and
-    the hparams' names and choices."""
-    h = hashlib.sha256(type(model).__qualname__.encode())
+    architecture fingerprint covers the model's class, every parameter's name and shape, the
+    hparams' names and choices, and ``extra`` (how the table is measured and fitted)."""
+    h = hashlib.sha256(f"{type(model).__qualname__}|{extra}".encode())
     for name, p in model.named_parameters():
         h.update(f"{name}:{tuple(p.shape)}:{p.dtype};".encode())
     for name in sorted(choices):
@@ -336,6 +336,8 @@ def build_latency_table(
     max_choices: int = 5,
     calibration: int = 4,
     seed: int = 0,
+    smooth: bool = True,
+    noise_pairs: int = 3,
 ) -> LatencyTable:
     """Measure the table (see the module docstring).
 
@@ -347,6 +349,12 @@ def build_latency_table(
         max_choices: reduced choices measured per hparam (the rest interpolated); the build
             costs the measurements listed below.
         calibration: random whole subnets measured to fit ``kappa``.
+        smooth: replace each hparam's measured deltas by one least-squares slope in that
+            hparam's own FLOPs deltas (``delta[h][c] = s_h * flops_delta[h][c]``). A single
+            reading on shared cores moves by tens of %, far more than most single-hparam deltas;
+            one slope per hparam averages its readings and still keeps what FLOPs miss (a
+            depthwise conv's seconds per FLOP are not a dense conv's). ``False`` keeps every
+            measured delta and interpolates between them (for quiet, dedicated devices).
 
     Every subnet is measured *paired*: right after it, the full model is measured again, and
     the table keeps the ratio times the quietest full reading, so a machine whose load changes
@@ -379,19 +387,49 @@ def build_latency_table(
         for name in names
     }
     r_calib = [relative(cfg) for cfg in calib]
+    # the full model paired with itself: how far a ratio strays from 1 by noise alone
+    r_self = [relative(full_cfg) for _ in range(noise_pairs)] if smooth else []
     full = min(fulls)  # the quietest reading: the ratios carry everything else
     flops_full = float(flops(full_cfg))
     flops_delta = {
         name: {int(c): float(flops({**full_cfg, name: int(c)})) - flops_full for c in choices[name]}
         for name in names
     }
+    # whole subnets (the smallest and the calibration ones): seconds per FLOP, kappa
+    whole = [(min_cfg, r_min), *zip(calib, r_calib)]
+    dF = np.array([float(flops(cfg)) - flops_full for cfg, _ in whole])
+    dL = np.array([(r - 1.0) * full for _, r in whole])
+    kappa = float(dL @ dF) / float(dF @ dF) if float(dF @ dF) > 0 else 0.0
+    kappa = float(np.clip(kappa, 0.0, full / flops_full if flops_full > 0 else 0.0))
+    # noise of one measured latency difference: the whole subnets' residuals around kappa
+    # (model misfit included: conservative), or the full model's self-pairs, if larger
+    resid = dL - kappa * dF
+    noise2 = float(resid @ resid) / max(len(whole) - 1, 1) if len(whole) > 1 else 0.0
+    if r_self:
+        noise2 = max(noise2, float(np.mean([(r - 1.0) ** 2 for r in r_self])) * full**2)
     delta: dict[str, dict[int, float]] = {}
-    pairs: list[tuple[float, float]] = []  # (latency delta, FLOPs delta) of the table's entries
+    raw_slope: dict[str, float] = {}
+    spread: dict[str, float] = {}
     for name in names:
         measured = {int(original[name]): 0.0}
         measured.update({c: (r - 1.0) * full for c, r in r_entry[name].items()})
-        pairs += [(d, flops_delta[name][c]) for c, d in measured.items() if c != original[name]]
-        delta[name] = _interpolate(measured, choices[name])
+        points = [(d, flops_delta[name][c]) for c, d in measured.items() if c != original[name]]
+        d_arr, f_arr = np.array(points).reshape(-1, 2).T
+        ff = float(f_arr @ f_arr)
+        if not smooth or ff == 0:
+            delta[name] = _interpolate(measured, choices[name])
+            continue
+        raw_slope[name] = float(d_arr @ f_arr) / ff
+        spread[name] = noise2 / ff  # the variance of that slope from noise alone
+    if raw_slope:
+        # empirical Bayes: slopes vary around kappa by tau^2 beyond their noise; each is shrunk
+        # towards kappa by its noise share (a quiet device keeps its LUT, a noisy one its FLOPs)
+        excess = [(s - kappa) ** 2 - spread[n] for n, s in raw_slope.items()]
+        tau2 = max(0.0, float(np.mean(excess)))
+        for name, slope in raw_slope.items():
+            keep = tau2 / (tau2 + spread[name]) if tau2 + spread[name] > 0 else 1.0
+            s_h = kappa + keep * (slope - kappa)
+            delta[name] = {c: s_h * flops_delta[name][c] for c in map(int, choices[name])}
     table = LatencyTable(
         choices={n: [int(c) for c in choices[n]] for n in names},
         original=dict(full_cfg),
@@ -400,23 +438,14 @@ def build_latency_table(
         delta=delta,
         flops_full=flops_full,
         flops_delta=flops_delta,
+        kappa=kappa,
     )
-    xs, ys = [], []
-    for cfg, r in zip([min_cfg, *calib], [r_min, *r_calib]):
-        xs.append(table.interaction(cfg, flops(cfg)))
-        ys.append(r * full - table.additive(cfg))
-    x, y = np.array(xs), np.array(ys)
-    # kappa is seconds per FLOP of the interaction; the full model's average time per FLOP bounds
-    # it (fixed per-op costs take the rest), which keeps noise from inflating it
-    bound = full / flops_full if flops_full > 0 else 0.0
-    if float(x @ x) > 0:
-        table.kappa = float(np.clip(float(x @ y) / float(x @ x), 0.0, bound))
-    else:  # no interaction anywhere: seconds per FLOP of the table's own entries
-        d, f = np.array(pairs).reshape(-1, 2).T
-        table.kappa = float(np.clip(float(d @ f) / float(f @ f), 0.0, bound)) if float(
-            f @ f
-        ) > 0 else 0.0
-    n_measured = 2 * (1 + sum(len(r) for r in r_entry.values()) + calibration)
+    if not smooth:  # the raw table: kappa is what its additive sum leaves on the whole subnets
+        x = np.array([table.interaction(cfg, float(flops(cfg))) for cfg, _ in whole])
+        y = np.array([r * full - table.additive(cfg) for cfg, r in whole])
+        bound = full / flops_full if flops_full > 0 else 0.0
+        table.kappa = float(np.clip(float(x @ y) / float(x @ x), 0.0, bound)) if x @ x else 0.0
+    n_measured = 2 * (1 + sum(len(r) for r in r_entry.values()) + calibration + len(r_self))
     table.measurements = n_measured
     table.build_seconds = time.perf_counter() - t0
     return table

@@ -64,9 +64,11 @@ ModuleMeasure = Callable[[nn.Module, Any], float]
 LATENCY_DEFAULTS: dict[str, Any] = {
     "measure": None,  # measure(module, dummy_input) -> seconds; None: measure_latency
     "min_run_time": 0.1,  # seconds of timing per measurement
+    "min_calls": 20,  # ... and at least this many timed calls (the fastest one counts)
     "clock": "wall",  # or "cpu": CPU time of one thread (shared cores; torch.set_num_threads(1))
     "max_choices": 5,  # reduced choices measured per hparam (others interpolated)
     "calibration": 4,  # random whole subnets measured to fit the interaction term
+    "smooth": True,  # one slope per hparam in its FLOPs (robust to noisy readings)
     "rounds": 3,  # interleaved real measurements of the final subnet and the full model
     "retries": 3,  # re-runs of the search after a final subnet measured over the limit
     "margin": 0.02,  # extra tightening after a miss
@@ -90,7 +92,7 @@ def latency_options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
         )
     if opts["clock"] not in ("wall", "cpu"):
         raise SearchError(f"config['latency']['clock'] = {opts['clock']!r}: use 'wall' or 'cpu'")
-    for key in ("max_choices", "rounds"):
+    for key in ("max_choices", "rounds", "min_calls"):
         if not isinstance(opts[key], int) or opts[key] < 1:
             raise SearchError(f"config['latency'][{key!r}] must be a positive int, got {opts[key]!r}")
     for key in ("calibration", "retries"):
@@ -103,8 +105,12 @@ def _module_measure(opts: Mapping[str, Any]) -> ModuleMeasure:
     if opts["measure"] is not None:
         fn: ModuleMeasure = opts["measure"]
         return fn
-    run_time, clock = float(opts["min_run_time"]), str(opts["clock"])
-    return lambda module, x: measure_latency(module, x, min_run_time=run_time, clock=clock)
+    run_time, calls, clock = float(opts["min_run_time"]), int(opts["min_calls"]), opts["clock"]
+
+    def measure(module: nn.Module, x: Any) -> float:
+        return measure_latency(module, x, min_run_time=run_time, min_calls=calls, clock=clock)
+
+    return measure
 
 
 def subnet_measure(
@@ -205,9 +211,11 @@ def build_latency_model(
             lambda cfg: float(cm.estimate(cfg)[0]),
             max_choices=opts["max_choices"],
             calibration=opts["calibration"],
+            smooth=bool(opts["smooth"]),
         )
 
-    key = latency_key(model, dummy_input, choices)
+    how = "|".join(f"{k}={opts[k]}" for k in ("max_choices", "calibration", "smooth", "clock"))
+    key = latency_key(model, dummy_input, choices, extra=how)
     table, source = cached_table(key, build, opts["cache_dir"])
     return LatencyModel(table, cm), source
 

@@ -152,7 +152,9 @@ def test_median_statistic_and_min_calls() -> None:
 # -- the table ----------------------------------------------------------------------------------
 def test_table_arithmetic_is_exact_on_a_bilinear_latency() -> None:
     measure = Counting()
-    table = build_latency_table(CHOICES, ORIGINAL, measure, known_flops, calibration=2)
+    table = build_latency_table(
+        CHOICES, ORIGINAL, measure, known_flops, calibration=2, smooth=False
+    )
     full = {H1: 16, H2: 16}
     assert table.full == known_latency(full)
     assert table.minimum == pytest.approx(known_latency({H1: 4, H2: 4}))
@@ -171,7 +173,9 @@ def test_table_arithmetic_is_exact_on_a_bilinear_latency() -> None:
 
 
 def test_table_without_kappa_under_predicts_by_exactly_the_product_term() -> None:
-    table = build_latency_table(CHOICES, ORIGINAL, known_latency, known_flops, calibration=0)
+    table = build_latency_table(
+        CHOICES, ORIGINAL, known_latency, known_flops, calibration=0, smooth=False
+    )
     table.kappa = 0.0
     cfg = {H1: 8, H2: 4}
     missed = G * (8 - 16) * (4 - 16)
@@ -181,12 +185,55 @@ def test_table_without_kappa_under_predicts_by_exactly_the_product_term() -> Non
 def test_fewer_measured_choices_are_interpolated_linearly() -> None:
     measure = Counting()
     table = build_latency_table(
-        CHOICES, ORIGINAL, measure, known_flops, max_choices=2, calibration=0
+        CHOICES, ORIGINAL, measure, known_flops, max_choices=2, calibration=0, smooth=False
     )
     measured_h1 = {c[H1] for c in measure.calls if c[H2] == 16 and c[H1] != 16}
     assert measured_h1 == {4, 12}  # the smallest and an evenly spread one; 8 is interpolated
     assert table.delta[H1][8] == pytest.approx((table.delta[H1][4] + table.delta[H1][12]) / 2)
     assert table.measurements == 2 * (1 + 2 + 2)
+
+
+def test_smoothing_on_a_flops_linear_latency_is_exact() -> None:
+    def linear(cfg: Mapping[str, int]) -> float:
+        return 1e-3 + 1e-7 * known_flops(cfg)
+
+    table = build_latency_table(CHOICES, ORIGINAL, linear, known_flops, calibration=3)
+    assert table.kappa == pytest.approx(1e-7)
+    for h1 in CHOICES[H1]:
+        for h2 in CHOICES[H2]:
+            cfg = {H1: h1, H2: h2}
+            assert table.predict(cfg, known_flops(cfg)) == pytest.approx(linear(cfg))
+
+
+def test_smoothing_shrinks_each_slope_towards_kappa_by_its_noise_share() -> None:
+    # a step the FLOPs do not have: h1 = 8 costs 0.5 ms more than the bilinear formula
+    def stepped(cfg: Mapping[str, int]) -> float:
+        return known_latency(cfg) + (5e-4 if cfg[H1] == 8 else 0.0)
+
+    raw = build_latency_table(CHOICES, ORIGINAL, stepped, known_flops, smooth=False)
+    table = build_latency_table(CHOICES, ORIGINAL, stepped, known_flops, smooth=True)
+    assert raw.delta[H1][8] == pytest.approx(stepped({H1: 8, H2: 16}) - raw.full)  # kept raw
+    # the same arithmetic by hand: kappa and the noise from the whole subnets ...
+    rng = __import__("random").Random(0)
+    calib = [{n: rng.choice(CHOICES[n]) for n in (H1, H2)} for _ in range(4)]
+    whole = [{H1: 4, H2: 4}, *calib]
+    full = stepped(ORIGINAL)
+    d_f = [known_flops(c) - known_flops(ORIGINAL) for c in whole]
+    d_l = [stepped(c) - full for c in whole]
+    kappa = sum(a * b for a, b in zip(d_l, d_f)) / sum(b * b for b in d_f)
+    assert table.kappa == pytest.approx(kappa)
+    noise2 = sum((a - kappa * b) ** 2 for a, b in zip(d_l, d_f)) / (len(whole) - 1)
+    # ... then one raw slope per hparam, shrunk by tau^2 / (tau^2 + its noise variance)
+    slopes, var = {}, {}
+    for h in (H1, H2):
+        pts = [(raw.delta[h][c], raw.flops_delta[h][c]) for c in (4, 8, 12)]
+        ff = sum(f * f for _, f in pts)
+        slopes[h], var[h] = sum(d * f for d, f in pts) / ff, noise2 / ff
+    tau2 = max(0.0, sum((slopes[h] - kappa) ** 2 - var[h] for h in slopes) / 2)
+    for h in (H1, H2):
+        s_h = kappa + tau2 / (tau2 + var[h]) * (slopes[h] - kappa)
+        for c in CHOICES[h]:
+            assert table.delta[h][c] == pytest.approx(s_h * table.flops_delta[h][c])
 
 
 def test_predict_many_equals_predict_row_by_row() -> None:

@@ -129,7 +129,7 @@ def search(constraints: dict[str, Any], measure: FakeMeasure, **latency: Any) ->
         model,
         constraints,
         dummy_input=x,
-        config={"score_func": known_score, "latency": {"measure": measure, **latency}},
+        config={"score_func": known_score, "latency": {"measure": measure, "smooth": False, **latency}},
     )
 
 
@@ -205,13 +205,13 @@ def test_latency_and_flops_together() -> None:
 def test_the_table_is_cached_per_model_and_batch() -> None:
     model, x = searchable_mlp()
     measure = FakeMeasure()
-    first, source = build_latency_model(model, x, options={"measure": measure, "calibration": 0})
+    first, source = build_latency_model(model, x, options={"measure": measure, "calibration": 0, "smooth": False})
     n = measure.calls
     assert source == "built" and n == 2 * (1 + 3 + 3)
-    again, source = build_latency_model(model, x, options={"measure": measure})
+    again, source = build_latency_model(model, x, options={"measure": measure, "smooth": False})
     assert source == "memory" and measure.calls == n
     assert again.predict({H1: 8, H2: 4}) == pytest.approx(lat(8, 4))
-    _, source = build_latency_model(model, torch.cat([x, x]), options={"measure": measure})
+    _, source = build_latency_model(model, torch.cat([x, x]), options={"measure": measure, "smooth": False})
     assert source == "built" and measure.calls > n
 
 
@@ -219,7 +219,7 @@ def test_sampled_subnets_and_rank_disagreement() -> None:
     model, x = searchable_mlp()
     before = nv.get_subnet_config(model)
     measure = FakeMeasure()
-    latency_model, _ = build_latency_model(model, x, options={"measure": measure})
+    latency_model, _ = build_latency_model(model, x, options={"measure": measure, "smooth": False})
     table = sample_latency(model, x, 12, latency_model=latency_model, measure=measure, seed=3)
     assert nv.get_subnet_config(model) == before
     assert len(table) == 12

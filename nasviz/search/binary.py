@@ -237,10 +237,10 @@ class BinarySearcher(IterativeSearcher):
             )
         lat = self._lat
         self.limits = self.constraints.resolve(
-            full_flops=full[0], full_params=full[1], full_latency=lat and lat.full
+            full_flops=full[0], full_params=full[1], full_latency=lat.full if lat else None
         )
         self.constraints.check_reachable(
-            min_flops=smallest[0], min_params=smallest[1], min_latency=lat and lat.minimum
+            min_flops=smallest[0], min_params=smallest[1], min_latency=lat.minimum if lat else None
         )
         self.emit(
             SearchStarted(

@@ -94,7 +94,9 @@ def latency_options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
         raise SearchError(f"config['latency']['clock'] = {opts['clock']!r}: use 'wall' or 'cpu'")
     for key in ("max_choices", "rounds", "min_calls"):
         if not isinstance(opts[key], int) or opts[key] < 1:
-            raise SearchError(f"config['latency'][{key!r}] must be a positive int, got {opts[key]!r}")
+            raise SearchError(
+                f"config['latency'][{key!r}] must be a positive int, got {opts[key]!r}"
+            )
     for key in ("calibration", "retries"):
         if not isinstance(opts[key], int) or opts[key] < 0:
             raise SearchError(f"config['latency'][{key!r}] must be an int >= 0, got {opts[key]!r}")
@@ -167,7 +169,9 @@ class LatencyModel:
         self.cost_model = cost_model
 
     def _complete(self, config: Mapping[str, int] | None) -> dict[str, int]:
-        active = {n: hp.active for n, hp in self.cost_model.hparams.items() if n in self.table.delta}
+        active = {
+            n: hp.active for n, hp in self.cost_model.hparams.items() if n in self.table.delta
+        }
         return {**active, **{n: int(v) for n, v in (config or {}).items()}}
 
     def predict(self, config: Mapping[str, int] | None = None) -> float:
@@ -284,9 +288,7 @@ class LatencyGuard:
             predicted = self.predict(config)
             value, full_now = self.measured(config, relative)
             ok = value <= limit
-            self.emit(
-                LatencyChecked(attempt, predicted, value, full_now, limit, ok, dict(config))
-            )
+            self.emit(LatencyChecked(attempt, predicted, value, full_now, limit, ok, dict(config)))
             if ok:
                 return config, value
             if attempt == retries:

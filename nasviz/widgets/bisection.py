@@ -12,10 +12,10 @@ steps, then grow steps, then the scored candidates, then the final choice.
 * top: the interval ``[lo, hi]`` as a shaded band and ``mid`` as a marker per bisection step,
   green when the candidate at ``mid`` fits the budget, red when it does not;
 * bottom: each candidate's FLOPs (or params, or latency where a latency constraint exists: the
-  toggle; bisection steps show the predicted latency, the final choice the measured one) against a horizontal line at the
-  constraint limit (``SearchStarted.limits``), bisection candidates coloured the same way, grow
-  steps in blue, scored candidates in purple (labelled with their real score), the final
-  choice as an orange star;
+  toggle; bisection steps show the predicted latency, the final choice the measured one) against
+  a horizontal line at the constraint limit (``SearchStarted.limits``), bisection candidates
+  coloured the same way, grow steps in blue, scored candidates in purple (labelled with their
+  real score), the final choice as an orange star;
 * a vertical line marks the current frame; the text under the figure explains it.
 
 Frame ``k`` shows the first ``k`` timeline items (frame 0: nothing yet). ``Play`` + slider

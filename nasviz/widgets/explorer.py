@@ -6,10 +6,11 @@ one global *tolerated drop* slider: every group takes its smallest choice whose 
 most the threshold, the rule FastNAS's binary searcher bisects over. Each change re-estimates the
 subnet's FLOPs and parameters with one :class:`~nasviz.profile.CostModel` (built once; the model is
 not run) - and, where a latency constraint is given (or a ``latency_model``), its latency predicted
-by a measured :class:`~nasviz.search.latency.LatencyModel` - and updates, in place, a bar chart of kept vs original channels per group and a bar of
-FLOPs/params against the constraints (red when over). *Evaluate* selects the subnet, re-calibrates
-BatchNorm on ``forward_loop`` and scores it with ``score_func``; :meth:`SubnetExplorer.export`
-returns the chosen subnet as a plain model.
+by a measured :class:`~nasviz.search.latency.LatencyModel` - and updates, in place, a bar chart
+of kept vs original channels per group and a bar of FLOPs/params (/latency) against the
+constraints (red when over). *Evaluate* selects the subnet, re-calibrates BatchNorm on
+``forward_loop`` and scores it with ``score_func``; :meth:`SubnetExplorer.export` returns the
+chosen subnet as a plain model.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ import plotly.graph_objects as go
 from torch import nn
 
 import nasviz as nv
+from nasviz.cost.latency import format_latency
 from nasviz.errors import NasvizError
 from nasviz.hparam import Hparam
 from nasviz.search.binary import config_at_drop, drop_levels
-from nasviz.cost.latency import format_latency
 from nasviz.search.constraints import Constraints
 from nasviz.search.latency import LatencyModel, build_latency_model
 from nasviz.widgets._base import (
@@ -120,7 +121,7 @@ class SubnetExplorer(View):
             latency_model, _ = build_latency_model(model, dummy_input, cost_model=self.cost_model)
         self.latency_model = latency_model
         full_latency = None if latency_model is None else latency_model.table.full
-        self._full = {"flops": self.full[0], "params": self.full[1]}
+        self._full: dict[str, float] = {"flops": self.full[0], "params": self.full[1]}
         if full_latency is not None:
             self._full["latency"] = full_latency
         if self.constraints is not None:
@@ -290,7 +291,7 @@ class SubnetExplorer(View):
         config = self.value
         flops, params = self.cost_model.estimate(config)
         self.estimate = (flops, params)
-        values: dict[str, float] = {"flops": flops, "params": params}
+        values: dict[str, float] = {"flops": float(flops), "params": float(params)}
         if self.latency_model is not None:
             self.latency = values["latency"] = self.latency_model.predict(config)
         with UI_LOCK:

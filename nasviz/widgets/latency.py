@@ -66,7 +66,10 @@ def latency_flops_figure(
         f"{fmt_flops(f)} · {1e3 * t:.3g} ms<br>rank by FLOPs {fr}, by latency {lr}<br>"
         f"{html.escape(_config_text(c))}"
         for f, t, fr, lr, c in zip(
-            ranked["flops"], ranked["measured"], ranked["flops_rank"], ranked["latency_rank"],
+            ranked["flops"],
+            ranked["measured"],
+            ranked["flops_rank"],
+            ranked["latency_rank"],
             configs,
         )
     ]
@@ -141,9 +144,7 @@ class LatencyScatter(View):
         self.status = widgets.HTML("press Measure to time random subnets on this device")
         self.fig = go.FigureWidget(data=[go.Scatter(), go.Scatter()])
         self.button.on_click(lambda _b: self.measure())
-        self.widget = widgets.VBox(
-            [widgets.HBox([self.n, self.button]), self.status, self.fig]
-        )
+        self.widget = widgets.VBox([widgets.HBox([self.n, self.button]), self.status, self.fig])
 
     def measure(self) -> pd.DataFrame:
         """Measure ``n`` random subnets (the engine's ``sample_latency``) and draw them."""

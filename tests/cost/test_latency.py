@@ -56,8 +56,15 @@ class Counting:
 # -- parsing and formatting ---------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("2.5ms", 2.5e-3), ("800us", 8e-4), ("800 µs", 8e-4), ("0.01s", 0.01), ("1.5e-3 s", 1.5e-3),
-     ("250ns", 2.5e-7), (" 3 ms ", 3e-3)],
+    [
+        ("2.5ms", 2.5e-3),
+        ("800us", 8e-4),
+        ("800 µs", 8e-4),
+        ("0.01s", 0.01),
+        ("1.5e-3 s", 1.5e-3),
+        ("250ns", 2.5e-7),
+        (" 3 ms ", 3e-3),
+    ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
@@ -130,12 +137,16 @@ def test_cpu_clock_needs_one_thread() -> None:
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        with pytest.raises(NasvizError, match=r"clock='cpu' measures one CPU thread, but the "
-                           r"model runs on cpu with 2 thread\(s\); .*set_num_threads\(1\)"):
+        with pytest.raises(
+            NasvizError,
+            match=r"clock='cpu' measures one CPU thread, but the "
+            r"model runs on cpu with 2 thread\(s\); .*set_num_threads\(1\)",
+        ):
             measure_latency(nn.Linear(2, 2), torch.zeros(1, 2), clock="cpu")
         torch.set_num_threads(1)
-        assert measure_latency(nn.Linear(2, 2), torch.zeros(1, 2), clock="cpu",
-                               min_run_time=1e-4) > 0
+        assert (
+            measure_latency(nn.Linear(2, 2), torch.zeros(1, 2), clock="cpu", min_run_time=1e-4) > 0
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -143,8 +154,9 @@ def test_cpu_clock_needs_one_thread() -> None:
 def test_median_statistic_and_min_calls() -> None:
     clock = FakeClock()
     model = ClockedMLP(clock)
-    seconds = measure_latency(model, torch.zeros(2, 8), min_run_time=1e-9, min_calls=3,
-                              timer=clock, statistic="median")
+    seconds = measure_latency(
+        model, torch.zeros(2, 8), min_run_time=1e-9, min_calls=3, timer=clock, statistic="median"
+    )
     assert seconds == pytest.approx(known_latency({H1: 16, H2: 16}))
     assert len(model.seen_grad) == 2 + 3  # two warm-up calls, then min_calls
 

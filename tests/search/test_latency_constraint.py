@@ -56,8 +56,11 @@ def test_relative_latency_resolves_against_the_measured_full_latency() -> None:
 @pytest.mark.parametrize(
     ("value", "match"),
     [
-        ("2.5 parsecs", r"constraints\['latency'\] = '2\.5 parsecs' is not a latency: write a "
-         r"time with a unit \('2\.5ms', '800us', '0\.01s'"),
+        (
+            "2.5 parsecs",
+            r"constraints\['latency'\] = '2\.5 parsecs' is not a latency: write a "
+            r"time with a unit \('2\.5ms', '800us', '0\.01s'",
+        ),
         ("0ms", r"constraints\['latency'\] = '0ms' must be a positive, finite time: .*'60%'"),
         ("-1ms", r"constraints\['latency'\] = '-1ms' must be a positive"),
         ("150%", r"constraints\['latency'\] = '150%' is out of range: .*at most 100%"),
@@ -75,8 +78,11 @@ def test_checking_a_latency_limit_needs_a_latency() -> None:
     c = Constraints({"latency": "1ms"})
     with pytest.raises(ConstraintError, match=r"latency <= 1 ms needs the subnet's latency"):
         c.check(1e6, 1e3)
-    with pytest.raises(ConstraintError, match=r"latency <= 1 ms is unreachable: the smallest "
-                       r"subnet has 2 ms \(100% over\)"):
+    with pytest.raises(
+        ConstraintError,
+        match=r"latency <= 1 ms is unreachable: the smallest "
+        r"subnet has 2 ms \(100% over\)",
+    ):
         c.check_reachable(1e6, 1e3, min_latency=0.002)
 
 
@@ -129,7 +135,10 @@ def search(constraints: dict[str, Any], measure: FakeMeasure, **latency: Any) ->
         model,
         constraints,
         dummy_input=x,
-        config={"score_func": known_score, "latency": {"measure": measure, "smooth": False, **latency}},
+        config={
+            "score_func": known_score,
+            "latency": {"measure": measure, "smooth": False, **latency},
+        },
     )
 
 
@@ -147,9 +156,9 @@ def test_relative_latency_search_meets_the_limit_on_the_real_measurement() -> No
     for e in steps:  # every step carries the predicted latency and its verdict
         assert e["latency"] == pytest.approx(lat(e["config"][H1], e["config"][H2]))
         assert e["feasible"] == (e["latency"] <= limit)
-    final = [e for e in state["history"] if e["event"] == "FinalScore"][0]
+    final = next(e for e in state["history"] if e["event"] == "FinalScore")
     assert final["latency"] == best["latency"]
-    built = [e for e in state["history"] if e["event"] == "LatencyTableBuilt"][0]
+    built = next(e for e in state["history"] if e["event"] == "LatencyTableBuilt")
     assert built["source"] == "built" and built["full"] == pytest.approx(lat(16, 16))
 
 
@@ -174,22 +183,31 @@ def test_an_unmeetable_limit_after_the_miss_raises_a_clear_error() -> None:
     # the smallest subnet is predicted to fit (1.22 ms <= 1.5 ms), but everything is measured
     # 2x slower after the table: after tightening nothing is predicted to fit
     measure = FakeMeasure(slowdown=2.0, after=14)
-    with pytest.raises(SearchError, match=r"latency <= 1\.5 ms cannot be met: subnet .* "
-                       r"measured .* no subnet is predicted to fit .* relax the latency limit"):
+    with pytest.raises(
+        SearchError,
+        match=r"latency <= 1\.5 ms cannot be met: subnet .* "
+        r"measured .* no subnet is predicted to fit .* relax the latency limit",
+    ):
         search({"latency": "1.5ms"}, measure, calibration=0, rounds=1)
 
 
 def test_no_retries_left_raises_with_the_figures() -> None:
     measure = FakeMeasure(slowdown=1.25, after=14)
     limit = 0.8 * lat(16, 16)
-    with pytest.raises(SearchError, match=r"was not met after 0 retries: .* measured .* "
-                       r"\(predicted .*\); relax the limit"):
+    with pytest.raises(
+        SearchError,
+        match=r"was not met after 0 retries: .* measured .* "
+        r"\(predicted .*\); relax the limit",
+    ):
         search({"latency": f"{limit * 1e3}ms"}, measure, calibration=0, rounds=1, retries=0)
 
 
 def test_an_unreachable_latency_is_refused_before_scoring() -> None:
-    with pytest.raises(ConstraintError, match=r"latency <= 1 ms is unreachable: the smallest "
-                       r"subnet has 1\.22 ms"):
+    with pytest.raises(
+        ConstraintError,
+        match=r"latency <= 1 ms is unreachable: the smallest "
+        r"subnet has 1\.22 ms",
+    ):
         search({"latency": "1ms"}, FakeMeasure(), calibration=0)
 
 
@@ -205,13 +223,17 @@ def test_latency_and_flops_together() -> None:
 def test_the_table_is_cached_per_model_and_batch() -> None:
     model, x = searchable_mlp()
     measure = FakeMeasure()
-    first, source = build_latency_model(model, x, options={"measure": measure, "calibration": 0, "smooth": False})
+    _first, source = build_latency_model(
+        model, x, options={"measure": measure, "calibration": 0, "smooth": False}
+    )
     n = measure.calls
     assert source == "built" and n == 2 * (1 + 3 + 3)
     again, source = build_latency_model(model, x, options={"measure": measure, "smooth": False})
     assert source == "memory" and measure.calls == n
     assert again.predict({H1: 8, H2: 4}) == pytest.approx(lat(8, 4))
-    _, source = build_latency_model(model, torch.cat([x, x]), options={"measure": measure, "smooth": False})
+    _, source = build_latency_model(
+        model, torch.cat([x, x]), options={"measure": measure, "smooth": False}
+    )
     assert source == "built" and measure.calls > n
 
 

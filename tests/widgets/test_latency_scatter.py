@@ -41,8 +41,11 @@ def _fresh_cache() -> Any:
 def test_scatter_marks_the_subnets_whose_ranks_disagree() -> None:
     # FLOPs order 1 < 2 < 3 < 4; latency order puts the cheapest-in-FLOPs subnet last
     table = pd.DataFrame(
-        {"flops": [1.0, 2.0, 3.0, 4.0], "measured": [0.004, 0.001, 0.002, 0.003],
-         "config": [{H1: 4}, {H1: 8}, {H1: 12}, {H1: 16}]}
+        {
+            "flops": [1.0, 2.0, 3.0, 4.0],
+            "measured": [0.004, 0.001, 0.002, 0.003],
+            "config": [{H1: 4}, {H1: 8}, {H1: 12}, {H1: 16}],
+        }
     )
     fig = latency_flops_figure(table, threshold=0.5)
     measured = fig.data[0]
@@ -65,7 +68,9 @@ def test_scatter_refuses_a_table_without_measurements() -> None:
 
 def test_scatter_view_measures_and_draws() -> None:
     model, x = searchable_mlp()
-    lm, _ = build_latency_model(model, x, options={"measure": fake_measure, "calibration": 1, "smooth": False})
+    lm, _ = build_latency_model(
+        model, x, options={"measure": fake_measure, "calibration": 1, "smooth": False}
+    )
     view = LatencyScatter(model, x, n=6, latency_model=lm, measure=fake_measure)
     table = view.measure()
     assert len(view.fig.data[0].x) == 6 and view.table is table
@@ -77,7 +82,9 @@ def test_scatter_view_measures_and_draws() -> None:
 
 def test_explorer_shows_predicted_latency_against_the_limit() -> None:
     model, x = searchable_mlp()
-    lm, _ = build_latency_model(model, x, options={"measure": fake_measure, "calibration": 1, "smooth": False})
+    lm, _ = build_latency_model(
+        model, x, options={"measure": fake_measure, "calibration": 1, "smooth": False}
+    )
     ex = SubnetExplorer(model, x, constraints={"latency": "70%"}, latency_model=lm)
     bar = ex.cost_fig.data[0]
     assert list(bar.y) == ["flops", "params", "latency"]
@@ -106,8 +113,11 @@ def test_bisection_animation_shows_latency_of_a_latency_search() -> None:
         model,
         {"latency": "70%"},
         dummy_input=x,
-        config={"score_func": known_score, "callbacks": [anim],
-                "latency": {"measure": fake_measure, "calibration": 0, "smooth": False}},
+        config={
+            "score_func": known_score,
+            "callbacks": [anim],
+            "latency": {"measure": fake_measure, "calibration": 0, "smooth": False},
+        },
     )
     assert "latency" in anim.metric_toggle.options and anim.metric == "latency"
     assert anim.limit == pytest.approx(0.7 * lat(16, 16))

@@ -220,21 +220,21 @@ def test_latency_and_flops_together() -> None:
     assert best["flops"] <= 0.5 * full_flops
 
 
-def test_the_table_is_cached_per_model_and_batch() -> None:
+def test_the_table_is_cached_per_model_batch_and_fit() -> None:
     model, x = searchable_mlp()
     measure = FakeMeasure()
-    _first, source = build_latency_model(
-        model, x, options={"measure": measure, "calibration": 0, "smooth": False}
-    )
+    opts = {"measure": measure, "calibration": 0, "smooth": False}
+    _first, source = build_latency_model(model, x, options=opts)
     n = measure.calls
     assert source == "built" and n == 2 * (1 + 3 + 3)
-    again, source = build_latency_model(model, x, options={"measure": measure, "smooth": False})
+    again, source = build_latency_model(model, x, options=opts)
     assert source == "memory" and measure.calls == n
     assert again.predict({H1: 8, H2: 4}) == pytest.approx(lat(8, 4))
-    _, source = build_latency_model(
-        model, torch.cat([x, x]), options={"measure": measure, "smooth": False}
-    )
-    assert source == "built" and measure.calls > n
+    _, source = build_latency_model(model, torch.cat([x, x]), options=opts)
+    assert source == "built" and measure.calls > n  # another batch size
+    n = measure.calls
+    _, source = build_latency_model(model, x, options={**opts, "calibration": 1})
+    assert source == "built" and measure.calls > n  # another fit
 
 
 def test_sampled_subnets_and_rank_disagreement() -> None:

@@ -7,6 +7,7 @@ object. Install with ``pip install nasviz[notebook]``; the engine never imports 
 * :class:`BisectionAnimation` - the binary search step by step, against the constraint
 * :class:`RuleConfigEditor` - glob rules per layer type; its ``value`` is a ``FastNASConfig``
 * :class:`SubnetExplorer` - a slider per channel group, live FLOPs/params, evaluate, export
+* :class:`LatencyScatter` - measured latency against FLOPs over sampled subnets, rank disagreement
 * :class:`ActivationViewer` - feature maps of the full model and the subnet, per-layer drift
 * :class:`ExportPanel` - export, atomic save, size and cost, reload check
 * :class:`Dashboard` - all of the above over one model and one search
@@ -19,12 +20,14 @@ from nasviz.widgets.dashboard import Dashboard
 from nasviz.widgets.explorer import SubnetExplorer
 from nasviz.widgets.export_panel import ExportPanel
 from nasviz.widgets.heatmap import SensitivityHeatmap
+from nasviz.widgets.latency import LatencyScatter
 
 __all__ = [
     "ActivationViewer",
     "BisectionAnimation",
     "Dashboard",
     "ExportPanel",
+    "LatencyScatter",
     "RuleConfigEditor",
     "SensitivityHeatmap",
     "SubnetExplorer",

@@ -4,7 +4,9 @@
   :class:`Profile` (one row per module, totals); :func:`measure_modules`, :func:`param_count`;
 * :mod:`nasviz.cost.terms` compiles a dynamic module's cost into linear terms of the hparams;
 * :mod:`nasviz.cost.model` holds :class:`CostModel`, which prices ``{hparam: value}`` without a
-  forward pass.
+  forward pass;
+* :mod:`nasviz.cost.latency` measures latency on the device and
+  :mod:`nasviz.cost.latency_table` predicts it for any subnet from a lookup table.
 
 Imports point one way: ``profile`` <- ``terms`` <- ``model``.
 """

@@ -22,6 +22,9 @@ Where the reference is wrong, this one is not:
   cluster, streaming back as they complete (see :mod:`nasviz.search.executors`); each entry is
   scored from the same seeded random state (``config["seed"]``), so the map does not depend on
   where or in which order entries run;
+* a ``latency`` constraint is predicted by a measured lookup table during the bisection, and the
+  final subnet is measured for real; over the limit, the table is tightened and the bisection
+  re-runs (see :mod:`nasviz.search.latency`; options in ``config["latency"]``);
 * state is checkpointed after each entry of the map and each step; a checkpoint made for one
   constraint is reused for another without re-scoring (only the map and the original score are
   loaded: the bisection is deterministic and cheap).
@@ -56,6 +59,7 @@ from nasviz.search.events import (
     SearchStarted,
 )
 from nasviz.search.executors import MapSchedule, resolve_executor
+from nasviz.search.latency import LatencyGuard
 from nasviz.space import SearchSpace, search_space
 
 __all__ = ["BinarySearcher", "config_at_drop", "drop_levels"]
@@ -106,6 +110,7 @@ class BinarySearcher(IterativeSearcher):
             "final_candidates": 4,
             "seed": 0,
             "executor": None,
+            "latency": None,  # latency: options of nasviz.search.latency.LATENCY_DEFAULTS
         }
 
     @property
@@ -175,7 +180,24 @@ class BinarySearcher(IterativeSearcher):
 
     def _feasible(self, config: dict[str, int]) -> bool:
         flops, params = self._cost(config)
-        return bool(self.constraints.check(flops=flops, params=params))
+        return self._check(config, flops, params)
+
+    # latency: the predicted latency of a config, when a latency constraint is given
+    def _latency(self, config: dict[str, int]) -> float | None:
+        return None if self._lat is None else self._lat.predict(config)
+
+    def _check(self, config: dict[str, int], flops: float, params: float) -> bool:
+        return bool(self.constraints.check(flops, params, latency=self._latency(config)))
+
+    def _rerun(self) -> dict[str, int] | None:
+        """latency: bisect again (after the latency table was tightened); ``None`` if nothing
+        is predicted to fit."""
+        self.min_degrade, self.max_degrade = self._interval
+        self.iter_num = 0
+        self.best = {"config": self._config_at(self.max_degrade), "score": None}
+        self.run_search()
+        config = dict(self.best["config"])
+        return self._grow(config) if self._feasible(config) else None
 
     def _config_at(self, tolerated: float) -> dict[str, int]:
         """Every hparam at its smallest choice whose drop is within ``tolerated``."""
@@ -200,8 +222,18 @@ class BinarySearcher(IterativeSearcher):
             )
         full = self._cost(self._max_config())
         smallest = self._cost({n: hp.min for n, hp in hps.items()})
-        self.limits = self.constraints.resolve(full_flops=full[0], full_params=full[1])
-        self.constraints.check_reachable(min_flops=smallest[0], min_params=smallest[1])
+        self._lat: LatencyGuard | None = None  # latency
+        if "latency" in self.constraints:
+            self._lat = LatencyGuard(
+                self.model, self.dummy_input, self.config["latency"], self._cost_model, self.emit
+            )
+        lat = self._lat
+        self.limits = self.constraints.resolve(
+            full_flops=full[0], full_params=full[1], full_latency=lat.full if lat else None
+        )
+        self.constraints.check_reachable(
+            min_flops=smallest[0], min_params=smallest[1], min_latency=lat.minimum if lat else None
+        )
         self.emit(
             SearchStarted(
                 full_flops=full[0],
@@ -214,6 +246,7 @@ class BinarySearcher(IterativeSearcher):
         all_drops = [d for v in self.sensitivity_map.values() for d in v.values()]
         self.min_degrade = min(0.0, *all_drops) if all_drops else 0.0
         self.max_degrade = max(0.0, *all_drops) if all_drops else 0.0
+        self._interval = (self.min_degrade, self.max_degrade)  # latency: for a re-run
         # the all-original subnet may already fit
         start = self._max_config()
         if self._feasible(start):
@@ -285,7 +318,7 @@ class BinarySearcher(IterativeSearcher):
         """Feasible: tolerate less next time (``max_degrade = mid``); else more."""
         config = self._candidate
         flops, params = self._cost(config)
-        feasible = bool(self.constraints.check(flops=flops, params=params))
+        feasible = self._check(config, flops, params)
         self.emit(
             BisectionStep(
                 step=self.iter_num,
@@ -296,6 +329,7 @@ class BinarySearcher(IterativeSearcher):
                 params=params,
                 feasible=feasible,
                 config=dict(config),
+                latency=self._latency(config),
             )
         )
         if feasible:
@@ -308,7 +342,18 @@ class BinarySearcher(IterativeSearcher):
         """Grow into the unused budget, score the best-predicted candidates for real, keep the
         best real score."""
         grown = self._grow(dict(self.best["config"]))
-        candidates = [grown, *self._alternatives(grown, self.config["final_candidates"] - 1)]
+        measured: dict[tuple[tuple[str, int], ...], float] = {}
+        if self._lat is not None:  # latency: the real measurement decides
+            relative = self.constraints["latency"].relative
+            grown, value = self._lat.meet(grown, self.limits["latency"], relative, self._rerun)
+            measured[tuple(sorted(grown.items()))] = value
+        alternatives = self._alternatives(grown, self.config["final_candidates"] - 1)
+        if self._lat is not None:  # latency: alternatives must fit when measured too
+            for alt in alternatives:
+                measured[tuple(sorted(alt.items()))] = self._lat.measured(alt, relative)[0]
+            limit = self.limits["latency"]
+            alternatives = [a for a in alternatives if measured[tuple(sorted(a.items()))] <= limit]
+        candidates = [grown, *alternatives]
         best: dict[str, Any] | None = None
         for rank, config in enumerate(candidates):
             self._select(config)
@@ -326,6 +371,8 @@ class BinarySearcher(IterativeSearcher):
             )
             if best is None or score > best["score"]:
                 best = {"config": config, "score": score, "flops": flops, "params": params}
+                if measured:  # latency: seconds, measured for real
+                    best["latency"] = measured[tuple(sorted(config.items()))]
         if best is None:  # unreachable: candidates always holds the grown config
             raise SearchError("no candidate subnet was scored")
         config, score = best["config"], best["score"]
@@ -340,6 +387,7 @@ class BinarySearcher(IterativeSearcher):
                 flops=best["flops"],
                 params=best["params"],
                 config=dict(config),
+                latency=best.get("latency"),
             )
         )
         self.save_search_checkpoint()
@@ -399,8 +447,14 @@ class BinarySearcher(IterativeSearcher):
         choices = [list(hps[n].choices) for n in names]
         grid = np.array(list(itertools.product(*choices)), dtype=np.int64)
         flops, params = self._cost_model.estimate_many(names, grid)
+        lat = None  # latency: predicted for the whole grid at once
+        if self._lat is not None:
+            lat = self._lat.latency_model.predict_many(names, grid, flops)
         ok = np.array(
-            [self.constraints.check(flops=float(f), params=float(p)) for f, p in zip(flops, params)]
+            [
+                self.constraints.check(float(f), float(p), latency=None if lat is None else lat[i])
+                for i, (f, p) in enumerate(zip(flops, params))
+            ]
         ).reshape([len(c) for c in choices])
         widenable = np.zeros_like(ok)
         for axis in range(len(names)):  # a feasible next-wider choice along some axis
@@ -431,7 +485,7 @@ class BinarySearcher(IterativeSearcher):
                     continue
                 cand = {**config, name: nxt}
                 flops, params = self._cost(cand)
-                if not self.constraints.check(flops=flops, params=params):
+                if not self._check(cand, flops, params):
                     continue
                 gain = self._drop(name, config[name]) - self._drop(name, nxt)
                 added = max(flops - cur_flops, 1e-9)

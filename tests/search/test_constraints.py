@@ -46,7 +46,7 @@ def test_percentages_resolve_against_the_full_model() -> None:
 @pytest.mark.parametrize(
     ("spec", "match"),
     [
-        ({"latency": 5}, r"unknown constraint 'latency' = 5: nasviz can bound 'flops' and "),
+        ({"energy": 5}, r"unknown constraint 'energy' = 5: nasviz can bound 'flops', 'params' "),
         ({"FLOPs": "60%"}, r"unknown constraint 'FLOPs' = '60%' \(did you mean 'flops'\?\)"),
         ({"flops": "150%"}, r"constraints\['flops'\] = '150%' is out of range: .* at most 100%"),
         ({"flops": "0%"}, r"constraints\['flops'\] = '0%' is out of range: .* above 0%"),

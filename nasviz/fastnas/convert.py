@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from nasviz._transaction import ModelSnapshot
+from nasviz._utils import training_flags
 from nasviz.config import ModeloptBaseRuleConfig
 from nasviz.dynamic import DynamicModule
 from nasviz.dynamic.norm import group_order
@@ -51,15 +52,8 @@ _RTOL, _ATOL = 1e-4, 1e-5
 def _run(model: nn.Module, dummy_input: Any) -> Any:
     """``model(dummy_input)`` in eval mode without grad; train flags are restored after."""
     args, kwargs = example_args(dummy_input)
-    flags = [(m, m.training) for m in model.modules()]
-    for m, _ in flags:
-        m.training = False
-    try:
-        with torch.no_grad():
-            return model(*args, **kwargs)
-    finally:
-        for m, t in flags:
-            m.training = t
+    with training_flags(model, mode=False), torch.no_grad():
+        return model(*args, **kwargs)
 
 
 #: step (e): ``sort(model, plan, hparams)`` orders every group's channels in place

@@ -39,9 +39,13 @@ Example::
 
 from __future__ import annotations
 
+import itertools
+import random
 import time
 from collections.abc import Mapping
 from typing import Any
+
+import numpy as np
 
 from nasviz.errors import SearchError
 from nasviz.hparam import Hparam
@@ -406,7 +410,6 @@ class BinarySearcher(IterativeSearcher):
         """
         if k <= 0:
             return []
-        import random
 
         hps = self._hparams()
         names = list(hps)
@@ -438,9 +441,6 @@ class BinarySearcher(IterativeSearcher):
     def _enumerated(self, grown: dict[str, int], k: int) -> list[dict[str, int]]:
         """``_alternatives`` for a small space: every subnet priced at once (one matrix product
         for the cost model), the maximal ones found on the grid of choices."""
-        import itertools
-
-        import numpy as np
 
         hps = self._hparams()
         names = list(hps)

@@ -109,7 +109,8 @@ def analyze(model: nn.Module, captured: Capture) -> Analysis:
             reasons[name] = a.opaque[name]
         else:
             reasons[name] = _unreached_reason(name, captured, a.called)
-    return Analysis(a.c, a.layers, reasons, list(captured.untraced.values()), a.params)
+    notes = [*captured.export_failed.values(), *captured.untraced.values()]
+    return Analysis(a.c, a.layers, reasons, notes, a.params)
 
 
 def _unreached_reason(name: str, captured: Capture, called: dict[str, str]) -> str:
@@ -201,7 +202,13 @@ class _Analyzer(PointwiseOps):
         if tensor and layer_spec(self.modules.get(owner, nn.Module())) is not None:
             # sorting or slicing this layer would change a tensor forward also uses directly
             self.direct[owner] = f"its {attr} is also used directly in forward"
-        elif tensor and shape and owner in self.modules and any(n > 1 for n in shape):
+        elif (
+            tensor
+            and shape
+            and owner in self.modules
+            and any(n > 1 for n in shape)
+            and _is_weight(self.modules[owner], attr, obj)
+        ):
             return self._channel_param(qual, owner, attr, shape, origin)
         return Val(None, None, shape, tensor, origin)
 
@@ -352,6 +359,14 @@ class _Analyzer(PointwiseOps):
             use.static[attr] = reason
         elif expr is not None:
             self.c.fix_expr(expr, f"'{use.name}' is also called where {use.static[attr]}")
+
+
+def _is_weight(owner: nn.Module, attr: str, obj: torch.Tensor) -> bool:
+    """Whether a tensor may be a channel parameter: a floating parameter or a persistent buffer
+    (a non-persistent buffer such as rotary ``inv_freq`` is computed, not a weight to slice)."""
+    if not obj.is_floating_point():
+        return False
+    return attr in owner._parameters or attr not in owner._non_persistent_buffers_set
 
 
 def _opaque_reason(m: nn.Module) -> str | None:

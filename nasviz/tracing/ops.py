@@ -22,7 +22,7 @@ from torch import nn
 from nasviz.tracing.graph import CapturedGraph
 from nasviz.tracing.groups import Expr, Sym, expr_size, make_cat
 from nasviz.tracing.rules import OpKind
-from nasviz.tracing.shapeops import ShapeOps
+from nasviz.tracing.headops import HeadOps
 from nasviz.tracing.values import Many, Val, iter_vals, node_shape, resolve_dim
 
 __all__ = ["PointwiseOps"]
@@ -31,7 +31,7 @@ Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
 
 
-class PointwiseOps(ShapeOps):
+class PointwiseOps(HeadOps):
     """Mixin of the point-wise, joining and spatial op handlers (see the module docstring)."""
 
     _cur_module: nn.Module | None
@@ -227,6 +227,8 @@ class PointwiseOps(ShapeOps):
             return self._untracked(node, cg, f"the output of {kind.name}")
         if a.shape is None or b.shape is None or len(a.shape) < 2 or len(b.shape) < 2:
             return self._give_up_all(node, cg, [a, b], f"{kind.name} needs 2-D or larger shapes")
+        if (ta and (a.axis or 0) <= -3) or (tb and (b.axis or 0) <= -3):
+            return self._batch_heads(node, kind, [a, b], cg)  # heads: a batch dimension
         out_shape = node_shape(node)
         n_out = len(out_shape) if out_shape is not None else None
         if ta and a.axis == -1 and tb and b.axis == -2:
@@ -257,10 +259,9 @@ class PointwiseOps(ShapeOps):
         assert isinstance(q, Val)
         assert isinstance(k, Val)
         assert isinstance(v, Val)
-        extra = list(iter_vals((args[3:], {n: kwargs[n] for n in kwargs if n not in names})))
-        for t in extra:
-            if t.expr is not None:
-                self.c.fix_expr(t.expr, f"used as a mask or option of {kind.name}")
+        self._extra_fixed(kind, (args[3:], {n: kwargs[n] for n in kwargs if n not in names}))
+        if any(t.expr is not None and (t.axis or 0) <= -3 for t in (q, k, v)):
+            return self._sdpa_heads(node, kind, q, k, v, kwargs, cg)
         if (q.expr is None) != (k.expr is None) or (
             q.expr is not None and (q.axis, k.axis) != (-1, -1)
         ):

@@ -40,6 +40,7 @@ from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 from nasviz.dynamic import dynamic_class_for  # importing nasviz.dynamic registers every twin
+from nasviz.tracing.aten import aten_kind
 
 __all__ = [
     "LayerSpec",
@@ -171,7 +172,10 @@ def _func_name(fn: Any) -> str:
 
 
 def classify_function(fn: Any) -> OpKind:
-    """The kind of a ``call_function`` target."""
+    """The kind of a ``call_function`` target (torch functions, operators, aten overloads)."""
+    aten = aten_kind(fn)
+    if aten is not None:
+        return OpKind(*aten)
     name = _func_name(fn)
     try:
         if fn in _POOL_FUNCS:

@@ -64,6 +64,19 @@ class ShapeOps:
     def _untracked(self, node: fx.Node, cg: CapturedGraph, origin: str) -> Val:
         raise NotImplementedError
 
+    # provided by HeadOps (nasviz.tracing.headops)
+    def _heads_view(
+        self,
+        node: fx.Node,
+        x: Val,
+        parts: tuple[int, ...],
+        axis: int,
+        kept: tuple[int, ...],
+        what: str,
+        cg: CapturedGraph,
+    ) -> Val:
+        raise NotImplementedError
+
     def _give_up(
         self, node: fx.Node, cg: CapturedGraph, x: Val, reason: str, origin: str = ""
     ) -> Val:
@@ -186,6 +199,16 @@ class ShapeOps:
         assert x.shape is not None
         total = x.shape[len(x.shape) + (x.axis or 0)]
         what = f"{kind.name} splits the channel dimension {total} into {list(parts)}"
+        n_out = len(node_shape(node) or ())
+        last = sizes[-1]
+        if (
+            len(parts) == 2
+            and sizes[0] == -1
+            and isinstance(last, int)
+            and not isinstance(last, bool)
+            and last > 0
+        ):
+            return self._heads_view(node, x, parts, o1 - 2 - n_out, kept, what, cg)
         if not all(isinstance(v, int) and v > 0 for v in sizes[:-1]):
             return self._give_up(
                 node, cg, x, f"{what} with a computed group count: it would change with the width"
@@ -201,7 +224,6 @@ class ShapeOps:
         pieces = self.c.split(x.expr, math.prod(parts[:-1]), f"{what}: the parts cannot be coupled")
         if pieces is None:
             return self._untracked(node, cg, f"a tensor whose channels are static ({what})")
-        n_out = len(node_shape(node) or ())
         copies = kept + tuple(o - n_out for o in range(o1 - len(parts), o1 - 1))
         return Val(pieces[0], o1 - 1 - n_out, node_shape(node), True, x.origin, copies)
 

@@ -146,8 +146,10 @@ def _rewrite(model: nn.Module, program: Any) -> fx.Graph:
         if where is not None:
             new.meta[MODULE_KEY] = where
         env[node] = new
-    for n in list(graph.nodes):  # a layer's weight and bias, now read by its call_module
-        if n.op == "get_attr" and not n.users:
+    # a layer's weight and bias, now read by its call_module, and values only used for their
+    # shape (``x[:, :, -1]`` read for ``.shape``) were left without users
+    for n in reversed(list(graph.nodes)):
+        if n.op in ("get_attr", "call_function") and not n.users:
             graph.erase_node(n)
     return graph
 

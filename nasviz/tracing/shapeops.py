@@ -12,7 +12,9 @@ import math
 from typing import Any
 
 import torch.fx as fx
+from torch import nn
 
+from nasviz.tracing.exported import MODULE_KEY
 from nasviz.tracing.graph import CapturedGraph
 from nasviz.tracing.groups import Coupling, make_cat, make_rep
 from nasviz.tracing.rules import OpKind
@@ -59,6 +61,7 @@ class ShapeOps:
     """Mixin of shape-op handlers; the analyzer provides ``c`` and the helpers used below."""
 
     c: Coupling
+    modules: dict[str, nn.Module]
 
     # provided by the analyzer
     def _untracked(self, node: fx.Node, cg: CapturedGraph, origin: str) -> Val:
@@ -84,6 +87,22 @@ class ShapeOps:
         if x.expr is not None:
             self.c.fix_expr(x.expr, reason)
         return self._untracked(node, cg, origin or f"a tensor whose channels are static ({reason})")
+
+    def _read_size(self, node: fx.Node, cg: CapturedGraph, size: int) -> bool:
+        """Whether an int ``size`` in an exported graph was read from a tensor's shape.
+
+        ``torch.export`` turns every size into an int, so ``x.view(b, n, h, w)`` with ``n`` read
+        from ``x.shape`` and with ``n = self.channels`` look alike. A size equal to an int
+        attribute of the module the op is called from (``T5Attention.inner_dim``) is taken as
+        that attribute (a literal: the channels stay static); any other size as read from a
+        tensor (transformers' ``repeat_kv``). In fx graphs a literal int is always a literal.
+        """
+        if not cg.exported:
+            return False
+        owner = self.modules.get(str(node.meta.get(MODULE_KEY, "")))
+        if owner is None:
+            return False
+        return not any(type(v) is int and v == size for v in vars(owner).values())
 
     def _need_shapes(self, kind: OpKind, cg: CapturedGraph) -> str:
         return f"{kind.name} needs tensor shapes ({cg.no_shapes or 'shapes unknown'})"
@@ -163,7 +182,11 @@ class ShapeOps:
             return self._split_view(node, kind, x, out_shape[o0:o1], sizes[o0:o1], o1, kept, cg)
         if o1 - o0 != 1:
             return self._give_up(node, cg, x, f"{kind.name} reshapes the channels unpredictably")
-        if isinstance(sizes[o0], int) and sizes[o0] != -1:
+        if (
+            isinstance(sizes[o0], int)
+            and sizes[o0] != -1
+            and not self._read_size(node, cg, sizes[o0])
+        ):
             return self._give_up(
                 node,
                 cg,
@@ -390,7 +413,17 @@ class ShapeOps:
         sizes = _sizes(args, 1)
         keep = -1 if kind.kind == "expand" else 1
         k = len(sizes) + x.axis
-        if k < 0 or sizes[k] != keep:
+        read = (
+            kind.kind == "expand"
+            and x.shape is not None
+            and 0 <= k < len(sizes)
+            and sizes[k] == x.shape[x.axis]
+            and cg.exported
+        )
+        # expanding the channels to their own size leaves them as they are; an exported graph
+        # shows every size as an int, so it is taken as read from the tensor (repeat_kv). A
+        # literal count there would make the smallest subnet fail the convert self-check
+        if k < 0 or (sizes[k] != keep and not read):
             return self._give_up(node, cg, x, f"{kind.name} names the channel count")
         return self._out(node, x, x.axis)
 

@@ -36,6 +36,8 @@ __all__ = ["HeadOps"]
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
 
+_SDPA_TENSORS = ("query", "key", "value", "attn_mask")
+
 
 class HeadOps(ShapeOps):
     """Mixin of the head and slicing handlers (see the module docstring)."""
@@ -144,11 +146,31 @@ class HeadOps(ShapeOps):
         return Val(x.expr, moved(x.axis), node_shape(node), True, x.origin, copies)
 
     def _sdpa_heads(
-        self, node: fx.Node, kind: OpKind, q: Val, k: Val, v: Val, kwargs: Kwargs, cg: CapturedGraph
+        self,
+        node: fx.Node,
+        kind: OpKind,
+        q: Val,
+        k: Val,
+        v: Val,
+        rest: Args,
+        kwargs: Kwargs,
+        cg: CapturedGraph,
     ) -> Val:
         """sdpa on tensors whose heads carry the channels: q, k, v heads coupled (GQA: each
-        key/value head stands for ``q_heads / kv_heads`` consecutive query heads)."""
+        key/value head stands for ``q_heads / kv_heads`` consecutive query heads); a mask with a
+        heads axis (T5's position bias) follows the query heads."""
         vals = [q, k, v]
+        mask = kwargs.get("attn_mask", rest[0] if rest else None)
+        others = (rest[1:], {n: a for n, a in kwargs.items() if n not in _SDPA_TENSORS})
+        self._extra_fixed(kind, others)
+        if isinstance(mask, Val) and (mask.expr is not None or mask.shape is not None):
+            if q.expr is None or q.axis is None:
+                return self._give_up_heads(
+                    node, cg, [*vals, mask], f"{kind.name} with untracked heads"
+                )
+            coupled = self._batch_heads(node, kind, [q, mask], cg)
+            if coupled.expr is None:
+                return self._give_up_heads(node, cg, vals, f"{kind.name}: its mask mixes heads")
         if any(t.expr is None for t in vals):
             return self._give_up_heads(node, cg, vals, f"{kind.name} with untracked heads")
         assert q.expr is not None

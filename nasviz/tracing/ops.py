@@ -259,9 +259,9 @@ class PointwiseOps(HeadOps):
         assert isinstance(q, Val)
         assert isinstance(k, Val)
         assert isinstance(v, Val)
-        self._extra_fixed(kind, (args[3:], {n: kwargs[n] for n in kwargs if n not in names}))
         if any(t.expr is not None and (t.axis or 0) <= -3 for t in (q, k, v)):
-            return self._sdpa_heads(node, kind, q, k, v, kwargs, cg)
+            return self._sdpa_heads(node, kind, q, k, v, args[3:], kwargs, cg)
+        self._extra_fixed(kind, (args[3:], {n: kwargs[n] for n in kwargs if n not in names}))
         if (q.expr is None) != (k.expr is None) or (
             q.expr is not None and (q.axis, k.axis) != (-1, -1)
         ):

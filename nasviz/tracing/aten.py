@@ -7,7 +7,8 @@ methods an fx graph calls. :func:`aten_kind` maps them onto the same kinds
 vocabulary. Kinds found only here:
 
 * ``slice`` - ``aten.slice.Tensor(x, dim, start, end, step)`` (``x[:, a:b]``);
-* ``select`` - ``aten.select.int(x, dim, index)`` (``x[:, i]``);
+* ``select`` - ``aten.select.int(x, dim, index)`` (``x[:, i]``); ``index`` -
+  ``aten.index.Tensor(x, [i])`` (``weight[position_ids]``);
 * ``create`` - a new tensor whose tensor arguments give only dtype/device/shape
   (``new_zeros``, ``zeros_like`` ...): nothing is coupled, nothing fixed.
 
@@ -60,6 +61,7 @@ _GROUPS: dict[str, str] = {
     "stack": "stack",
     "slice": "slice",
     "select": "select",
+    "index": "index",
     "sdpa": "scaled_dot_product_attention",
     "interpolate": (
         "upsample_nearest1d upsample_nearest2d upsample_nearest3d upsample_linear1d "

@@ -145,6 +145,24 @@ class HeadOps(ShapeOps):
         copies = tuple(moved(c) for c in x.copies if c != d)
         return Val(x.expr, moved(x.axis), node_shape(node), True, x.origin, copies)
 
+    def _op_index(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        """``aten.index(x, [i, ...])`` (``weight[position_ids]``): leading dims indexed by
+        tensors; channels after them pass through, channels indexed are picked apart."""
+        x = self._first(node, cg, args)
+        indices = args[1] if len(args) > 1 else None
+        if x is None or x.expr is None or x.axis is None:
+            return self._untracked(node, cg, x.origin if x else f"the output of {kind.name}")
+        if x.shape is None or not isinstance(indices, (list, tuple)):
+            return self._give_up(node, cg, x, self._need_shapes(kind, cg))
+        if len(x.shape) + x.axis < len(indices) or any(i is None for i in indices):
+            return self._give_up(node, cg, x, "advanced indexing of the channels")
+        for i in indices:
+            if isinstance(i, Val) and i.expr is not None:
+                self.c.fix_expr(i.expr, f"used as indices of {kind.name}")
+        return Val(x.expr, x.axis, node_shape(node), True, x.origin)
+
     def _sdpa_heads(
         self,
         node: fx.Node,

@@ -23,6 +23,7 @@ saved weights are the sorted ones), no dummy input.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +36,10 @@ from nasviz.config import ModeloptBaseRuleConfig
 from nasviz.dynamic import DynamicModule
 from nasviz.dynamic.norm import group_order
 from nasviz.dynamic.params import export_params, permute_param, sliced_params
-from nasviz.errors import NasvizError, TracingError
+from nasviz.errors import MissingDummyInputWarning, NasvizError, TracingError
 from nasviz.hparam import ConcatDim, DimSource, Hparam, RepeatDim
 from nasviz.tracing import Plan, analyze, apply_plan, capture, example_args, make_plan
+from nasviz.tracing.plan import static_for_lack_of_input
 
 __all__ = [
     "SPACE_ATTR",
@@ -122,6 +124,15 @@ def build_search_space(
         ) from e
     record = SpaceRecord(plan, hparams)
     model.__dict__[SPACE_ATTR] = record
+    lacking = static_for_lack_of_input(plan) if dummy_input is None else []
+    if lacking:
+        warnings.warn(
+            f"{len(lacking)} layer dimension(s) of {label} stayed static only because no "
+            f"dummy_input was given (e.g. {', '.join(lacking[:3])}); pass an example input to "
+            "capture real shapes: nv.convert(model, mode=\"fastnas\", dummy_input=x)",
+            MissingDummyInputWarning,
+            stacklevel=2,
+        )
     return record
 
 

@@ -10,7 +10,9 @@ __all__ = [
     "ApplyModeError",
     "ConstraintError",
     "HparamError",
+    "MissingDummyInputWarning",
     "NasvizError",
+    "NasvizWarning",
     "RestoreError",
     "SearchError",
     "TracingError",
@@ -43,3 +45,11 @@ class ConstraintError(NasvizError):
 
 class SearchError(NasvizError):
     """The search could not run (bad config, a failing score function, a bad checkpoint)."""
+
+
+class NasvizWarning(UserWarning):
+    """Base class of every warning nasviz emits."""
+
+
+class MissingDummyInputWarning(NasvizWarning):
+    """``convert`` without a dummy_input left dimensions static that one would have opened."""

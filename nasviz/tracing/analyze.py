@@ -333,6 +333,8 @@ class _Analyzer(PointwiseOps):
         axis = spec.axis
         if axis is None and spec.pos_axis is not None and x.shape is not None:
             axis = spec.pos_axis - len(x.shape)
+        elif axis is None and spec.pos_axis == 1 and _reads_dim1(spec, x):
+            axis = x.axis
         if axis is None:
             why = f"'{qual}' needs the input rank ({cg.no_shapes})"
         elif axis != x.axis:
@@ -359,6 +361,14 @@ class _Analyzer(PointwiseOps):
             use.static[attr] = reason
         elif expr is not None:
             self.c.fix_expr(expr, f"'{use.name}' is also called where {use.static[attr]}")
+
+
+def _reads_dim1(spec: LayerSpec, x: Val) -> bool:
+    """A norm reading dim 1 at every rank (BatchNorm1d, GroupNorm, SyncBatchNorm) without a
+    known rank: its input's channels are dim 1 when the producer puts them right after the
+    batch dims, as a conv's ``(N, C, *spatial)`` and a Linear's ``(N, C)`` output do; the
+    widths must agree (a norm over another dim would have another size)."""
+    return x.expr is not None and x.axis is not None and x.shape is None and spec.kind == "norm"
 
 
 def _is_weight(owner: nn.Module, attr: str, obj: torch.Tensor) -> bool:

@@ -193,11 +193,6 @@ def _analyse_alone(
         child_no_input = no_input
         if example is not None and child_example is None:
             child_no_input = f"not called while running {label}"
-        result.untraced.setdefault(
-            qual,
-            f"fx cannot trace '{qual}' ({type(child).__name__}); it is one opaque op of "
-            f"{label} and was analysed alone, so its siblings keep their channels",
-        )
         _trace(
             child,
             qual,
@@ -207,6 +202,35 @@ def _analyse_alone(
             f"output of '{qual}', which is analysed alone",
             child_no_input,
         )
+        alone = (
+            f"fx cannot trace '{qual}' ({type(child).__name__}); it is one opaque op of "
+            f"{label} and was analysed alone, so its siblings keep their channels"
+        )
+        inner = result.untraced.get(qual)
+        result.untraced[qual] = f"{alone}; {inner}" if inner else alone
+
+
+def _trace_both_modes(module: nn.Module, extra: frozenset[int] = frozenset()) -> list[fx.Graph]:
+    """The eval-mode graph, plus the train-mode graph if ``forward`` branches on ``training``.
+
+    Both are analysed, so a coupling that exists in one mode only is never missed.
+    """
+    flags = [(m, m.training) for m in module.modules()]
+    graphs: list[fx.Graph] = []
+    seen: set[str] = set()
+    try:
+        for mode in (False, True):
+            for m, _ in flags:
+                m.training = mode
+            graph = _LeafTracer(extra).trace(module)
+            code = graph.python_code("self").src
+            if code not in seen:
+                seen.add(code)
+                graphs.append(graph)
+    finally:
+        for m, t in flags:
+            m.training = t
+    return graphs
 
 
 def _propagate(

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch.fx as fx
@@ -65,7 +66,7 @@ class PointwiseOps(HeadOps):
             for v in iter_vals((args[1:], kwargs)):
                 if v.expr is not None:
                     self.c.fix_expr(v.expr, f"used as an extra argument of {kind.name}")
-        return Val(x.expr, x.axis, node_shape(node), x.tensor, x.origin, x.copies)
+        return Val(x.expr, x.axis, node_shape(node), x.tensor, x.origin, x.copies, x.tail)
 
     _op_cast = _op_unary
 
@@ -193,7 +194,13 @@ class PointwiseOps(HeadOps):
         x = self._first(node, cg, args)
         if x is None:
             return self._op_unknown(node, kind, args, kwargs, cg)
-        return self._spatial_ok(node, kind, x, kind.arg, cg)
+        out = self._spatial_ok(node, kind, x, kind.arg, cg)
+        size = _adaptive_size(self._cur_module, kind, args, kwargs)
+        if out.expr is not None and out.shape is None and size is not None:
+            # an adaptive pool's output size is known without a dummy_input
+            if out.axis == -(kind.arg + 1):
+                return replace(out, tail=size)
+        return out
 
     def _op_interpolate(
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
@@ -279,6 +286,25 @@ class PointwiseOps(HeadOps):
     ) -> Val:
         self._op_unknown(node, kind, args, kwargs, cg)
         return self._untracked(node, cg, f"{kind.name} (not a prunable layer)")
+
+
+def _adaptive_size(
+    module: nn.Module | None, kind: OpKind, args: Args, kwargs: Kwargs
+) -> tuple[int, ...] | None:
+    """The output size of an adaptive pool (module or function) if it is fully known."""
+    if module is not None:
+        name = type(module).__name__
+        size = getattr(module, "output_size", None) if name.startswith("Adaptive") else None
+    elif "adaptive" in kind.name:
+        size = kwargs.get("output_size", args[1] if len(args) > 1 else None)
+    else:
+        return None
+    sizes = [size] * kind.arg if isinstance(size, int) else size
+    if not isinstance(sizes, (tuple, list)) or len(sizes) != kind.arg:
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+        return None
+    return tuple(sizes)
 
 
 def _size_at(shape: tuple[int, ...] | None, axis: int, broadcast: bool) -> int | None:

@@ -37,7 +37,10 @@ from nasviz.tracing.analyze import Analysis, ChannelParam, LayerUse
 from nasviz.tracing.groups import Cat, Coupling, Expr, Sym, expr_size, expr_syms
 from nasviz.tracing.rules import layer_spec
 
-__all__ = ["GroupInfo", "Plan", "apply_plan", "make_plan"]
+__all__ = ["NO_INPUT", "GroupInfo", "Plan", "apply_plan", "make_plan", "static_for_lack_of_input"]
+
+#: the words every reason caused only by a missing dummy_input contains
+NO_INPUT = "no dummy_input"
 
 
 @dataclass
@@ -377,6 +380,12 @@ def _static_rows(
                 {"module": name, "type": twin.layer_type, "attr": attr, "size": size, "reason": why}
             )
     return rows
+
+
+def static_for_lack_of_input(plan: Plan) -> list[str]:
+    """``module.attr`` of every static layer dimension whose reason is only a missing
+    dummy_input (tensor shapes or ranks tracing did not have)."""
+    return [f"{r['module']}.{r['attr']}" for r in plan.static if NO_INPUT in str(r["reason"])]
 
 
 def _members_of(plan: Plan, module: str) -> list[tuple[str, str, str]]:

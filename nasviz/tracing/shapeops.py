@@ -127,6 +127,8 @@ class ShapeOps:
         end = kwargs.get("end_dim", args[2] if len(args) > 2 else -1)
         if module is not None:
             start, end = module.start_dim, module.end_dim
+        if x.shape is None and _flattens_tail(x, start, end):
+            return self._flatten_tail(node, x)
         if x.shape is None:
             if cg.no_shapes == "no dummy_input":
                 why = "no dummy_input for the spatial size"
@@ -150,6 +152,12 @@ class ShapeOps:
         inner = math.prod(x.shape[ch + 1 : e + 1])
         return Val(make_rep(x.expr, inner), s - out_n, node_shape(node), True, "")
 
+    def _flatten_tail(self, node: fx.Node, x: Val) -> Val:
+        """Flatten from the channels to the end, with the dims after them known (``tail``)."""
+        assert x.expr is not None
+        assert x.tail is not None
+        return Val(make_rep(x.expr, math.prod(x.tail)), -1, node_shape(node), True, x.origin)
+
     def _op_view(
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
     ) -> Val:
@@ -158,9 +166,12 @@ class ShapeOps:
         if x is None or x.expr is None or x.axis is None:
             return self._untracked(node, cg, x.origin if x else f"the output of {kind.name}")
         out_shape = node_shape(node)
+        sizes = _sizes(args, 1) if "shape" not in kwargs else list(kwargs["shape"])
+        if x.shape is None and kind.kind == "view" and len(sizes) == 2 and sizes[-1] == -1:
+            if _flattens_tail(x, 1, -1):  # x.view(x.size(0), -1) after an adaptive pool
+                return self._flatten_tail(node, x)
         if x.shape is None or out_shape is None:
             return self._give_up(node, cg, x, self._need_shapes(kind, cg))
-        sizes = _sizes(args, 1) if "shape" not in kwargs else list(kwargs["shape"])
         if kind.kind == "unflatten":  # (x, dim, sizes): the other dims keep their sizes
             sizes = _unflatten_sizes(args, kwargs, out_shape, getattr(self, "_cur_module", None))
         elif len(sizes) != len(out_shape):
@@ -447,6 +458,21 @@ class ShapeOps:
             return self._untracked(node, cg, f"the output of {kind.name}")
         axis = x.axis if keep else x.axis + sum(1 for d in dims if d is not None and d > x.axis)
         return self._out(node, x, axis)
+
+
+def _flattens_tail(x: Val, start: Any, end: Any) -> bool:
+    """Whether a flatten of ``x`` (shape unknown) from ``start`` to ``end`` merges the channels
+    with the known dims after them: the channels right before the known ``tail`` (an adaptive
+    pool's output), flattened from a positive start (the batch dims stay, as for any conv
+    output ``(N, C, *spatial)``) to the end."""
+    return (
+        x.tail is not None
+        and x.expr is not None
+        and x.axis == -(len(x.tail) + 1)
+        and isinstance(start, int)
+        and start >= 1
+        and end == -1
+    )
 
 
 def _unflatten_sizes(

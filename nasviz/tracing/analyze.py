@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from nasviz.dynamic import dynamic_class_for, is_dynamic
+from nasviz.tracing.exported import MODULE_KEY
 from nasviz.tracing.graph import Capture, CapturedGraph
 from nasviz.tracing.groups import Coupling, Expr, Sym, expr_size, make_rep
 from nasviz.tracing.ops import PointwiseOps
@@ -201,7 +202,7 @@ class _Analyzer(PointwiseOps):
         origin = f"{what} '{qual}'"
         if tensor and layer_spec(self.modules.get(owner, nn.Module())) is not None:
             # sorting or slicing this layer would change a tensor forward also uses directly
-            self.direct[owner] = f"its {attr} is also used directly in forward"
+            self.direct[owner] = _direct_reason(self.modules, owner, attr, node)
         elif (
             tensor
             and shape
@@ -361,6 +362,18 @@ class _Analyzer(PointwiseOps):
             use.static[attr] = reason
         elif expr is not None:
             self.c.fix_expr(expr, f"'{use.name}' is also called where {use.static[attr]}")
+
+
+def _direct_reason(modules: dict[str, nn.Module], owner: str, attr: str, node: fx.Node) -> str:
+    """Why a layer whose parameter forward reads directly stays static."""
+    why = _opaque_reason(modules[owner])
+    if why is not None:
+        return why
+    user = node.meta.get(MODULE_KEY)
+    if isinstance(user, str) and user != owner and user in modules:
+        label = f"nn.{type(modules[user]).__name__} '{user}'" if user else "the model"
+        return f"its {attr} is used directly by the code of {label}, not by a call of the layer"
+    return f"its {attr} is also used directly in forward"
 
 
 def _reads_dim1(spec: LayerSpec, x: Val) -> bool:

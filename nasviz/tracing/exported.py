@@ -151,6 +151,10 @@ def _rewrite(model: nn.Module, program: Any) -> fx.Graph:
     for n in reversed(list(graph.nodes)):
         if n.op in ("get_attr", "call_function") and not n.users:
             graph.erase_node(n)
+        elif n.op == "get_attr":  # where a parameter is read: its first user's module
+            where = next((u.meta.get(MODULE_KEY) for u in n.users), None)
+            if where is not None:
+                n.meta[MODULE_KEY] = where
     return graph
 
 

@@ -247,7 +247,7 @@ class ShapeOps:
             return self._give_up(
                 node, cg, x, f"{what} with a computed group count: it would change with the width"
             )
-        if isinstance(sizes[-1], int) and sizes[-1] != -1:
+        if isinstance(sizes[-1], int) and sizes[-1] != -1 and not self._read_size(node, cg, last):
             return self._give_up(
                 node,
                 cg,

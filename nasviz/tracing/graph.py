@@ -1,11 +1,12 @@
 """Graph capture: ``torch.export`` with real tensors, else ``torch.fx``, else child by child.
 
-With an example input the model is first exported with real tensors
+A model ``torch.fx`` can trace is captured by fx (below): it is fast (ResNet-50: 0.4 s, where
+``torch.export`` takes ~10 s on this machine), it tells literal sizes from sizes read from a
+tensor (export turns both into ints) and it sees train-mode branches. Where fx fails and an
+example input is given, the model is exported with real tensors
 (:func:`~nasviz.tracing.exported.export_graph`: ``torch.export`` in non-strict mode, mapped back
 to the model's modules); this follows library code fx cannot trace (Hugging Face
-transformers). Where fx traces the model as well, its graphs are analysed next to the exported
-one (fx tells literal sizes from sizes read from a tensor, and sees train-mode branches). If
-export fails, or without an example input, the model is traced with a
+transformers). Otherwise, the model is traced with a
 ``torch.fx`` tracer that keeps every module with a dynamic twin
 (:func:`~nasviz.dynamic.dynamic_class_for`) as an opaque leaf call, plus the ``torch.nn``
 modules fx keeps by default (activations, pools, ...). With an example input the fx graph is run
@@ -129,24 +130,14 @@ def _trace(
     no_input: str | None,
 ) -> None:
     label = _label(prefix, module)
-    if example is not None:
-        try:
-            graph = export_graph(module, example)
-        except Exception as e:
-            result.export_failed[prefix] = (
-                f"torch.export failed on {label} ({type(e).__name__}: {_first_line(e)}); "
-                "traced with torch.fx instead"
-            )
-        else:  # fx graphs (if any) first: their reasons name torch functions, not aten ops
-            _add_fx_graphs(module, prefix, example, result, input_origin, output_reason)
-            result.graphs.append(
-                CapturedGraph(prefix, module, graph, None, input_origin, output_reason, True)
-            )
-            return
     leaves: dict[str, nn.Module] = {}
     try:
         graphs = _trace_both_modes(module)
     except Exception as e:
+        if example is not None and _export(
+            module, prefix, example, result, input_origin, output_reason
+        ):
+            return
         leaves = _untraceable_children(module)
         try:
             if not leaves:
@@ -166,30 +157,27 @@ def _trace(
         _analyse_alone(module, prefix, example, result, leaves, no_input)
 
 
-def _add_fx_graphs(
+def _export(
     module: nn.Module,
     prefix: str,
     example: tuple[tuple[Any, ...], dict[str, Any]],
     result: Capture,
     input_origin: str,
     output_reason: str,
-) -> None:
-    """Where fx can trace ``module`` too, its graphs are analysed next to the exported one.
-
-    Export shows every size as an int, so a literal size (``view(n, 2, 4, h, w)``) looks like
-    one read from a tensor; fx keeps them apart. Export also captures eval mode only; fx adds
-    the train-mode graph where forward branches on ``self.training``. The couplings and
-    reasons of all graphs hold together (conservative).
-    """
+) -> bool:
+    """Capture ``module`` with ``torch.export`` on its example; whether that worked."""
     try:
-        graphs = _trace_both_modes(module)
-    except Exception:
-        return  # fx cannot trace it: the exported graph is all there is
-    for graph in graphs:
-        no_shapes = _propagate(module, graph, example)
-        result.graphs.append(
-            CapturedGraph(prefix, module, graph, no_shapes, input_origin, output_reason)
+        graph = export_graph(module, example)
+    except Exception as e:
+        result.export_failed[prefix] = (
+            f"torch.export failed on {_label(prefix, module)} ({type(e).__name__}: "
+            f"{_first_line(e)}); traced with torch.fx instead"
         )
+        return False
+    result.graphs.append(
+        CapturedGraph(prefix, module, graph, None, input_origin, output_reason, True)
+    )
+    return True
 
 
 def _untraceable_children(module: nn.Module) -> dict[str, nn.Module]:

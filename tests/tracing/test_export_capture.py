@@ -11,6 +11,7 @@ from torch import Tensor, nn
 import nasviz as nv
 from nasviz.errors import MissingDummyInputWarning
 from nasviz.tracing import analyze, capture
+from nasviz.tracing.exported import export_graph
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,12 +63,33 @@ def _hparams(model: nn.Module) -> dict[str, tuple[int, ...]]:
 
 def test_export_maps_layer_calls_back_to_modules() -> None:
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
-    cap = capture(model, torch.randn(2, 3, 8, 8))
-    assert [g.exported for g in cap.graphs] == [True]
-    calls = [n.target for n in cap.graphs[0].graph.nodes if n.op == "call_module"]
+    graph = export_graph(model, ((torch.randn(2, 3, 8, 8),), {}))
+    calls = [n.target for n in graph.nodes if n.op == "call_module"]
     assert calls == ["0", "1", "3"]  # the ReLU is an aten op, the layers are module calls
+    assert [n.op for n in graph.nodes].count("get_attr") == 0  # weights belong to the calls
+
+
+class ShapeBranch(nn.Module):
+    """fx cannot branch on a size; torch.export specialises it on the example."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 16), nn.Linear(16, 2)
+        self.norm = nn.LayerNorm(16)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.norm(self.a(x))
+        if h.shape[0] > 1:
+            h = torch.relu(h)
+        return self.b(h)
+
+
+def test_a_model_fx_cannot_trace_is_exported() -> None:
+    model, x = ShapeBranch(), torch.randn(3, 6)
+    cap = capture(model, {"x": x})
+    assert [g.exported for g in cap.graphs] == [True]
     layers = analyze(model, cap).layers
-    assert layers["1"].dims["num_features"] == layers["0"].dims["out_channels"]
+    assert layers["norm"].dims["normalized_shape"] == layers["a"].dims["out_features"]
 
 
 @pytest.mark.parametrize("form", ["tensor", "tuple", "dict"])

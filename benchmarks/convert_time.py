@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 import nasviz.space as nv
-from nasviz.errors import MissingDummyInputWarning
 from nasviz.config import LAYER_TYPES
+from nasviz.errors import MissingDummyInputWarning
 from nasviz.models import REFERENCE_MODELS, resnet50_like
 
 SMALL: dict[str, Any] = {k: {"*": {LAYER_TYPES[k].divisor_field: 4}} for k in LAYER_TYPES}

@@ -129,7 +129,7 @@ def build_search_space(
         warnings.warn(
             f"{len(lacking)} layer dimension(s) of {label} stayed static only because no "
             f"dummy_input was given (e.g. {', '.join(lacking[:3])}); pass an example input to "
-            "capture real shapes: nv.convert(model, mode=\"fastnas\", dummy_input=x)",
+            'capture real shapes: nv.convert(model, mode="fastnas", dummy_input=x)',
             MissingDummyInputWarning,
             stacklevel=2,
         )

@@ -127,7 +127,7 @@ def _rewrite(model: nn.Module, program: Any) -> fx.Graph:
                 layer_nodes.add(new)
             else:
                 new = graph.call_function(
-                    node.target,  # type: ignore[arg-type]
+                    node.target,
                     fx.node.map_arg(node.args, lambda n: env[n]),
                     fx.node.map_arg(node.kwargs, lambda n: env[n]),
                 )

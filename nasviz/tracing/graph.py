@@ -129,7 +129,6 @@ def _trace(
     output_reason: str,
     no_input: str | None,
 ) -> None:
-    label = _label(prefix, module)
     leaves: dict[str, nn.Module] = {}
     try:
         graphs = _trace_both_modes(module)

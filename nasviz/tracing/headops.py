@@ -78,9 +78,10 @@ class HeadOps(ShapeOps):
             return self._give_up_heads(node, cg, vals, f"{kind.name} mixes heads with channels")
         assert axis is not None
         for v in vals:
-            if v.expr is None and v.shape is not None and len(v.shape) >= -axis:
-                if v.shape[axis] != 1:
-                    why = f"{kind.name} with {v.origin} of {v.shape[axis]} heads"
+            if v.expr is None and v.shape is not None and len(v.shape) >= -axis > 0:
+                heads = v.shape[axis]
+                if heads != 1:  # an untracked operand must broadcast along the heads
+                    why = f"{kind.name} with {v.origin} of {heads} heads"
                     return self._give_up_heads(node, cg, vals, why)
         ref = tracked[0]
         assert ref.expr is not None
@@ -195,8 +196,8 @@ class HeadOps(ShapeOps):
         assert k.expr is not None
         ratio = 1
         if kwargs.get("enable_gqa") and expr_size(q.expr) != expr_size(k.expr):
-            ratio, rest = divmod(expr_size(q.expr), expr_size(k.expr))
-            if rest:
+            ratio, left = divmod(expr_size(q.expr), expr_size(k.expr))
+            if left:
                 why = f"{kind.name}: query heads are not a multiple of key/value heads"
                 return self._give_up_heads(node, cg, vals, why)
         return self._batch_heads(node, kind, vals, cg, ratio)

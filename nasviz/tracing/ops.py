@@ -22,8 +22,8 @@ from torch import nn
 
 from nasviz.tracing.graph import CapturedGraph
 from nasviz.tracing.groups import Expr, Sym, expr_size, make_cat
-from nasviz.tracing.rules import OpKind
 from nasviz.tracing.headops import HeadOps
+from nasviz.tracing.rules import OpKind
 from nasviz.tracing.values import Many, Val, iter_vals, node_shape, resolve_dim
 
 __all__ = ["PointwiseOps"]
@@ -196,10 +196,14 @@ class PointwiseOps(HeadOps):
             return self._op_unknown(node, kind, args, kwargs, cg)
         out = self._spatial_ok(node, kind, x, kind.arg, cg)
         size = _adaptive_size(self._cur_module, kind, args, kwargs)
-        if out.expr is not None and out.shape is None and size is not None:
-            # an adaptive pool's output size is known without a dummy_input
-            if out.axis == -(kind.arg + 1):
-                return replace(out, tail=size)
+        # an adaptive pool's output size is known without a dummy_input
+        if (
+            out.expr is not None
+            and out.shape is None
+            and size is not None
+            and out.axis == -(kind.arg + 1)
+        ):
+            return replace(out, tail=size)
         return out
 
     def _op_interpolate(

@@ -167,9 +167,9 @@ class ShapeOps:
             return self._untracked(node, cg, x.origin if x else f"the output of {kind.name}")
         out_shape = node_shape(node)
         sizes = _sizes(args, 1) if "shape" not in kwargs else list(kwargs["shape"])
-        if x.shape is None and kind.kind == "view" and len(sizes) == 2 and sizes[-1] == -1:
-            if _flattens_tail(x, 1, -1):  # x.view(x.size(0), -1) after an adaptive pool
-                return self._flatten_tail(node, x)
+        flat = kind.kind == "view" and len(sizes) == 2 and sizes[-1] == -1
+        if x.shape is None and flat and _flattens_tail(x, 1, -1):
+            return self._flatten_tail(node, x)  # x.view(x.size(0), -1) after an adaptive pool
         if x.shape is None or out_shape is None:
             return self._give_up(node, cg, x, self._need_shapes(kind, cg))
         if kind.kind == "unflatten":  # (x, dim, sizes): the other dims keep their sizes

@@ -224,4 +224,4 @@ def test_one_warning_counts_what_stayed_static_for_lack_of_a_dummy_input() -> No
     assert len(record) == 1
     text = str(record[0].message)
     assert "conv.out_channels" in text
-    assert 'dummy_input=x' in text
+    assert "dummy_input=x" in text

@@ -225,3 +225,16 @@ def test_one_warning_counts_what_stayed_static_for_lack_of_a_dummy_input() -> No
     text = str(record[0].message)
     assert "conv.out_channels" in text
     assert "dummy_input=x" in text
+
+
+def test_every_aten_kind_has_a_handler_and_layer_ops_are_named() -> None:
+    from nasviz.tracing.analyze import _Analyzer
+    from nasviz.tracing.aten import ATEN_KINDS, aten_kind
+    from nasviz.tracing.rules import classify_function
+
+    missing = sorted({k for k in ATEN_KINDS.values() if not hasattr(_Analyzer, f"_op_{k}")})
+    assert missing == []
+    assert classify_function(torch.ops.aten.view.default).kind == "view"
+    assert classify_function(torch.ops.aten.adaptive_avg_pool2d.default).arg == 2
+    assert aten_kind(torch.relu) is None  # not an aten overload: the torch table decides
+    assert classify_function(torch.ops.aten.roll.default).name == "aten.roll"

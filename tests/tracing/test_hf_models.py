@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import nasviz as nv
@@ -186,3 +188,35 @@ def test_t5_position_bias_follows_the_heads_of_every_layer() -> None:
     bias = small.encoder.block[0].layer[0].SelfAttention.relative_attention_bias
     assert bias.weight.shape[1] == 2
     assert small.encoder.block[1].layer[0].SelfAttention.q.out_features == 2 * 16
+
+
+_CONVERTED: dict[str, tuple[nn.Module, dict[str, torch.Tensor]]] = {}
+
+
+def _converted(family: str) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    if family not in _CONVERTED:
+        torch.manual_seed(0)
+        model, x = FAMILIES[family][0]()
+        model.eval()
+        nv.convert(model, mode=[("fastnas", CFG)], dummy_input=x)
+        _CONVERTED[family] = (model, x)
+    return _CONVERTED[family]
+
+
+@settings(max_examples=6, deadline=None)
+@given(data=st.data())
+def test_random_llama_subnets_export_to_the_same_outputs(data: st.DataObject) -> None:
+    model, x = _converted("llama")
+    hps = nv.search_space(model).hparams
+    nv.select(model, {n: data.draw(st.sampled_from(list(hp.choices)), n) for n, hp in hps.items()})
+    y = _logits(model, x)
+    torch.testing.assert_close(_logits(nv.export(model), x), y, atol=1e-5, rtol=0)
+
+
+def test_a_train_mode_transformer_converts_and_stays_in_train_mode() -> None:
+    torch.manual_seed(0)
+    model, x = bert()
+    model.train()  # dropout active: the capture and the self-check run in eval mode
+    nv.convert(model, mode=[("fastnas", CFG)], dummy_input=x)
+    assert model.training
+    assert "bert.encoder.layer.0.attention.self.heads" in nv.search_space(model).hparams

@@ -3,7 +3,13 @@
 Each handler takes the node, its :class:`~nasviz.tracing.rules.OpKind` and its evaluated args,
 and returns the output value. A handler that cannot prove where the channels go fixes them with
 a reason and returns an untracked value. Shapes (from shape propagation) are needed for most
-of them; without shapes the channels are fixed with the graph's ``no_shapes`` reason.
+of them; without shapes the channels are fixed with the graph's ``no_shapes`` reason, except
+after an adaptive pool, whose output size is known (``Val.tail``: ``pool -> flatten -> Linear``
+works without a dummy_input).
+
+In an exported graph (``torch.export``) every size is an int; :meth:`ShapeOps._read_size` says
+which of them count as read from a tensor. (The module is one piece, ~500 lines: the view,
+flatten and split rules share their block matching and are easier to check side by side.)
 """
 
 from __future__ import annotations

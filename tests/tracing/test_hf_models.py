@@ -170,9 +170,16 @@ def test_bert_heads_are_whole_and_q_k_v_o_follow() -> None:
     name = "bert.encoder.layer.1.attention.self.heads"
     assert list(nv.search_space(model).hparams[name].choices) == [1, 2, 3, 4]
     nv.select(model, {name: 3})
-    layer = nv.export(model).bert.encoder.layer[1].attention
+    stream = "bert.embeddings.word_embeddings.embedding_dim"
+    nv.select(model, {stream: 32})
+    small = nv.export(model)
+    layer = small.bert.encoder.layer[1].attention
     widths = {layer.self.query.out_features, layer.self.key.out_features}
     assert widths | {layer.self.value.out_features, layer.output.dense.in_features} == {48}
+    # the tied LM head stays tied to the (pruned) word embeddings
+    emb = small.bert.embeddings.word_embeddings.weight
+    assert small.cls.predictions.decoder.weight is emb
+    assert emb.shape == (DIMS["vocab"], 32)
 
 
 def test_t5_position_bias_follows_the_heads_of_every_layer() -> None:

@@ -227,3 +227,10 @@ def test_a_train_mode_transformer_converts_and_stays_in_train_mode() -> None:
     nv.convert(model, mode=[("fastnas", CFG)], dummy_input=x)
     assert model.training
     assert "bert.encoder.layer.0.attention.self.heads" in nv.search_space(model).hparams
+
+
+def test_whisper_heads_stay_static_with_the_attribute_that_names_them() -> None:
+    model, _ = _converted("whisper")
+    static = nv.search_space(model).static.set_index(["module", "attr"])
+    why = static.loc[("model.encoder.layers.0.self_attn.k_proj", "out_features"), "reason"]
+    assert "names the last size (16 = WhisperAttention.head_dim)" in why

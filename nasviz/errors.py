@@ -13,8 +13,10 @@ __all__ = [
     "ExportError",
     "ExtensionNameError",
     "HparamError",
+    "MissingDummyInputWarning",
     "ModuleIdError",
     "NasvizError",
+    "NasvizWarning",
     "NoSearchAlgorithmError",
     "RestoreError",
     "SearchError",
@@ -81,3 +83,11 @@ class CorruptFileError(NasvizError):
 
 class ExportError(NasvizError):
     """An export could not be written, or its file does not reproduce the model's outputs."""
+
+
+class NasvizWarning(UserWarning):
+    """Base class of every warning nasviz emits."""
+
+
+class MissingDummyInputWarning(NasvizWarning):
+    """``convert`` without a dummy_input left dimensions static that one would have opened."""

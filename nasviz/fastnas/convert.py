@@ -25,6 +25,7 @@ saved weights are the sorted ones), no dummy input.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -38,10 +39,11 @@ from nasviz.config import ModeloptBaseRuleConfig
 from nasviz.dynamic import DynamicModule
 from nasviz.dynamic.norm import group_order
 from nasviz.dynamic.params import permute_param, sliced_params
-from nasviz.errors import TracingError
+from nasviz.errors import MissingDummyInputWarning, TracingError
 from nasviz.hparam import ConcatDim, DimSource, Hparam, RepeatDim
 from nasviz.space import SpaceRecord, attach_record, get_record
 from nasviz.tracing import Plan, analyze, apply_plan, capture, example_args, make_plan
+from nasviz.tracing.plan import static_for_lack_of_input
 
 __all__ = ["ChannelSort", "build_search_space", "restore_search_space", "sort_channels"]
 
@@ -101,7 +103,17 @@ def build_search_space(
             f"converting {label} failed ({type(e).__name__}: {e}); the model was left unchanged. "
             "Switch the involved layers off in the config to work around it"
         ) from e
-    return attach_record(model, plan, hparams)
+    record = attach_record(model, plan, hparams)
+    lacking = static_for_lack_of_input(plan) if dummy_input is None else []
+    if lacking:
+        warnings.warn(
+            f"{len(lacking)} layer dimension(s) of {label} stayed static only because no "
+            f"dummy_input was given (e.g. {', '.join(lacking[:3])}); pass an example input to "
+            'capture real shapes: nv.convert(model, mode="fastnas", dummy_input=x)',
+            MissingDummyInputWarning,
+            stacklevel=2,
+        )
+    return record
 
 
 def restore_search_space(model: nn.Module, plan: Plan, subnet: dict[str, int]) -> SpaceRecord:

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from nasviz.dynamic import dynamic_class_for, is_dynamic
+from nasviz.tracing.exported import MODULE_KEY
 from nasviz.tracing.graph import Capture, CapturedGraph
 from nasviz.tracing.groups import Coupling, Expr, Sym, expr_size, make_rep
 from nasviz.tracing.ops import PointwiseOps
@@ -109,7 +110,8 @@ def analyze(model: nn.Module, captured: Capture) -> Analysis:
             reasons[name] = a.opaque[name]
         else:
             reasons[name] = _unreached_reason(name, captured, a.called)
-    return Analysis(a.c, a.layers, reasons, list(captured.untraced.values()), a.params)
+    notes = [*captured.export_failed.values(), *captured.untraced.values()]
+    return Analysis(a.c, a.layers, reasons, notes, a.params)
 
 
 def _unreached_reason(name: str, captured: Capture, called: dict[str, str]) -> str:
@@ -200,8 +202,14 @@ class _Analyzer(PointwiseOps):
         origin = f"{what} '{qual}'"
         if tensor and layer_spec(self.modules.get(owner, nn.Module())) is not None:
             # sorting or slicing this layer would change a tensor forward also uses directly
-            self.direct[owner] = f"its {attr} is also used directly in forward"
-        elif tensor and shape and owner in self.modules and any(n > 1 for n in shape):
+            self.direct[owner] = _direct_reason(self.modules, owner, attr, node)
+        elif (
+            tensor
+            and shape
+            and owner in self.modules
+            and any(n > 1 for n in shape)
+            and _is_weight(self.modules[owner], attr, obj)
+        ):
             return self._channel_param(qual, owner, attr, shape, origin)
         return Val(None, None, shape, tensor, origin)
 
@@ -367,6 +375,8 @@ class _Analyzer(PointwiseOps):
         axis = spec.axis
         if axis is None and spec.pos_axis is not None and x.shape is not None:
             axis = spec.pos_axis - len(x.shape)
+        elif axis is None and spec.pos_axis == 1 and _reads_dim1(spec, x):
+            axis = x.axis
         if axis is None:
             why = f"'{qual}' needs the input rank ({cg.no_shapes})"
         elif axis != x.axis:
@@ -393,6 +403,34 @@ class _Analyzer(PointwiseOps):
             use.static[attr] = reason
         elif expr is not None:
             self.c.fix_expr(expr, f"'{use.name}' is also called where {use.static[attr]}")
+
+
+def _direct_reason(modules: dict[str, nn.Module], owner: str, attr: str, node: fx.Node) -> str:
+    """Why a layer whose parameter forward reads directly stays static."""
+    why = _opaque_reason(modules[owner])
+    if why is not None:
+        return why
+    user = node.meta.get(MODULE_KEY)
+    if isinstance(user, str) and user != owner and user in modules:
+        label = f"nn.{type(modules[user]).__name__} '{user}'" if user else "the model"
+        return f"its {attr} is used directly by the code of {label}, not by a call of the layer"
+    return f"its {attr} is also used directly in forward"
+
+
+def _reads_dim1(spec: LayerSpec, x: Val) -> bool:
+    """A norm reading dim 1 at every rank (BatchNorm1d, GroupNorm, SyncBatchNorm) without a
+    known rank: its input's channels are dim 1 when the producer puts them right after the
+    batch dims, as a conv's ``(N, C, *spatial)`` and a Linear's ``(N, C)`` output do; the
+    widths must agree (a norm over another dim would have another size)."""
+    return x.expr is not None and x.axis is not None and x.shape is None and spec.kind == "norm"
+
+
+def _is_weight(owner: nn.Module, attr: str, obj: torch.Tensor) -> bool:
+    """Whether a tensor may be a channel parameter: a floating parameter or a persistent buffer
+    (a non-persistent buffer such as rotary ``inv_freq`` is computed, not a weight to slice)."""
+    if not obj.is_floating_point():
+        return False
+    return attr in owner._parameters or attr not in owner._non_persistent_buffers_set
 
 
 def _opaque_reason(m: nn.Module) -> str | None:

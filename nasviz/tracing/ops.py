@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch.fx as fx
@@ -21,8 +22,8 @@ from torch import nn
 
 from nasviz.tracing.graph import CapturedGraph
 from nasviz.tracing.groups import Expr, Sym, expr_size, make_cat
+from nasviz.tracing.headops import HeadOps
 from nasviz.tracing.rules import OpKind
-from nasviz.tracing.shapeops import ShapeOps
 from nasviz.tracing.values import Many, Val, iter_vals, node_shape, resolve_dim
 
 __all__ = ["PointwiseOps"]
@@ -31,7 +32,7 @@ Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
 
 
-class PointwiseOps(ShapeOps):
+class PointwiseOps(HeadOps):
     """Mixin of the point-wise, joining and spatial op handlers (see the module docstring)."""
 
     _cur_module: nn.Module | None
@@ -65,7 +66,7 @@ class PointwiseOps(ShapeOps):
             for v in iter_vals((args[1:], kwargs)):
                 if v.expr is not None:
                     self.c.fix_expr(v.expr, f"used as an extra argument of {kind.name}")
-        return Val(x.expr, x.axis, node_shape(node), x.tensor, x.origin, x.copies)
+        return Val(x.expr, x.axis, node_shape(node), x.tensor, x.origin, x.copies, x.tail)
 
     _op_cast = _op_unary
 
@@ -193,7 +194,17 @@ class PointwiseOps(ShapeOps):
         x = self._first(node, cg, args)
         if x is None:
             return self._op_unknown(node, kind, args, kwargs, cg)
-        return self._spatial_ok(node, kind, x, kind.arg, cg)
+        out = self._spatial_ok(node, kind, x, kind.arg, cg)
+        size = _adaptive_size(self._cur_module, kind, args, kwargs)
+        # an adaptive pool's output size is known without a dummy_input
+        if (
+            out.expr is not None
+            and out.shape is None
+            and size is not None
+            and out.axis == -(kind.arg + 1)
+        ):
+            return replace(out, tail=size)
+        return out
 
     def _op_interpolate(
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
@@ -227,6 +238,8 @@ class PointwiseOps(ShapeOps):
             return self._untracked(node, cg, f"the output of {kind.name}")
         if a.shape is None or b.shape is None or len(a.shape) < 2 or len(b.shape) < 2:
             return self._give_up_all(node, cg, [a, b], f"{kind.name} needs 2-D or larger shapes")
+        if (ta and (a.axis or 0) <= -3) or (tb and (b.axis or 0) <= -3):
+            return self._batch_heads(node, kind, [a, b], cg)  # heads: a batch dimension
         out_shape = node_shape(node)
         n_out = len(out_shape) if out_shape is not None else None
         if ta and a.axis == -1 and tb and b.axis == -2:
@@ -257,10 +270,9 @@ class PointwiseOps(ShapeOps):
         assert isinstance(q, Val)
         assert isinstance(k, Val)
         assert isinstance(v, Val)
-        extra = list(iter_vals((args[3:], {n: kwargs[n] for n in kwargs if n not in names})))
-        for t in extra:
-            if t.expr is not None:
-                self.c.fix_expr(t.expr, f"used as a mask or option of {kind.name}")
+        if any(t.expr is not None and (t.axis or 0) <= -3 for t in (q, k, v)):
+            return self._sdpa_heads(node, kind, q, k, v, args[3:], kwargs, cg)
+        self._extra_fixed(kind, (args[3:], {n: kwargs[n] for n in kwargs if n not in names}))
         if (q.expr is None) != (k.expr is None) or (
             q.expr is not None and (q.axis, k.axis) != (-1, -1)
         ):
@@ -278,6 +290,25 @@ class PointwiseOps(ShapeOps):
     ) -> Val:
         self._op_unknown(node, kind, args, kwargs, cg)
         return self._untracked(node, cg, f"{kind.name} (not a prunable layer)")
+
+
+def _adaptive_size(
+    module: nn.Module | None, kind: OpKind, args: Args, kwargs: Kwargs
+) -> tuple[int, ...] | None:
+    """The output size of an adaptive pool (module or function) if it is fully known."""
+    if module is not None:
+        name = type(module).__name__
+        size = getattr(module, "output_size", None) if name.startswith("Adaptive") else None
+    elif "adaptive" in kind.name:
+        size = kwargs.get("output_size", args[1] if len(args) > 1 else None)
+    else:
+        return None
+    sizes = [size] * kind.arg if isinstance(size, int) else size
+    if not isinstance(sizes, (tuple, list)) or len(sizes) != kind.arg:
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+        return None
+    return tuple(sizes)
 
 
 def _size_at(shape: tuple[int, ...] | None, axis: int, broadcast: bool) -> int | None:

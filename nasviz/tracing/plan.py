@@ -33,11 +33,14 @@ from nasviz.dynamic import DynamicModule, dynamic_class_for
 from nasviz.dynamic.params import slice_params
 from nasviz.errors import TracingError
 from nasviz.hparam import ConcatDim, DimSource, Hparam, RepeatDim
-from nasviz.tracing.analyze import Analysis, LayerUse
+from nasviz.tracing.analyze import Analysis, ChannelParam, LayerUse
 from nasviz.tracing.groups import Cat, Coupling, Expr, Sym, expr_size, expr_syms
 from nasviz.tracing.rules import layer_spec
 
-__all__ = ["GroupInfo", "Plan", "apply_plan", "make_plan"]
+__all__ = ["NO_INPUT", "GroupInfo", "Plan", "apply_plan", "make_plan", "static_for_lack_of_input"]
+
+#: the words every reason caused only by a missing dummy_input contains
+NO_INPUT = "no dummy_input"
 
 
 @dataclass
@@ -120,7 +123,25 @@ def _shared(users: dict[int, list[tuple[str, str]]]) -> dict[str, str]:
     return out
 
 
-def _tie(users: dict[int, list[tuple[str, str]]], analysis: Analysis, name: str) -> bool:
+def _unused_embedding(
+    analysis: Analysis, model: nn.Module, mname: str, pname: str
+) -> ChannelParam | None:
+    """An embedding forward never calls (BART's ``shared``, tied to the embeddings it calls)
+    as a channel parameter of its own, so its copy of the tied weight is sliced too."""
+    m = model.get_submodule(mname)
+    if not isinstance(m, nn.Embedding) or pname != "weight" or m.weight.dim() != 2:
+        return None
+    if any(n.startswith(f"{mname}.") or n == mname for n in analysis.layers):
+        return None
+    qual = f"{mname}.{pname}"
+    elem = analysis.coupling.new(int(m.weight.shape[1]), (mname, "embedding_dim"), f"'{mname}'")
+    analysis.params[qual] = cp = ChannelParam(qual, mname, pname, 1, elem)
+    return cp
+
+
+def _tie(
+    users: dict[int, list[tuple[str, str]]], analysis: Analysis, name: str, model: nn.Module
+) -> bool:
     """Whether a Linear whose weight is tied to an embedding's (a language model's head) can be
     pruned with it: its inputs then follow the embedding width (coupled here) and its outputs
     (the embedding's rows, never pruned) stay static."""
@@ -131,7 +152,10 @@ def _tie(users: dict[int, list[tuple[str, str]]], analysis: Analysis, name: str)
     partners = [(mname, pname) for mname, pname in users[id(m.weight)] if mname != name]
     if any(p is not None and p is m.weight for n, p in m.named_parameters() if n != "weight"):
         return False
-    params = [analysis.params.get(f"{mname}.{pname}") for mname, pname in partners]
+    params = [
+        analysis.params.get(f"{mname}.{pname}") or _unused_embedding(analysis, model, mname, pname)
+        for mname, pname in partners
+    ]
     if not partners or any(cp is None or cp.dim != 1 for cp in params):
         return False
     c = analysis.coupling
@@ -153,7 +177,7 @@ def make_plan(model: nn.Module, analysis: Analysis, config: ModeloptBaseRuleConf
     users = parameter_users(model)
     shared = _shared(users)
     for name in list(shared):
-        if name in analysis.layers and _tie(users, analysis, name):
+        if name in analysis.layers and _tie(users, analysis, name, model):
             del shared[name]
     for name, use in analysis.layers.items():
         twin = dynamic_class_for(use.module)
@@ -362,6 +386,12 @@ def _static_rows(
 def _inside(name: str, layers: set[str]) -> bool:
     parts = name.split(".")
     return any(".".join(parts[:k]) in layers for k in range(1, len(parts)))
+
+
+def static_for_lack_of_input(plan: Plan) -> list[str]:
+    """``module.attr`` of every static layer dimension whose reason is only a missing
+    dummy_input (tensor shapes or ranks tracing did not have)."""
+    return [f"{r['module']}.{r['attr']}" for r in plan.static if NO_INPUT in str(r["reason"])]
 
 
 def _members_of(plan: Plan, module: str) -> list[tuple[str, str, str]]:

@@ -39,6 +39,7 @@ from torch import nn
 
 from nasviz.dynamic import dynamic_class_for  # importing nasviz.dynamic registers every twin
 from nasviz.dynamic.family import LayerSpec
+from nasviz.tracing.aten import aten_kind
 
 __all__ = [
     "LayerSpec",
@@ -170,7 +171,10 @@ def _func_name(fn: Any) -> str:
 
 
 def classify_function(fn: Any) -> OpKind:
-    """The kind of a ``call_function`` target."""
+    """The kind of a ``call_function`` target (torch functions, operators, aten overloads)."""
+    aten = aten_kind(fn)
+    if aten is not None:
+        return OpKind(*aten)
     name = _func_name(fn)
     try:
         if fn in _POOL_FUNCS:

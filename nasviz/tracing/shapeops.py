@@ -3,7 +3,13 @@
 Each handler takes the node, its :class:`~nasviz.tracing.rules.OpKind` and its evaluated args,
 and returns the output value. A handler that cannot prove where the channels go fixes them with
 a reason and returns an untracked value. Shapes (from shape propagation) are needed for most
-of them; without shapes the channels are fixed with the graph's ``no_shapes`` reason.
+of them; without shapes the channels are fixed with the graph's ``no_shapes`` reason, except
+after an adaptive pool, whose output size is known (``Val.tail``: ``pool -> flatten -> Linear``
+works without a dummy_input).
+
+In an exported graph (``torch.export``) every size is an int; :meth:`ShapeOps._read_size` says
+which of them count as read from a tensor. (The module is one piece, ~500 lines: the view,
+flatten and split rules share their block matching and are easier to check side by side.)
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ import math
 from typing import Any
 
 import torch.fx as fx
+from torch import nn
 
+from nasviz.tracing.exported import MODULE_KEY
 from nasviz.tracing.graph import CapturedGraph
 from nasviz.tracing.groups import Coupling, make_cat, make_rep
 from nasviz.tracing.rules import OpKind
@@ -59,9 +67,23 @@ class ShapeOps:
     """Mixin of shape-op handlers; the analyzer provides ``c`` and the helpers used below."""
 
     c: Coupling
+    modules: dict[str, nn.Module]
 
     # provided by the analyzer
     def _untracked(self, node: fx.Node, cg: CapturedGraph, origin: str) -> Val:
+        raise NotImplementedError
+
+    # provided by HeadOps (nasviz.tracing.headops)
+    def _heads_view(
+        self,
+        node: fx.Node,
+        x: Val,
+        parts: tuple[int, ...],
+        axis: int,
+        kept: tuple[int, ...],
+        what: str,
+        cg: CapturedGraph,
+    ) -> Val:
         raise NotImplementedError
 
     def _give_up(
@@ -71,6 +93,27 @@ class ShapeOps:
         if x.expr is not None:
             self.c.fix_expr(x.expr, reason)
         return self._untracked(node, cg, origin or f"a tensor whose channels are static ({reason})")
+
+    def _read_size(self, node: fx.Node, cg: CapturedGraph, size: int) -> bool:
+        """Whether an int ``size`` in an exported graph was read from a tensor's shape.
+
+        ``torch.export`` turns every size into an int, so ``x.view(b, n, h, w)`` with ``n`` read
+        from ``x.shape`` and with ``n = self.channels`` look alike. A size equal to an int
+        attribute of the module the op is called from (``T5Attention.inner_dim``) is taken as
+        that attribute (a literal: the channels stay static); any other size as read from a
+        tensor (transformers' ``repeat_kv``). In fx graphs a literal int is always a literal.
+        """
+        return cg.exported and self._literal_attr(node, size) is None
+
+    def _literal_attr(self, node: fx.Node, size: int) -> str | None:
+        """``"Class.attr"`` of an int attribute of the calling module equal to ``size``."""
+        owner = self.modules.get(str(node.meta.get(MODULE_KEY, "")))
+        if owner is None:
+            return None
+        for name, v in vars(owner).items():
+            if type(v) is int and v == size:
+                return f"{type(owner).__name__}.{name}"
+        return None
 
     def _need_shapes(self, kind: OpKind, cg: CapturedGraph) -> str:
         return f"{kind.name} needs tensor shapes ({cg.no_shapes or 'shapes unknown'})"
@@ -95,6 +138,8 @@ class ShapeOps:
         end = kwargs.get("end_dim", args[2] if len(args) > 2 else -1)
         if module is not None:
             start, end = module.start_dim, module.end_dim
+        if x.shape is None and _flattens_tail(x, start, end):
+            return self._flatten_tail(node, x)
         if x.shape is None:
             if cg.no_shapes == "no dummy_input":
                 why = "no dummy_input for the spatial size"
@@ -118,6 +163,12 @@ class ShapeOps:
         inner = math.prod(x.shape[ch + 1 : e + 1])
         return Val(make_rep(x.expr, inner), s - out_n, node_shape(node), True, "")
 
+    def _flatten_tail(self, node: fx.Node, x: Val) -> Val:
+        """Flatten from the channels to the end, with the dims after them known (``tail``)."""
+        assert x.expr is not None
+        assert x.tail is not None
+        return Val(make_rep(x.expr, math.prod(x.tail)), -1, node_shape(node), True, x.origin)
+
     def _op_view(
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
     ) -> Val:
@@ -126,9 +177,12 @@ class ShapeOps:
         if x is None or x.expr is None or x.axis is None:
             return self._untracked(node, cg, x.origin if x else f"the output of {kind.name}")
         out_shape = node_shape(node)
+        sizes = _sizes(args, 1) if "shape" not in kwargs else list(kwargs["shape"])
+        flat = kind.kind == "view" and len(sizes) == 2 and sizes[-1] == -1
+        if x.shape is None and flat and _flattens_tail(x, 1, -1):
+            return self._flatten_tail(node, x)  # x.view(x.size(0), -1) after an adaptive pool
         if x.shape is None or out_shape is None:
             return self._give_up(node, cg, x, self._need_shapes(kind, cg))
-        sizes = _sizes(args, 1) if "shape" not in kwargs else list(kwargs["shape"])
         if kind.kind == "unflatten":  # (x, dim, sizes): the other dims keep their sizes
             sizes = _unflatten_sizes(args, kwargs, out_shape, getattr(self, "_cur_module", None))
         elif len(sizes) != len(out_shape):
@@ -150,7 +204,11 @@ class ShapeOps:
             return self._split_view(node, kind, x, out_shape[o0:o1], sizes[o0:o1], o1, kept, cg)
         if o1 - o0 != 1:
             return self._give_up(node, cg, x, f"{kind.name} reshapes the channels unpredictably")
-        if isinstance(sizes[o0], int) and sizes[o0] != -1:
+        if (
+            isinstance(sizes[o0], int)
+            and sizes[o0] != -1
+            and not self._read_size(node, cg, sizes[o0])
+        ):
             return self._give_up(
                 node,
                 cg,
@@ -186,22 +244,31 @@ class ShapeOps:
         assert x.shape is not None
         total = x.shape[len(x.shape) + (x.axis or 0)]
         what = f"{kind.name} splits the channel dimension {total} into {list(parts)}"
+        n_out = len(node_shape(node) or ())
+        last = sizes[-1]
+        if (
+            len(parts) == 2
+            and sizes[0] == -1
+            and isinstance(last, int)
+            and not isinstance(last, bool)
+            and last > 0
+        ):
+            return self._heads_view(node, x, parts, o1 - 2 - n_out, kept, what, cg)
         if not all(isinstance(v, int) and v > 0 for v in sizes[:-1]):
             return self._give_up(
                 node, cg, x, f"{what} with a computed group count: it would change with the width"
             )
-        if isinstance(sizes[-1], int) and sizes[-1] != -1:
+        if isinstance(sizes[-1], int) and sizes[-1] != -1 and not self._read_size(node, cg, last):
             return self._give_up(
                 node,
                 cg,
                 x,
-                f"{what} and names the last size ({sizes[-1]}) instead of -1: a pruned width "
-                "would not fit",
+                f"{what} and names the last size ({_named(self._literal_attr(node, last), last)}) "
+                "instead of -1: a pruned width would not fit",
             )
         pieces = self.c.split(x.expr, math.prod(parts[:-1]), f"{what}: the parts cannot be coupled")
         if pieces is None:
             return self._untracked(node, cg, f"a tensor whose channels are static ({what})")
-        n_out = len(node_shape(node) or ())
         copies = kept + tuple(o - n_out for o in range(o1 - len(parts), o1 - 1))
         return Val(pieces[0], o1 - 1 - n_out, node_shape(node), True, x.origin, copies)
 
@@ -368,7 +435,17 @@ class ShapeOps:
         sizes = _sizes(args, 1)
         keep = -1 if kind.kind == "expand" else 1
         k = len(sizes) + x.axis
-        if k < 0 or sizes[k] != keep:
+        read = (
+            kind.kind == "expand"
+            and x.shape is not None
+            and 0 <= k < len(sizes)
+            and sizes[k] == x.shape[x.axis]
+            and cg.exported
+        )
+        # expanding the channels to their own size leaves them as they are; an exported graph
+        # shows every size as an int, so it is taken as read from the tensor (repeat_kv). A
+        # literal count there would make the smallest subnet fail the convert self-check
+        if k < 0 or (sizes[k] != keep and not read):
             return self._give_up(node, cg, x, f"{kind.name} names the channel count")
         return self._out(node, x, x.axis)
 
@@ -392,6 +469,26 @@ class ShapeOps:
             return self._untracked(node, cg, f"the output of {kind.name}")
         axis = x.axis if keep else x.axis + sum(1 for d in dims if d is not None and d > x.axis)
         return self._out(node, x, axis)
+
+
+def _named(attr: str | None, size: int) -> str:
+    """``"16 = WhisperAttention.head_dim"`` where an attribute names the size, else ``"16"``."""
+    return f"{size} = {attr}" if attr else str(size)
+
+
+def _flattens_tail(x: Val, start: Any, end: Any) -> bool:
+    """Whether a flatten of ``x`` (shape unknown) from ``start`` to ``end`` merges the channels
+    with the known dims after them: the channels right before the known ``tail`` (an adaptive
+    pool's output), flattened from a positive start (the batch dims stay, as for any conv
+    output ``(N, C, *spatial)``) to the end."""
+    return (
+        x.tail is not None
+        and x.expr is not None
+        and x.axis == -(len(x.tail) + 1)
+        and isinstance(start, int)
+        and start >= 1
+        and end == -1
+    )
 
 
 def _unflatten_sizes(

@@ -28,6 +28,8 @@ class Val:
     heads) makes the leading sizes copy axes once the groups were coupled with each other. Only
     ops that know how to move them keep them; any other op drops them, which is conservative (a
     later merge of those axes into the channels is then refused).
+
+    ``tail`` (see below) lets a flatten after an adaptive pool work without a dummy_input.
     """
 
     expr: Expr | None
@@ -36,6 +38,9 @@ class Val:
     tensor: bool | None
     origin: str
     copies: tuple[int, ...] = ()
+    #: sizes of the dims right of the channel axis when the full shape is unknown but these
+    #: are (the output of an adaptive pool without a dummy_input)
+    tail: tuple[int, ...] | None = None
 
     def with_layout(self, expr: Expr | None, axis: int | None) -> Val:
         return replace(self, expr=expr, axis=axis if expr is not None else None)

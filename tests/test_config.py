@@ -98,7 +98,7 @@ def test_whole_type_switched_off_and_no_match() -> None:
 def test_assignment_is_validated() -> None:
     cfg = FastNASConfig()
     cfg.nn_conv2d = {"*": {"channel_divisor": 16}}  # type: ignore[attr-defined]
-    assert cfg.rule_for("nn.Conv2d", "x").rule.channel_divisor == 16  # type: ignore[union-attr]
+    assert cfg.rule_for("nn.Conv2d", "x").rule.channel_divisor == 16
     with pytest.raises(ValidationError, match="channel_divisor must be an integer >= 1"):
         cfg.nn_conv2d = {"*": {"channel_divisor": 0}}  # type: ignore[attr-defined]
 

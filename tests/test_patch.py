@@ -197,8 +197,8 @@ def test_data_parallel_replica_is_patched_and_its_hooks_see_the_replica() -> Non
     replica = model._replicate_for_data_parallel()
     assert replica is not model
     assert PatchManager.is_patched(replica)
-    assert replica.forward.__self__ is replica  # type: ignore[attr-defined]
-    assert replica.train.__self__ is replica  # type: ignore[attr-defined]
+    assert replica.forward.__self__ is replica
+    assert replica.train.__self__ is replica
     assert (
         PatchManager.get_manager(replica).patch_data
         is not PatchManager.get_manager(model).patch_data

@@ -129,6 +129,6 @@ def test_a_traced_model_prunes_the_family(family: type[DynamicChannelScale]) -> 
     hps["0.out_channels"].active = 4
     assert isinstance(model[1], DynamicChannelScale)
     y = model(x)
-    small = nn.Sequential(*(m.export() for m in model))  # type: ignore[operator]
+    small = nn.Sequential(*(m.export() for m in model))
     assert small[1].num_channels == 4 and type(small[1]) is ChannelScale
     torch.testing.assert_close(small(x), y)

@@ -142,7 +142,7 @@ def test_conversion_keeps_class_parameters_and_state_dict(case: str) -> None:
     plain = factory()
     params = dict(plain.named_parameters())
     sd = {k: v.shape for k, v in plain.state_dict().items()}
-    dyn = dynamic_class_for(plain).convert(plain)  # type: ignore[union-attr]
+    dyn = dynamic_class_for(plain).convert(plain)
     assert isinstance(dyn, type(factory()))
     assert all(p is params[n] for n, p in dyn.named_parameters())
     _select(dyn, N // 2)
@@ -335,7 +335,7 @@ def test_recalibrated_statistics_land_in_the_exported_buffers(
     torch.manual_seed(0)
     plain = factory()
     _randomize(plain)
-    dyn = dynamic_class_for(plain).convert(plain)  # type: ignore[union-attr]
+    dyn = dynamic_class_for(plain).convert(plain)
     order = torch.tensor([5, 2, 7, 0, 1, 3, 4, 6]) if sorted_order else None
     hp = _select(dyn, 4, order)
     kept = _kept(hp)

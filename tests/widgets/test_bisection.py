@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from _search_cases import CANDIDATES, FINAL, GROW, STARTED, STEPS, run_mlp_search, synthetic_events
 
 from nasviz.errors import NasvizError
 from nasviz.search.events import (
@@ -32,6 +31,15 @@ from nasviz.widgets.bisection import (
 )
 from nasviz.widgets.bisection import (
     GROW as GROW_TRACE,
+)
+from tests.widgets._search_cases import (
+    CANDIDATES,
+    FINAL,
+    GROW,
+    STARTED,
+    STEPS,
+    run_mlp_search,
+    synthetic_events,
 )
 
 GREEN, RED = COLORS["feasible"], COLORS["infeasible"]

@@ -9,11 +9,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from _search_cases import DROPS, ENTRIES, STARTED, A, B, run_mlp_search, synthetic_events
 
 from nasviz.errors import NasvizError
 from nasviz.search.events import MapEntry, MapFinished, MapStarted, SearchHistory, SearchStarted
 from nasviz.widgets.heatmap import SensitivityHeatmap
+from tests.widgets._search_cases import (
+    DROPS,
+    ENTRIES,
+    STARTED,
+    A,
+    B,
+    run_mlp_search,
+    synthetic_events,
+)
 
 
 def _same(z1: list, z2: list) -> bool:

@@ -127,7 +127,7 @@ def test_patch_twice_and_unpatch_unpatched_raise() -> None:
     with pytest.raises(NasvizError, match="is not patched"):
         PatchManager.get_manager(model)
     with pytest.raises(NasvizError, match=r"needs an nn.Module, got str"):
-        PatchManager("model")  # type: ignore[arg-type]
+        PatchManager("model")
 
 
 def test_patch_data_and_manager_class() -> None:

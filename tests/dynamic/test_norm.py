@@ -412,7 +412,7 @@ def test_sync_batchnorm_without_process_group_is_a_batchnorm() -> None:
 
 def test_sync_batchnorm_with_a_process_group_acts_as_torch() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        store = dist.FileStore(str(Path(tmp) / "store"), 1)
+        store = dist.FileStore(str(Path(tmp) / "store"), 1)  # type: ignore[attr-defined]  # re-exported at run time
         dist.init_process_group("gloo", store=store, rank=0, world_size=1)
         try:
             ref, sync, shape = _make("syncbn")
@@ -434,7 +434,7 @@ def test_sync_batchnorm_with_a_process_group_acts_as_torch() -> None:
 # -- GroupNorm ----------------------------------------------------------------------------------
 def test_groupnorm_choices_are_multiples_of_the_group_size() -> None:
     gn = DynamicGroupNorm.convert(nn.GroupNorm(8, 32))  # groups of 4
-    rule = DynamicGroupNormConfig(channels_ratio=[0.1, 0.3, 0.5, 0.77, 1.0], channel_divisor=1)
+    rule = DynamicGroupNormConfig(channels_ratio=[0.1, 0.3, 0.5, 0.77, 1.0], channel_divisor=1)  # type: ignore[call-arg]  # LayerConfig fields are generated
     choices = gn.choices_for("num_channels", rule)
     assert choices == [4, 8, 16, 24, 32]  # 3.2->4, 9.6->8, 16, 24.64->24, 32
     wide = DynamicGroupNorm.convert(nn.GroupNorm(12, 96))  # groups of 8, default divisor 32

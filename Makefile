@@ -27,7 +27,7 @@ lab: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check nasviz tests benchmarks
 	$(BIN)/ruff format --check nasviz tests benchmarks
-	$(BIN)/mypy
+	$(BIN)/mypy  # nasviz/ strict, tests/ and benchmarks/ too (files in pyproject.toml)
 	$(BIN)/nbstripout --verify notebooks/*.ipynb
 
 test: lint

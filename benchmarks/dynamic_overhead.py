@@ -114,10 +114,10 @@ def convert_by_hand(model: SmallResNet) -> list[Hparam]:
     hparams = []
     for members in groups:
         producer, attr = members[0]
-        full = producer.original_size(attr)  # type: ignore[operator]
+        full = producer.original_size(attr)
         hp = Hparam([full // 2, full], name=f"{type(producer).__name__}.{attr}")
         for module, member_attr in members:
-            module.set_dim(member_attr, hp)  # type: ignore[operator]
+            module.set_dim(member_attr, hp)
         hparams.append(hp)
     return hparams
 

@@ -58,7 +58,7 @@ def run(budget: float, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         loaders.train.dataset, batch_size=64, shuffle=True,
         generator=torch.Generator().manual_seed(seed),
     )  # fmt: skip
-    model, _ = nv.prune(
+    model, _ = nv.prune(  # type: ignore[assignment]  # convert returns nn.Module
         model, constraints={"flops": budget * nv.profile(teacher, x).flops}, dummy_input=x,
         config={"data_loader": calib, "max_iter_data_loader": 10, "score_loader": loaders.val,
                 "metric": "accuracy"},

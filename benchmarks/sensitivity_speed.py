@@ -68,7 +68,7 @@ def digits_setup(weights: str) -> tuple[nn.Module, torch.Tensor, Any, DataLoader
     model = DigitsCNN(width=48)
     model.load_state_dict(torch.load(weights, weights_only=True))
     x = splits.val.images[:2]
-    model = nv.convert(model, mode=[("fastnas", demo_config())], dummy_input=x)
+    model = nv.convert(model, mode=[("fastnas", demo_config())], dummy_input=x)  # type: ignore[assignment]  # convert returns nn.Module
     return model, x, demo_config(), calib, score, "accuracy"
 
 
@@ -83,7 +83,7 @@ def resnet_setup() -> tuple[nn.Module, torch.Tensor, Any, Any, DataLoader, str]:
     calib = [images[256 + 32 * i : 256 + 32 * (i + 1)] for i in range(8)]
     score = DataLoader(TensorDataset(images[:256], labels[:256]), batch_size=128)
     x = images[:2]
-    model = nv.convert(model, mode=[("fastnas", RESNET_CONFIG)], dummy_input=x)
+    model = nv.convert(model, mode=[("fastnas", RESNET_CONFIG)], dummy_input=x)  # type: ignore[assignment]  # convert returns nn.Module
     return model, x, RESNET_CONFIG, calib, score, "neg_cross_entropy"
 
 

@@ -24,7 +24,7 @@ import difflib
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import pandas as pd
 import torch
@@ -110,7 +110,7 @@ class HooksHandle(nn.Module, abc.ABC):
                 f"module id {m_id!r} is not a sub-module of {type(self.wrapped_model).__name__}; "
                 f"{_suggest(str(m_id), modules)}. Use a qualified name from model.named_modules()."
             )
-        return modules[m_id]
+        return cast(nn.Module, modules[m_id])
 
     def register_submodule(self, module_id: str) -> None:
         """Register a further sub-module to take outputs from (a no-op if registered already)."""
@@ -527,4 +527,4 @@ def compare_activations(
                 raise NasvizError(f"module {m_id!r} did not run in model_{side} on these inputs")
         rows.append(_compare_one(acts[0][m_id], acts[1][m_id], m_id, channel_dim))
     columns = ["module_id", "shape_a", "shape_b", "compared", "rel_l2", "cosine", "max_abs_diff"]
-    return pd.DataFrame(rows, columns=columns)
+    return cast(pd.DataFrame, pd.DataFrame(rows, columns=columns))

@@ -38,7 +38,7 @@ import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import pandas as pd
 from torch import nn
@@ -187,7 +187,7 @@ class SearchSpace:
             for g in self.groups
         ]  # fmt: skip
         cols = ["name", "kind", "original", "active", "choices", "n_choices", "members"]
-        return pd.DataFrame(rows, columns=[*cols, "per_unit"])
+        return cast(pd.DataFrame, pd.DataFrame(rows, columns=[*cols, "per_unit"]))
 
     def _per_unit(self, group: Group) -> int:
         module, _, attr = group.name.split("#")[0].rpartition(".")
@@ -202,7 +202,9 @@ class SearchSpace:
     def static_table(self) -> pd.DataFrame:
         """One row per static layer dimension: module, type, attr, size, reason."""
         cols = ["module", "type", "attr", "size", "reason"]
-        return pd.DataFrame([dict(r) for r in self._record.plan.static], columns=cols)
+        return cast(
+            pd.DataFrame, pd.DataFrame([dict(r) for r in self._record.plan.static], columns=cols)
+        )
 
     def select(self, config: Mapping[str, int]) -> None:
         """Choose a subnet of this space's model (see :func:`select`)."""

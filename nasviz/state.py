@@ -31,7 +31,7 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from importlib import metadata as _metadata
-from typing import Any
+from typing import Any, cast
 
 import torch
 from pydantic import ValidationError
@@ -356,7 +356,7 @@ def _load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{where} has no valid content hash although nasviz.save wrote it (its last bytes "
             "were changed or cut off), so it may be damaged; use another copy or save again"
         )
-    return payload
+    return cast(dict[str, Any], payload)
 
 
 def restore(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:

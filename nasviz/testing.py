@@ -17,6 +17,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -42,7 +44,7 @@ class TinyMLP(nn.Module):
         self.fc3 = nn.Linear(16, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+        return cast(torch.Tensor, self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x))))))
 
 
 def searchable_mlp(seed: int = 0) -> tuple[nn.Module, torch.Tensor]:

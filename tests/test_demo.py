@@ -32,7 +32,7 @@ def test_demo_config_divisor() -> None:
     assert rule.channel_divisor == 2
 
 
-def test_cli_rejects_unknown_command(capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_rejects_unknown_command(capsys) -> None:
     import pytest
 
     with pytest.raises(SystemExit):

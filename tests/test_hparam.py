@@ -93,7 +93,7 @@ def test_enforce_order_gives_index_tensors() -> None:
     assert idx.dtype == torch.long
     assert idx.tolist() == [3, 1]
     hp.active = 4  # the first four are 0..3 in another order: still a tensor
-    assert hp.active_slice.tolist() == [3, 1, 0, 2]  # type: ignore[union-attr]
+    assert hp.active_slice.tolist() == [3, 1, 0, 2]
     hp.active = 8
     assert isinstance(hp.active_slice, torch.Tensor)  # a full permutation is not the identity
     hp.reset_order()
@@ -116,7 +116,7 @@ def test_enforce_order_from_importance_is_descending_and_stable() -> None:
     assert hp.order is not None
     assert hp.order.tolist() == [1, 3, 4, 0, 2]
     hp.active = 3
-    assert hp.active_slice.tolist() == [1, 3, 4]  # type: ignore[union-attr]
+    assert hp.active_slice.tolist() == [1, 3, 4]
     plain = Hparam([1, 2])
     plain.enforce_order()  # no importance: identity
     assert plain.order is None
@@ -183,7 +183,7 @@ def test_version_changes_exactly_when_the_selection_may_change() -> None:
     hp.enforce_order([3, 2, 1, 0])
     v2 = hp.version()
     assert v2 != v1
-    assert hp.active_slice.tolist() == [3, 2]  # type: ignore[union-attr]
+    assert hp.active_slice.tolist() == [3, 2]
     hp.reset_order()
     assert hp.version() != v2
     assert hp.active_slice == slice(0, 2)
@@ -204,10 +204,10 @@ def test_concat_dim_offsets_each_part() -> None:
     assert cat.active_size() == 7
     assert _positions(cat.active_index(), 10) == [0, 1, 2, 3, 4, 5, 6]
     a.active = 2
-    assert cat.active_index().tolist() == [0, 1, 4, 5, 6]  # type: ignore[union-attr]
+    assert cat.active_index().tolist() == [0, 1, 4, 5, 6]
     a.enforce_order([3, 0, 1, 2])
     b.enforce_order([5, 4, 3, 2, 1, 0])
-    assert cat.active_index().tolist() == [3, 0, 9, 8, 7]  # type: ignore[union-attr]
+    assert cat.active_index().tolist() == [3, 0, 9, 8, 7]
     assert cat.hparams() == [a, b]
     assert cat.version() == a.version() + b.version()
     with pytest.raises(HparamError, match="at least one part"):
@@ -223,7 +223,7 @@ def test_repeat_dim_expands_each_channel() -> None:
     hp.active = 2
     assert rep.active_index() == slice(0, 8)
     hp.enforce_order([2, 0, 1])
-    assert rep.active_index().tolist() == [8, 9, 10, 11, 0, 1, 2, 3]  # type: ignore[union-attr]
+    assert rep.active_index().tolist() == [8, 9, 10, 11, 0, 1, 2, 3]
     assert rep.hparams() == [hp]
     assert rep.version() == hp.version()
     with pytest.raises(HparamError, match="inner >= 1, got 0"):
@@ -234,9 +234,9 @@ def test_repeat_of_concat() -> None:
     a, b = Hparam([1, 2]), Hparam([1, 2])
     rep = RepeatDim(ConcatDim([a, b]), inner=2)
     b.active = 1
-    assert rep.active_index().tolist() == [0, 1, 2, 3, 4, 5]  # type: ignore[union-attr]
+    assert rep.active_index().tolist() == [0, 1, 2, 3, 4, 5]
     a.active = 1
-    assert rep.active_index().tolist() == [0, 1, 4, 5]  # type: ignore[union-attr]
+    assert rep.active_index().tolist() == [0, 1, 4, 5]
 
 
 def test_index_size() -> None:

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "notebooks" / "src").glob("*.py"))
 
 
-def _builder():  # type: ignore[no-untyped-def]
+def _builder():
     spec = importlib.util.spec_from_file_location(
         "make_notebook", ROOT / "tools" / "make_notebook.py"
     )

@@ -127,7 +127,7 @@ def test_patch_twice_and_unpatch_unpatched_raise() -> None:
     with pytest.raises(NasvizError, match="is not patched"):
         PatchManager.get_manager(model)
     with pytest.raises(NasvizError, match=r"needs an nn.Module, got str"):
-        PatchManager("model")  # type: ignore[arg-type]
+        PatchManager("model")
 
 
 def test_patch_data_and_manager_class() -> None:
@@ -197,8 +197,8 @@ def test_data_parallel_replica_is_patched_and_its_hooks_see_the_replica() -> Non
     replica = model._replicate_for_data_parallel()
     assert replica is not model
     assert PatchManager.is_patched(replica)
-    assert replica.forward.__self__ is replica  # type: ignore[attr-defined]
-    assert replica.train.__self__ is replica  # type: ignore[attr-defined]
+    assert replica.forward.__self__ is replica
+    assert replica.train.__self__ is replica
     assert (
         PatchManager.get_manager(replica).patch_data
         is not PatchManager.get_manager(model).patch_data

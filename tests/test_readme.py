@@ -65,4 +65,4 @@ def test_with_divisor_sets_every_layer_type() -> None:
     cfg = nv.FastNASConfig.with_divisor(4, {"nn.Linear": None, "nn.Conv2d": {"*head*": None}})
     assert cfg.rules("nn.Linear") is None
     assert cfg.rule_for("nn.Conv2d", "head").rule is None
-    assert cfg.rule_for("nn.BatchNorm2d", "bn").rule.feature_divisor == 4  # type: ignore[union-attr]
+    assert cfg.rule_for("nn.BatchNorm2d", "bn").rule.feature_divisor == 4

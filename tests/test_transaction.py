@@ -91,7 +91,7 @@ def test_transaction_restores_objects_values_and_flags() -> None:
             model[2] = nn.Identity()  # a module swapped
             model[0].bias = nn.Parameter(torch.zeros(4))  # a Parameter replaced
             model.eval()
-            model.extra = 1  # an attribute added
+            model.extra = 1  # type: ignore[assignment]  # an attribute added; torch: Tensor | Module
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):

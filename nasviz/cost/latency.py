@@ -147,7 +147,7 @@ def measure_latency(
     if clock not in ("wall", "cpu"):
         raise NasvizError(f"clock={clock!r}: use 'wall' or 'cpu'")
     now = timer or (time.thread_time if clock == "cpu" else time.perf_counter)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync: Callable[[], None] = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     args, kwargs = _split(dummy_input)
     flags = [(m, m.training) for m in model.modules()]
     model.eval()

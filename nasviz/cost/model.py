@@ -48,7 +48,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from torch import nn
@@ -293,7 +293,7 @@ class CostModel:
     def _terms(self, v: _FloatArray) -> _FloatArray:
         c = self._compiled
         sizes = np.bincount(c.row, weights=c.weight * v[c.col], minlength=c.n_rows)
-        return np.rint(c.coef * np.prod(sizes[c.fac], axis=1))
+        return cast(_FloatArray, np.rint(c.coef * np.prod(sizes[c.fac], axis=1)))
 
     def _compiled_per_module(self, v: _FloatArray, n: int) -> tuple[_IntArray, _IntArray]:
         c = self._compiled

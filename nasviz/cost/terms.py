@@ -10,7 +10,7 @@ Split from ``nasviz/_cost.py`` to keep both files short.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,6 +171,7 @@ def _fit_parents(
     ok = [bool(slope) for slope in slopes]
     # checked where it was not fitted: every hparam at its minimum (do the slopes add up?) and
     # at a middle choice (is it linear?)
+    pick: Callable[[Hparam], int]
     for pick in (lambda hp: hp.min, lambda hp: hp.choices[len(hp.choices) // 2]):
         for hp in hps:
             hp.active = pick(hp)

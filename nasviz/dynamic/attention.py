@@ -24,7 +24,7 @@ refused with the reason. While sliced, ``_qkv_same_embed_dim`` reads ``False`` s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -170,7 +170,7 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
             return None
         w = self._proj_weights(None, None)
         rows = torch.cat([t.detach().float() for t in w], dim=1)  # (H*hd, in_q + in_k + in_v)
-        return rows.view(self.original_size("num_heads"), -1).norm(dim=1)
+        return cast(torch.Tensor, rows.view(self.original_size("num_heads"), -1).norm(dim=1))
 
     def _rows(self) -> torch.Tensor | None:
         """Rows of each projection kept by the active heads (``None`` = all)."""

@@ -295,7 +295,7 @@ class DynamicModule(nn.Module):
 
     def __getstate__(self) -> dict[str, Any]:
         """The module's state for ``copy.deepcopy``/pickle, with the slicing caches empty."""
-        state: dict[str, Any] = dict(super().__getstate__())
+        state: dict[str, Any] = dict(super().__getstate__())  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         for attr, empty in self._nv_cache_attrs.items():
             if attr in state:
                 state[attr] = copy.copy(empty)

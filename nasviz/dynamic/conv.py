@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -339,10 +339,10 @@ class _DynamicConvNd(DynamicModule):
             return None
         w = self.weight.detach().float()
         if not self.transposed:
-            return w.flatten(1).norm(dim=1)
+            return cast(torch.Tensor, w.flatten(1).norm(dim=1))
         groups = self.__dict__["groups"]
         per_group = w.reshape(groups, w.shape[0] // groups, w.shape[1], -1)
-        return per_group.norm(dim=(1, 3)).flatten()
+        return cast(torch.Tensor, per_group.norm(dim=(1, 3)).flatten())
 
     # -- the plan ------------------------------------------------------------------------------
     def _nv_plan(self) -> _Plan:
@@ -419,8 +419,8 @@ class _DynamicConvNd(DynamicModule):
             )
         local = (pos % n).view(groups, kept)
         if bool((local == local[0]).all()):
-            return local[0]  # every group keeps the same positions
-        return local
+            return cast(torch.Tensor, local[0])  # every group keeps the same positions
+        return cast(torch.Tensor, local)
 
     # -- slicing -------------------------------------------------------------------------------
     def _nv_slice_weight(self, w: torch.Tensor, plan: _Plan) -> torch.Tensor:

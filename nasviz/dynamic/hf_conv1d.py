@@ -20,7 +20,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -55,7 +55,7 @@ class DynamicHFConv1D(DynamicModule):
     def importance(self, attr: str) -> torch.Tensor | None:
         """``nf``: the L2 norm of each output feature's weights (a column); otherwise ``None``."""
         if attr == "nf":
-            return self.weight.detach().float().norm(dim=0)
+            return cast(torch.Tensor, self.weight.detach().float().norm(dim=0))
         return None
 
     def extra_repr(self) -> str:

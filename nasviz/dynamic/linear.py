@@ -3,6 +3,8 @@ its producer)."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,7 +44,7 @@ class DynamicLinear(DynamicModule, nn.Linear):
 
     def importance(self, attr: str) -> torch.Tensor | None:
         if attr == "out_features":
-            return self.weight.detach().float().norm(dim=1)
+            return cast(torch.Tensor, self.weight.detach().float().norm(dim=1))
         return None
 
     def export(self) -> nn.Linear:

@@ -36,7 +36,7 @@ private bases; each public class only names its torch class.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.distributed as dist
@@ -102,7 +102,7 @@ def batchnorm_into(bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
         x.requires_grad or any(p.requires_grad for p in bn.parameters())
     )
     if type(bn) not in kinds or x.dim() != 4 or grad or not x.is_floating_point():
-        return bn(x)
+        return cast(torch.Tensor, bn(x))
     bn._check_input_dim(x)
     return batchnorm_chunks(bn, x, [x.shape[0]], out=x)
 
@@ -261,7 +261,7 @@ class _DynamicBatchNormBase(_DynamicStatsNorm, _BatchNorm):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.is_full():
             return super().forward(input)
-        self._check_input_dim(input)
+        self._check_input_dim(input)  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         return self._batch_norm(input, sync_check=False)
 
     def _batch_norm(self, input: torch.Tensor, sync_check: bool) -> torch.Tensor:
@@ -379,7 +379,7 @@ class _DynamicInstanceNormBase(_DynamicStatsNorm, _InstanceNorm):
 
     def _apply_instance_norm(self, input: torch.Tensor) -> torch.Tensor:
         if self.is_full():
-            return super()._apply_instance_norm(input)
+            return cast(torch.Tensor, super()._apply_instance_norm(input))  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         use_input_stats = self.training or not self.track_running_stats
         mean, var, back = self._running_stats(update=use_input_stats)
         weight, bias = self._affine()

@@ -73,7 +73,7 @@ class _SlicedParams(nn.Module):
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         """Pickle (and deepcopy) as the original class plus state: the generated class is not
         importable, the original one is."""
-        return (_rebuild, (self.__dict__[_ORIG],), self.__getstate__())
+        return (_rebuild, (self.__dict__[_ORIG],), self.__getstate__())  # type: ignore[no-untyped-call]  # torch leaves it unannotated
 
 
 def _rebuild(original: type[nn.Module]) -> nn.Module:

@@ -43,7 +43,7 @@ import itertools
 import random
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -306,7 +306,7 @@ class BinarySearcher(IterativeSearcher):
     def early_stop(self) -> bool:
         """Stop once the interval is narrower than the tolerance."""
         scale = max(1.0, abs(self.original_score or 0.0))
-        return self.max_degrade - self.min_degrade <= self.config["tolerance"] * scale
+        return cast(bool, self.max_degrade - self.min_degrade <= self.config["tolerance"] * scale)
 
     def before_step(self) -> None:
         """The tolerated drop to try: the middle of the interval."""

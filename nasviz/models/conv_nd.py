@@ -8,6 +8,7 @@ average pool, flatten and a Linear head.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -59,7 +60,7 @@ class Conv1dNet(nn.Module):
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+        return cast(Tensor, self.fc(torch.flatten(self.pool(self.features(x)), 1)))
 
 
 class Conv3dNet(nn.Module):
@@ -96,4 +97,4 @@ class Conv3dNet(nn.Module):
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+        return cast(Tensor, self.fc(torch.flatten(self.pool(self.features(x)), 1)))

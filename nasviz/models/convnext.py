@@ -10,6 +10,7 @@ resolution. The MLP hidden width (``pwconv1.out_features``) is the natural pruni
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -119,4 +120,4 @@ class ConvNeXtLike(nn.Module):
         for downsample, stage in zip(self.downsample_layers, self.stages):
             x = stage(downsample(x))
         x = self.norm(x.mean(dim=(-2, -1)))
-        return self.head(x)
+        return cast(Tensor, self.head(x))

@@ -10,6 +10,7 @@ Both branches run the same modules, so the layer graph does not depend on the br
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -50,4 +51,4 @@ class DataDependentNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # Deliberately data-dependent control flow: torch.fx cannot trace this line.
         x = self.features(x) if x.sum() > 0 else self.features(-x)
-        return self.head(x)
+        return cast(Tensor, self.head(x))

@@ -10,6 +10,7 @@ pruning: an output channel of one conv becomes an input channel of every later l
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -52,7 +53,7 @@ class Transition(nn.Module):
         self.pool = nn.AvgPool2d(2)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.pool(self.conv(self.relu(self.norm(x))))
+        return cast(Tensor, self.pool(self.conv(self.relu(self.norm(x)))))
 
 
 class DenseNetLike(nn.Module):
@@ -100,4 +101,4 @@ class DenseNetLike(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.relu(self.norm(self.features(self.stem(x))))
-        return self.classifier(torch.flatten(self.avgpool(x), 1))
+        return cast(Tensor, self.classifier(torch.flatten(self.avgpool(x), 1)))

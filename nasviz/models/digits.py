@@ -9,6 +9,8 @@ it is the model the demo and the notebooks prune for real.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -49,4 +51,4 @@ class DigitsCNN(nn.Module):
         x = self.stem(x)
         x = self.relu(x + self.res_conv2(self.res_conv1(x)))
         x = x + self.ir_project(self.ir_depthwise(self.ir_expand(x)))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return cast(Tensor, self.fc(torch.flatten(self.avgpool(x), 1)))

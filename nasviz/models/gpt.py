@@ -10,6 +10,8 @@ on one side alone. Input: int64 tokens ``(B, T)`` with ``T <= block_size``; outp
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -61,7 +63,7 @@ class CausalSelfAttention(nn.Module):
         scores = (q @ k.transpose(-2, -1)) * self.scale
         scores = scores.masked_fill(~_causal_mask_slice(self.mask, t), float("-inf"))
         out = (torch.softmax(scores, dim=-1) @ v).permute(0, 2, 1, 3).reshape(b, t, -1)
-        return self.proj(out)
+        return cast(Tensor, self.proj(out))
 
 
 class GPTBlock(nn.Module):
@@ -76,7 +78,7 @@ class GPTBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
+        return cast(Tensor, x + self.mlp(self.ln_2(x)))
 
 
 class GPTLike(nn.Module):
@@ -117,4 +119,4 @@ class GPTLike(nn.Module):
         pos = torch.arange(idx.size(1), device=idx.device)
         x = self.tok_emb(idx) + self.pos_emb(pos)
         x = self.ln_f(self.blocks(x))
-        return self.lm_head(x)
+        return cast(Tensor, self.lm_head(x))

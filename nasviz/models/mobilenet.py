@@ -10,6 +10,7 @@ computed from their global average (pool -> 1x1 reduce -> ReLU -> 1x1 expand -> 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -39,7 +40,7 @@ class SqueezeExcitation(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         scale = self.gate(self.fc2(self.relu(self.fc1(self.avgpool(x)))))
-        return x * scale
+        return cast(Tensor, x * scale)
 
 
 class InvertedResidual(nn.Module):
@@ -74,8 +75,8 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.use_residual:
-            return x + self.conv(x)
-        return self.conv(x)
+            return cast(Tensor, x + self.conv(x))
+        return cast(Tensor, self.conv(x))
 
 
 # (expand_ratio, out_channels, num_blocks, stride) per stage, sized for 32x32 inputs.
@@ -142,4 +143,4 @@ class MobileNetV2Like(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.head_conv(self.features(self.stem(x)))
-        return self.classifier(torch.flatten(self.avgpool(x), 1))
+        return cast(Tensor, self.classifier(torch.flatten(self.avgpool(x), 1)))

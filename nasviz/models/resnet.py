@@ -10,6 +10,7 @@ stage with the stage input (or its downsample shortcut).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -61,7 +62,7 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        return cast(Tensor, self.relu(out + identity))
 
 
 class Bottleneck(nn.Module):
@@ -96,7 +97,7 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        return cast(Tensor, self.relu(out + identity))
 
 
 class ResNeXtBottleneck(Bottleneck):
@@ -178,7 +179,7 @@ class ResNet(nn.Module):
         for i in range(self.num_stages):
             x = getattr(self, f"layer{i + 1}")(x)
         x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(x)
+        return cast(Tensor, self.fc(x))
 
 
 def resnet_tiny(

@@ -10,6 +10,7 @@ with stride 2. The split and the shuffle tie channels across units, which constr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -118,4 +119,4 @@ class ShuffleNetLike(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.head_conv(self.stages(self.stem(x)))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return cast(Tensor, self.fc(torch.flatten(self.avgpool(x), 1)))

@@ -10,7 +10,7 @@ an encoder conv's output channels with a decoder conv's input channels.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -50,7 +50,7 @@ class DoubleConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.relu(self.norm1(self.conv1(x)))
-        return self.relu(self.norm2(self.conv2(x)))
+        return cast(Tensor, self.relu(self.norm2(self.conv2(x))))
 
 
 class UNetLike(nn.Module):
@@ -106,4 +106,4 @@ class UNetLike(nn.Module):
         skips.pop()
         for upsample, decoder in zip(self.upsamples, self.decoders):
             x = decoder(torch.cat([skips.pop(), upsample(x)], dim=1))
-        return self.out_conv(x)
+        return cast(Tensor, self.out_conv(x))

@@ -8,6 +8,7 @@ first Linear: the flatten -> linear coupling.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -62,4 +63,4 @@ class VGGLike(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = torch.flatten(self.features(x), 1)
-        return self.classifier(x)
+        return cast(Tensor, self.classifier(x))

@@ -10,6 +10,8 @@ sizes let a pruner shrink the per-head width without rewriting the forward. The 
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -33,7 +35,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return cast(Tensor, self.fc2(self.act(self.fc1(x))))
 
 
 class Attention(nn.Module):
@@ -62,7 +64,7 @@ class Attention(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
         out = (attn @ v).permute(0, 2, 1, 3).reshape(b, n, -1)
-        return self.proj(out)
+        return cast(Tensor, self.proj(out))
 
 
 class TransformerBlock(nn.Module):
@@ -77,7 +79,7 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        return cast(Tensor, x + self.mlp(self.norm2(x)))
 
 
 class ViTLike(nn.Module):
@@ -121,4 +123,4 @@ class ViTLike(nn.Module):
         cls = self.cls_token.expand(x.size(0), -1, -1)
         x = torch.cat([cls, x], dim=1) + self.pos_embed
         x = self.norm(self.blocks(x))
-        return self.head(x[:, 0])
+        return cast(Tensor, self.head(x[:, 0]))

@@ -33,7 +33,7 @@ import copy
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pandas as pd
 from torch import nn
@@ -73,7 +73,10 @@ class IterativeResult:
     @property
     def table(self) -> pd.DataFrame:
         cols = ["target", "flops", "flops_kept", "pruned_score", "score"]
-        return pd.DataFrame([{c: getattr(s, c) for c in cols} for s in self.steps], columns=cols)
+        return cast(
+            pd.DataFrame,
+            pd.DataFrame([{c: getattr(s, c) for c in cols} for s in self.steps], columns=cols),
+        )
 
 
 def _check_steps(steps: Sequence[float]) -> list[float]:

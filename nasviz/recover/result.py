@@ -7,7 +7,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import torch
@@ -58,12 +58,12 @@ class DistillResult:
             {**{k: getattr(e, k) for k in _STEP_COLUMNS[:-1]}, "score": scores.get(e.step)}
             for e in self._of(DistillStep)
         ]
-        return pd.DataFrame(rows, columns=_STEP_COLUMNS)
+        return cast(pd.DataFrame, pd.DataFrame(rows, columns=_STEP_COLUMNS))
 
     @property
     def epochs(self) -> pd.DataFrame:
         rows = [(e.epoch, e.step, e.loss, e.score) for e in self._of(DistillEpoch)]
-        return pd.DataFrame(rows, columns=["epoch", "step", "loss", "score"])
+        return cast(pd.DataFrame, pd.DataFrame(rows, columns=["epoch", "step", "loss", "score"]))
 
     @property
     def teacher_score(self) -> float | None:
@@ -97,9 +97,9 @@ def logits_of(out: Any, who: str) -> Tensor:
     if isinstance(out, Tensor):
         return out
     if isinstance(out, Mapping) and isinstance(out.get("logits"), Tensor):
-        return out["logits"]
+        return cast(Tensor, out["logits"])
     if isinstance(getattr(out, "logits", None), Tensor):
-        return out.logits
+        return cast(Tensor, out.logits)
     if isinstance(out, tuple | list) and out and isinstance(out[0], Tensor):
         return out[0]
     raise NasvizError(

@@ -39,6 +39,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from numbers import Real
+from typing import cast
 
 import pandas as pd
 
@@ -352,4 +353,4 @@ class Constraints:
                 )
                 row["ok"] = bool(ok and row["margin"] >= 0)  # type: ignore[operator]
             rows.append(row)
-        return pd.DataFrame(rows)
+        return cast(pd.DataFrame, pd.DataFrame(rows))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -188,7 +188,7 @@ class SearchHistory:
     def _table(self, kind: type[SearchEvent]) -> pd.DataFrame:
         rows = [asdict(e) for e in self.events if isinstance(e, kind)]
         cols = [f.name for f in dataclasses.fields(kind)]
-        return pd.DataFrame(rows, columns=cols)
+        return cast(pd.DataFrame, pd.DataFrame(rows, columns=cols))
 
     def sensitivity_table(self) -> pd.DataFrame:
         """One row per map entry: hparam, choice, score, drop, flops, params."""

@@ -26,7 +26,7 @@ import random
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -354,7 +354,7 @@ def sample_latency(
     if latency_model is not None:
         table["predicted"] = [latency_model.predict(c) for c in table["config"]]
         table["error_pct"] = 100.0 * (table["predicted"] - table["measured"]) / table["measured"]
-    return table
+    return cast(pd.DataFrame, table)
 
 
 def rank_disagreement(table: pd.DataFrame, column: str = "measured") -> pd.DataFrame:
@@ -374,4 +374,4 @@ def rank_disagreement(table: pd.DataFrame, column: str = "measured") -> pd.DataF
         discordant += int((s < 0).sum())
     pairs = concordant + discordant
     out.attrs["tau"] = (concordant - discordant) / pairs if pairs else math.nan
-    return out
+    return cast(pd.DataFrame, out)

@@ -17,7 +17,7 @@ import copy
 import fnmatch
 import html
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import ipywidgets as widgets
 import pandas as pd
@@ -231,7 +231,7 @@ class RuleConfigEditor(View):
                 }
             )
         cols = ["module", "layer_type", "matched_by", "winner", "pruned", "rule"]
-        return pd.DataFrame(rows, columns=cols)
+        return cast(pd.DataFrame, pd.DataFrame(rows, columns=cols))
 
     def preview(self) -> Any:
         """Convert a deep copy of the model with :attr:`value`; return its ``SearchSpace``."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import html
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import ipywidgets as widgets
 import pandas as pd
@@ -261,7 +261,9 @@ class SubnetExplorer(View):
             {"score": e["score"], "flops": e["flops"], "params": e["params"], **e["config"]}
             for e in self.evaluations
         ]
-        return pd.DataFrame(rows, columns=["score", "flops", "params", *self.sliders])
+        return cast(
+            pd.DataFrame, pd.DataFrame(rows, columns=["score", "flops", "params", *self.sliders])
+        )
 
     def export(self, calibrate: bool = True) -> nn.Module:
         """The chosen subnet as a plain model (``nv.export``; the explorer's model stays

@@ -54,7 +54,7 @@ def test_declared_family() -> None:
     assert layer_spec(nn.MultiheadAttention(E, H, kdim=6, vdim=6)).shared == ()
     assert "nn.MultiheadAttention" in nv.FastNASConfig.layer_types()
     dyn = DynamicMultiheadAttention.convert(m)
-    rule = LAYER_TYPES["nn.MultiheadAttention"](features_ratio=[0.25, 0.5, 1.0], feature_divisor=1)
+    rule = LAYER_TYPES["nn.MultiheadAttention"](features_ratio=[0.25, 0.5, 1.0], feature_divisor=1)  # type: ignore[call-arg]  # LayerConfig fields are generated
     assert dyn.choices_for("num_heads", rule) == [1, 2, 4]
     assert dyn.choices_for("embed_dim", rule) == [4, 8, 16]  # whole heads only
 
@@ -198,7 +198,7 @@ def test_the_stream_couples_through_attention(batch_first: bool) -> None:
     model.eval()
     x = torch.randn(N, L, 6)
     ref = model(x)
-    model = nv.convert(model, mode=[("fastnas", nv.FastNASConfig(**SMALL))], dummy_input=x)
+    model = nv.convert(model, mode=[("fastnas", nv.FastNASConfig(**SMALL))], dummy_input=x)  # type: ignore[assignment]  # convert returns nn.Module
     torch.testing.assert_close(model(x), ref, rtol=1e-4, atol=1e-5)
     space = nv.search_space(model)
     assert space.hparams["0.out_features"].choices == (4, 8, 12, 16)  # whole heads of 4
@@ -215,7 +215,7 @@ def test_cost_model_prices_the_pruned_attention_exactly() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, E), _Block(True), nn.Linear(E, 3)).eval()
     x = torch.randn(N, L, 6)
-    model = nv.convert(model, mode=[("fastnas", nv.FastNASConfig(**SMALL))], dummy_input=x)
+    model = nv.convert(model, mode=[("fastnas", nv.FastNASConfig(**SMALL))], dummy_input=x)  # type: ignore[assignment]  # convert returns nn.Module
     cm = nv.CostModel.from_model(model, x)
     sel = {"0.out_features": 8, "1.fc1.out_features": 12}
     flops, params = cm.estimate(sel)

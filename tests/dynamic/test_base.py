@@ -23,7 +23,7 @@ def _resnet() -> tuple[torch.nn.Module, torch.Tensor]:
 
 
 @pytest.mark.parametrize("build", [searchable_mlp, _resnet], ids=["mlp", "resnet"])
-def test_deepcopy_after_inplace_change_under_no_grad(build) -> None:  # type: ignore[no-untyped-def]
+def test_deepcopy_after_inplace_change_under_no_grad(build) -> None:
     model, x = build()
     nv.sample(model, strategy="min")
     model.eval()

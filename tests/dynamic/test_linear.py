@@ -224,7 +224,7 @@ def test_importance_costs_and_choices() -> None:
     assert lin.active_param_count() == 4 * 3 + 4
     assert lin.active_shape("weight") == (4, 3)
     assert not lin.is_full()
-    rule = DynamicLinearConfig(features_ratio=[0.25, 0.5, 1.0], feature_divisor=2)
+    rule = DynamicLinearConfig(features_ratio=[0.25, 0.5, 1.0], feature_divisor=2)  # type: ignore[call-arg]  # LayerConfig fields are generated
     assert lin.choices_for("out_features", rule) == [2, 4, 8]
     assert lin.choices_for("in_features", rule) is None
     assert lin.channel_block("out_features") == 1

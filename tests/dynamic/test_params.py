@@ -131,8 +131,8 @@ def test_vit_tokens_sliced_on_channel_dim() -> None:
     x = torch.randn(2, 3, 3)
     small = Embed(3)
     with torch.no_grad():
-        small.cls_token.copy_(emb._parameters["cls_token"][..., [5, 4, 3]])  # type: ignore[index]
-        small.pos_embed.copy_(emb._parameters["pos_embed"][..., [5, 4, 3]])  # type: ignore[index]
+        small.cls_token.copy_(emb._parameters["cls_token"][..., [5, 4, 3]])
+        small.pos_embed.copy_(emb._parameters["pos_embed"][..., [5, 4, 3]])
     assert emb(x).shape == (2, 4, 3)
     torch.testing.assert_close(emb(x), small(x))
 
@@ -200,14 +200,14 @@ def test_export_gives_plain_module_with_same_outputs() -> None:
     x = torch.randn(2, 2)
     ref = block(x)
     old = block._parameters["gamma"]
-    block.pw = block.pw.export()  # type: ignore[operator]
+    block.pw = block.pw.export()
     assert export_params(block) is block
     assert type(block) is Block and sliced_params(block) == {}
     assert not any(k.startswith("_nv_param") for k in vars(block))
     torch.testing.assert_close(block(x), ref)
     assert block.gamma.shape == (2,) and block.gamma is not old
     assert isinstance(block.gamma, nn.Parameter) and not block.gamma.requires_grad
-    assert block.gamma.data_ptr() != old.data_ptr()  # type: ignore[union-attr]
+    assert block.gamma.data_ptr() != old.data_ptr()
     assert set(block.state_dict()) == {"pw.weight", "pw.bias", "gamma", "shift"}  # tmp stays out
     assert block.tmp.shape == (2,)
     assert active_param_numel(block) == 2
@@ -403,7 +403,7 @@ def test_permute_param_refusals() -> None:
     with pytest.raises(HparamError, match=r"Vec.p is not sliced \(sliced: \[\]\); call slice_"):
         permute_param(m, "p", torch.arange(C))
     slice_params(m, {"p": (0, Hparam([2, C]))})
-    before = m._parameters["p"].detach().clone()  # type: ignore[union-attr]
+    before = m._parameters["p"].detach().clone()
     bads = [torch.arange(C - 1), torch.zeros(C, dtype=torch.long), torch.arange(C) * 1.0]
     for bad in [*bads, torch.arange(C).reshape(2, 3), torch.ones(C, dtype=torch.bool)]:
         with pytest.raises(HparamError, match=r"Vec.p: perm must be a 1-D integer permutation"):

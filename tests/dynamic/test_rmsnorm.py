@@ -76,7 +76,7 @@ def test_traced_with_its_producer() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.RMSNorm(16), nn.Linear(16, 4))
     x = torch.randn(5, 8)
-    model = nv.convert(model, mode=[("fastnas", nv.FastNASConfig(**SMALL))], dummy_input=x)
+    model = nv.convert(model, mode=[("fastnas", nv.FastNASConfig(**SMALL))], dummy_input=x)  # type: ignore[assignment]  # convert returns nn.Module
     space = nv.search_space(model)
     assert list(space.hparams) == ["0.out_features"]
     nv.select(model, {"0.out_features": 8})

@@ -197,7 +197,7 @@ def test_ctrl_c_during_the_update_is_held_until_the_step_is_complete() -> None:
             os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of the update
         return real_step(*args, **kwargs)
 
-    d.optimizer.step = step_with_sigint  # type: ignore[method-assign]
+    d.optimizer.step = step_with_sigint
     with pytest.raises(KeyboardInterrupt):
         d.run()
     assert d.step == 3

@@ -32,7 +32,7 @@ def test_events_are_frozen() -> None:
 
 
 def test_bus_delivers_in_order_and_unsubscribes() -> None:
-    bus, seen, other = EventBus(), [], []
+    bus, seen, other = EventBus(), [], []  # type: ignore[var-annotated]  # lists of received events
     stop = bus.subscribe(seen.append)
     bus.subscribe(other.append)
     events = [_entry(i) for i in range(3)]

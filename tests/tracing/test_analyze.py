@@ -592,7 +592,7 @@ def test_unify_refines_a_plain_width_into_repeated_pairs() -> None:
     assert c.unify(Rep(Sym(a, 4), 2), Sym(b, 8), "x")  # b must keep channels in pairs
     resolved = c.resolve(Sym(b, 8))
     assert isinstance(resolved, Rep) and resolved.inner == 2
-    assert c.find(resolved.src.elem) == c.find(a)  # type: ignore[union-attr]
+    assert c.find(resolved.src.elem) == c.find(a)
 
 
 def test_reasons_reach_the_parts_and_a_failed_unify_fixes_both() -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from _search_cases import CANDIDATES, FINAL, GROW, STARTED, STEPS, run_mlp_search, synthetic_events
 
 from nasviz.errors import NasvizError
 from nasviz.search.events import (
@@ -32,6 +31,15 @@ from nasviz.widgets.bisection import (
 )
 from nasviz.widgets.bisection import (
     GROW as GROW_TRACE,
+)
+from tests.widgets._search_cases import (
+    CANDIDATES,
+    FINAL,
+    GROW,
+    STARTED,
+    STEPS,
+    run_mlp_search,
+    synthetic_events,
 )
 
 GREEN, RED = COLORS["feasible"], COLORS["infeasible"]
@@ -180,7 +188,7 @@ def test_events_from_a_search_thread_while_the_user_steps() -> None:
         )
         for i in range(60)
     ]
-    worker = threading.Thread(target=lambda: [anim(e) for e in many])
+    worker = threading.Thread(target=lambda: [anim(e) for e in many])  # type: ignore[func-returns-value]  # the list only drives the calls
     worker.start()
     while worker.is_alive():
         anim.prev_button.click()

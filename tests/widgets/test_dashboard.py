@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -16,7 +17,9 @@ from nasviz.models import DigitsCNN
 from nasviz.widgets.dashboard import TABS, Dashboard
 
 
-def _setup() -> tuple[nn.Module, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], object]:
+def _setup() -> tuple[
+    nn.Module, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], Callable[[nn.Module], float]
+]:
     torch.manual_seed(0)
     model = DigitsCNN(width=8).eval()
     x = torch.randn(16, 1, 8, 8)
@@ -112,7 +115,7 @@ def test_dashboard_on_a_converted_model():
     assert dash.config.rule_for("nn.Conv2d", "res_conv1.0").rule.channel_divisor == 4
     assert dash.explorer is not None and dash.explorer.value == nv.get_subnet_config(model)
     full_cfg = {n: hp.max for n, hp in nv.search_space(model).hparams.items()}
-    assert nv.get_subnet_config(dash.full_model) == full_cfg  # a copy at full width
+    assert nv.get_subnet_config(dash.full_model) == full_cfg  # type: ignore[arg-type]  # a copy at full width; set once converted
     assert nv.get_subnet_config(model) != full_cfg  # the model keeps its subnet
     with pytest.raises(NasvizError, match="converted already"):
         dash.convert()

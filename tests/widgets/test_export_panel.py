@@ -79,7 +79,7 @@ def test_mismatch_is_detected(tmp_path):
 
     def tampered() -> nn.Module:  # restores fine, but its forward differs
         fresh = DigitsCNN(width=16)
-        fresh.forward = lambda inp: DigitsCNN.forward(fresh, inp) + 1.0  # type: ignore[method-assign]
+        fresh.forward = lambda inp: DigitsCNN.forward(fresh, inp) + 1.0  # type: ignore[assignment]
         return fresh
 
     panel = ExportPanel(model, x, tmp_path / "m.pt", factory=tampered)

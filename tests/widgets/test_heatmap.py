@@ -9,11 +9,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from _search_cases import DROPS, ENTRIES, STARTED, A, B, run_mlp_search, synthetic_events
 
 from nasviz.errors import NasvizError
 from nasviz.search.events import MapEntry, MapFinished, MapStarted, SearchHistory, SearchStarted
 from nasviz.widgets.heatmap import SensitivityHeatmap
+from tests.widgets._search_cases import (
+    DROPS,
+    ENTRIES,
+    STARTED,
+    A,
+    B,
+    run_mlp_search,
+    synthetic_events,
+)
 
 
 def _same(z1: list, z2: list) -> bool:
@@ -146,7 +154,7 @@ def test_from_checkpoint_errors_name_the_file(tmp_path: Path) -> None:
 def test_events_from_another_thread() -> None:
     hm = SensitivityHeatmap()
     hm(STARTED)
-    worker = threading.Thread(target=lambda: [hm(e) for e in ENTRIES])
+    worker = threading.Thread(target=lambda: [hm(e) for e in ENTRIES])  # type: ignore[func-returns-value]  # the list only drives the calls
     worker.start()
     for _ in range(50):  # the kernel thread reads while the search thread writes
         assert 0 <= hm.n_cells <= 4

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from nasviz.search.executors._remote import SeededUnits, score_subnet
 from nasviz.search.executors._schedule import Entry, SweepRun
@@ -62,7 +62,7 @@ class _LocalRun(SweepRun):
             score = scorer.prepare(members_of(s, self.hps), self.hps)
             if score is None and need_original:
                 score = scorer.checked(self._scorer(None, None), "the full model")
-            return score
+            return cast(float | None, score)
 
     def _scorer(self, name: str | None, choice: int | None) -> Any:
         s = self.searcher

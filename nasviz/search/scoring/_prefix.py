@@ -18,7 +18,7 @@ output channels are not.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.fx as fx
@@ -74,7 +74,7 @@ def prefix_conv(conv: nn.Conv2d, x: torch.Tensor, slot: PrefixSlot) -> torch.Ten
         )  # fmt: skip
     y = y.contiguous(memory_format=torch.channels_last)
     slot.width, slot.total = width, y
-    return y
+    return cast(torch.Tensor, y)
 
 
 def _eligible(model: nn.Module, n: fx.Node, hp: Hparam) -> bool:

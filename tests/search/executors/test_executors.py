@@ -154,10 +154,10 @@ class FakeRun(SweepRun):
     """Returns the given scores in the given order; records cancellations."""
 
     def __init__(self, arrivals: list[tuple[str, int, float]]) -> None:
-        self.arrivals, self.cancelled, self.started = arrivals, [], None
+        self.arrivals, self.cancelled, self.started = arrivals, [], None  # type: ignore[var-annotated]  # fake run, typed by use
 
     def start(self, entries: list[tuple[str, int]], need_original: bool) -> float | None:
-        self.started = list(entries)
+        self.started = list(entries)  # type: ignore[assignment]  # fake run, typed by use
         return None
 
     def results(self) -> Iterator[tuple[str, int, float]]:
@@ -181,8 +181,8 @@ def test_schedule_orders_out_of_order_results_and_applies_skip_rules() -> None:
     sched.original_score = 1.0
     assert sched.todo() == [("a", 4), ("a", 8), ("a", 12), ("b", 8), ("b", 12)]
     # b=8 is negligible: b=12 is implied (0.0) and cancelled; a arrives out of order
-    run = FakeRun([("a", 8), ("b", 8), ("a", 12), ("a", 4), ("b", 12)])
-    run.arrivals = [(n, c, {("a", 4): 0.7, ("a", 8): 0.9, ("a", 12): 0.95, ("b", 8): 1.0,
+    run = FakeRun([("a", 8), ("b", 8), ("a", 12), ("a", 4), ("b", 12)])  # type: ignore[list-item]  # pairs, turned into triples below
+    run.arrivals = [(n, c, {("a", 4): 0.7, ("a", 8): 0.9, ("a", 12): 0.95, ("b", 8): 1.0,  # type: ignore[misc]  # pairs, turned into triples below
                             ("b", 12): 0.2}[(n, c)]) for n, c in run.arrivals]  # fmt: skip
     final = [(e.hparam, e.choice, round(e.drop, 6), e.skipped) for e in sched.run(run)]
     assert final == [

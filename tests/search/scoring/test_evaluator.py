@@ -116,7 +116,7 @@ def _model(kind: str) -> tuple[nn.Module, torch.Tensor, list[Any], list[Any]]:
     x = calib[0][0][:2]
     model = nv.convert(model, mode=[("fastnas", cfg)], dummy_input=x)
     if kind == "counting":
-        model.counting = True
+        model.counting = True  # type: ignore[assignment]  # torch: Tensor | Module
     return model, x, calib, score
 
 

@@ -43,7 +43,7 @@ def test_prefix_sums_leave_the_map_equal_to_the_uncached_one() -> None:
     for budget in (1 << 30, 0):
         torch.manual_seed(0)
         model = DigitsCNN(width=8).eval()
-        model = nv.convert(model, mode=[("fastnas", demo_config(2))], dummy_input=calib[0][:2])
+        model = nv.convert(model, mode=[("fastnas", demo_config(2))], dummy_input=calib[0][:2])  # type: ignore[assignment]  # convert returns nn.Module
         config = {"data_loader": calib, "score_loader": score, "metric": "neg_cross_entropy",
                   "skip": "none", "cache_bytes": budget}  # fmt: skip
         states.append(BinarySearcher().search(model, {"flops": "60%"}, calib[0][:2], config))

@@ -33,7 +33,13 @@ from nasviz.fastnas import (
     FastNASConfig,
     FastNASModeDescriptor,
     FastNASPatchManager,
+    config_as_code,
+    load_sensitivity_map,
+    pareto_front,
+    predict_drop,
     prune,
+    save_sensitivity_map,
+    search_with_pins,
 )
 from nasviz.hparam import Hparam
 from nasviz.modes import ModeDescriptor, get_mode, register_mode
@@ -84,11 +90,15 @@ __all__ = [
     "__version__",
     "apply_mode",
     "compare_activations",
+    "config_as_code",
     "convert",
     "export",
     "get_mode",
     "get_subnet_config",
+    "load_sensitivity_map",
     "modelopt_state",
+    "pareto_front",
+    "predict_drop",
     "prep_for_eval",
     "profile",
     "prune",
@@ -97,6 +107,8 @@ __all__ = [
     "restore_from_modelopt_state",
     "sample",
     "save",
+    "save_sensitivity_map",
     "search_space",
+    "search_with_pins",
     "select",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import numpy as np
@@ -52,7 +51,7 @@ def test_front_known_answer(mlp: tuple) -> None:
     # brute force keeps ties (equal cost and drop); the front keeps one of each
     assert got <= brute and len(got) == len(
         {(_flops(*k), round(predict_drop(SMAP, {FC1: k[0], FC2: k[1]}), 9)) for k in brute}
-    )  # noqa: E501
+    )
     assert (16, 16) in got and (4, 4) in got
     assert list(front["cost"]) == sorted(front["cost"])
     assert list(front["drop"]) == sorted(front["drop"], reverse=True)
@@ -170,7 +169,7 @@ def test_config_as_code_reproduces_the_selection() -> None:
     assert "nv.select(model, {'fc1.out_features': 8, 'fc2.out_features': 12})" in code
     fresh, _ = searchable_mlp(seed=1)
     scope: dict[str, Any] = {"model": fresh}
-    exec(code, scope)  # noqa: S102 - the point of the test
+    exec(code, scope)
     assert nv.get_subnet_config(fresh) == {FC1: 8, FC2: 12}
     # the rules confine a new conversion to the chosen or the full width
     confined = nv.convert(TinyMLP(), mode=[("fastnas", scope["config"])], dummy_input=x)
@@ -181,7 +180,7 @@ def test_config_as_code_reproduces_the_selection() -> None:
 def test_config_as_code_from_a_config_alone() -> None:
     code = config_as_code({FC1: 4, FC2: 16}, model_name="net")
     model, _ = searchable_mlp()
-    exec(code, {"net": model})  # noqa: S102
+    exec(code, {"net": model})
     assert nv.get_subnet_config(model) == {FC1: 4, FC2: 16}
     assert "FastNASConfig" not in code
     with pytest.raises(NasvizError, match="not a Python identifier"):

@@ -58,7 +58,7 @@ def test_predicted_drop_is_additive(smap: dict, a: int, b: int) -> None:
 
 
 def test_predicted_drop_refuses_unknown_groups_and_widths() -> None:
-    with pytest.raises(HparamError, match="'nope'.*does not hold"):
+    with pytest.raises(HparamError, match=r"'nope'.*does not hold"):
         predict_drop(SMAP, {"nope": 4})
     with pytest.raises(HparamError, match=r"fc1.out_features: .*no drop for width 6.*\[4, 8, 12\]"):
         predict_drop(SMAP, {FC1: 6})
@@ -76,7 +76,7 @@ def test_monotone_map_gives_the_searchers_choices(smap: dict, tolerated: float) 
     mono = monotone_map(smap)
     for widths in mono.values():
         ordered = [widths[c] for c in sorted(widths)]
-        assert all(x >= y for x, y in zip(ordered, ordered[1:]))  # wider never drops more
+        assert all(x >= y for x, y in itertools.pairwise(ordered))  # wider never drops more
     assert config_at_drop(mono, CHOICES, tolerated) == config_at_drop(smap, CHOICES, tolerated)
 
 
@@ -86,7 +86,7 @@ def test_pins_are_kept_and_checked() -> None:
     assert check_pins({FC2: 8}, CHOICES) == {FC2: 8}
     with pytest.raises(HparamError, match=r"pin fc1.out_features=6.*\[4, 8, 12, 16\]"):
         check_pins({FC1: 6}, CHOICES)
-    with pytest.raises(HparamError, match="pin 'fc9.out_features'.*groups"):
+    with pytest.raises(HparamError, match=r"pin 'fc9.out_features'.*groups"):
         check_pins({"fc9.out_features": 4}, CHOICES)
 
 

@@ -193,19 +193,24 @@ def _used_config(model: nn.Module) -> Any:
 
 
 def config_as_code(
-    model_or_config: nn.Module | Mapping[str, int], *, model_name: str = "model"
+    model_or_config: nn.Module | Mapping[str, int],
+    *,
+    subnet: Mapping[str, int] | None = None,
+    model_name: str = "model",
 ) -> str:
     """A Python cell that selects this subnet (``nv.select``) and, given the model, builds the
     ``FastNASConfig`` that confines a new search to it (each group: chosen or full width).
 
-    A config alone gives only the ``nv.select`` line (the rules need the model's layers).
+    With a model, the subnet is its active one, or ``subnet`` (which need not be selected). A
+    config alone gives only the ``nv.select`` line (the rules need the model's layers).
     """
     if not model_name.isidentifier():
         raise NasvizError(f"model_name={model_name!r} is not a Python identifier; e.g. 'model'")
     model = model_or_config if isinstance(model_or_config, nn.Module) else None
-    subnet = (
-        get_subnet_config(model) if model is not None else dict(model_or_config)  # type: ignore[arg-type]
-    )
+    if model is None:
+        subnet = dict(model_or_config)  # type: ignore[arg-type]
+    else:
+        subnet = {**get_subnet_config(model), **dict(subnet or {})}
     if any(type(v) is bool or not isinstance(v, int) for v in subnet.values()):
         raise HparamError(f"config {subnet!r}: every width must be an int")
     lines = [

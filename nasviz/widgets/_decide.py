@@ -167,9 +167,8 @@ class DecisionPanel:
     def annotate(self, record: dict[str, Any]) -> dict[str, Any]:
         """Add the predicted and the measured drop to an evaluation record (returned)."""
         record["predicted_drop"] = self.predicted(record["config"])
-        score = record["score"]
-        known = self.original_score is not None
-        record["measured_drop"] = self.original_score - score if known else None  # type: ignore[operator]
+        base = self.original_score
+        record["measured_drop"] = None if base is None else base - float(record["score"])
         return record
 
     def redraw_agreement(self) -> None:

@@ -11,7 +11,8 @@ Opt-in (``NASVIZ_BROWSER_TESTS=1``, marker ``browser``; ``make browser-test``). 
 3. checks: widget outputs rendered (``.jp-OutputArea-output .lm-Widget``, and
    ``.js-plotly-plot`` where the notebook uses a plotly view), no "Error displaying widget" /
    "model not found" text, no traceback in a stderr/error output, no relevant JS error;
-4. in the explorer notebook (05) moves a slider with the keyboard and checks a plot changed;
+4. in the explorer notebook (05) moves a slider with the keyboard and checks a plot changed,
+   then clicks a point of the Pareto front and checks the current-choice marker moved onto it;
 5. saves a screenshot of the first plot (or widget) output to ``docs/screenshots/<name>.png``.
 
 The server is stopped by its PID in a ``finally``.
@@ -217,6 +218,40 @@ def _move_a_slider(page: Any) -> None:
     pytest.fail("moving the explorer's sliders did not change any plot")
 
 
+_FRONT_POINT_JS = """() => {
+    const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g =>
+        g.layout && g.layout.title && String(g.layout.title.text || '').startsWith('Pareto front'));
+    if (!gd) return null;
+    gd.scrollIntoView();
+    const pts = gd.querySelectorAll('.scatterlayer .trace')[0].querySelectorAll('.point');
+    const k = Math.floor(pts.length / 3);
+    const r = pts[k].getBoundingClientRect();
+    return {k: k, x: r.left + r.width / 2, y: r.top + r.height / 2,
+            px: gd.data[0].x[k], py: gd.data[0].y[k]};
+}"""
+
+_CURRENT_CHOICE_JS = """() => {
+    const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g =>
+        g.layout && g.layout.title && String(g.layout.title.text || '').startsWith('Pareto front'));
+    return gd ? [gd.data[1].x[0], gd.data[1].y[0]] : null;
+}"""
+
+
+def _click_a_front_point(page: Any) -> None:
+    """Click a point of the explorer's Pareto front; the current-choice cross must move onto it."""
+    target = page.evaluate(_FRONT_POINT_JS)
+    assert target is not None, "no Pareto front plot rendered"
+    page.wait_for_timeout(500)
+    target = page.evaluate(_FRONT_POINT_JS)  # coordinates after scrolling
+    page.mouse.click(target["x"], target["y"])
+    for _ in range(20):
+        page.wait_for_timeout(500)
+        cur = page.evaluate(_CURRENT_CHOICE_JS)
+        if cur and abs(cur[0] - target["px"]) < 1e-6 and abs(cur[1] - target["py"]) < 1e-9:
+            return
+    pytest.fail(f"clicking front point {target} did not set the sliders (current: {cur})")
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_renders_in_chromium(lab: str, browser: Any, notebook: Path) -> None:
     source = notebook.read_text()
@@ -241,6 +276,7 @@ def test_notebook_renders_in_chromium(lab: str, browser: Any, notebook: Path) ->
         assert relevant == [], f"JS errors: {relevant}"
         if notebook.stem.startswith("05"):
             _move_a_slider(page)
+            _click_a_front_point(page)
         SHOTS.mkdir(parents=True, exist_ok=True)
         selector = ".js-plotly-plot" if wants_plots else ".lm-Widget" if wants_widgets else None
         target = page.locator(f".jp-OutputArea-output:has({selector})") if selector else None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -43,13 +44,16 @@ def _agreement(pred: list[float], meas: list[float]) -> dict[str, float]:
     }
 
 
-def measure(name: str, model: nn.Module, n_subnets: int, epochs: int, seed: int) -> dict[str, Any]:
+def measure(
+    name: str, factory: Callable[[], nn.Module], n_subnets: int, epochs: int, seed: int
+) -> dict[str, Any]:
     import nasviz as nv
     from nasviz.datasets import digits_loaders, evaluate_accuracy, train_classifier
     from nasviz.demo import demo_config
     from nasviz.fastnas import pareto_front, predict_drop
 
     torch.manual_seed(seed)
+    model = factory()
     loaders = digits_loaders(batch_size=64, seed=seed)
     train_classifier(model, loaders.train, epochs=epochs)
     x = next(iter(loaders.val))[0][:2]
@@ -117,7 +121,10 @@ def main() -> None:
     torch.set_num_threads(1)
     from nasviz.models import DigitsCNN, resnet_tiny
 
-    models = [("DigitsCNN", DigitsCNN()), ("resnet_tiny", resnet_tiny(in_channels=1))]
+    models: list[tuple[str, Callable[[], nn.Module]]] = [
+        ("DigitsCNN", DigitsCNN),
+        ("resnet_tiny", lambda: resnet_tiny(in_channels=1)),
+    ]
     print(f"predicted (additive) vs measured drop, {args.subnets} subnets per model")
     print(f"{'model':<13}{'groups':>7}{'acc':>7}{'n':>4}  {'map':<9}{'spearman':>9}"
           f"{'pearson':>9}{'MAE':>8}{'MAE<=0.1':>10}")  # fmt: skip

@@ -32,7 +32,11 @@ from nasviz.widgets._base import COLORS, UI_LOCK, fmt_delta, locked_batch
 if TYPE_CHECKING:
     from nasviz.widgets.explorer import SubnetExplorer
 
-__all__ = ["DecisionPanel"]
+__all__ = ["FRONT_CANDIDATES", "DecisionPanel"]
+
+#: candidates priced for the explorer's front (a larger space is sampled, seeded): ~0.5 s per
+#: lock change on the ResNet-style reference; slider moves do not recompute the front
+FRONT_CANDIDATES = 20_000
 
 ADDITIVITY_NOTE = (
     "predicted = sum of the single-group drops in the sensitivity map "
@@ -137,7 +141,11 @@ class DecisionPanel:
             self.front = pd.DataFrame()
             return
         self.front = pareto_front(
-            self.ex.sensitivity_map, self.ex.hparams, self.ex.cost_model, pins=self.pins
+            self.ex.sensitivity_map,
+            self.ex.hparams,
+            self.ex.cost_model,
+            pins=self.pins,
+            max_candidates=FRONT_CANDIDATES,
         )
         pct = [100.0 * f / self.ex.full[0] for f in self.front["flops"]]
         with locked_batch(self.front_fig):

@@ -230,10 +230,15 @@ _FRONT_POINT_JS = """() => {
             px: gd.data[0].x[k], py: gd.data[0].y[k]};
 }"""
 
-_CURRENT_CHOICE_JS = """() => {
+_CURRENT_CHOICE_JS = """(k) => {
     const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g =>
         g.layout && g.layout.title && String(g.layout.title.text || '').startsWith('Pareto front'));
-    return gd ? [gd.data[1].x[0], gd.data[1].y[0]] : null;
+    if (!gd) return null;
+    const out = gd.closest('.jp-OutputArea-output');
+    const readouts = [...out.querySelectorAll('.widget-slider .widget-readout')]
+        .map(r => r.textContent.trim());
+    return {x: gd.data[1].x[0], y: gd.data[1].y[0], text: gd.data[0].text[k],
+            readouts: readouts};
 }"""
 
 
@@ -243,11 +248,17 @@ def _click_a_front_point(page: Any) -> None:
     assert target is not None, "no Pareto front plot rendered"
     page.wait_for_timeout(500)
     target = page.evaluate(_FRONT_POINT_JS)  # coordinates after scrolling
+    # plotly reports a click on the point it is hovering: hover first, then click
+    page.mouse.move(target["x"] - 3, target["y"])
+    page.wait_for_timeout(300)
+    page.mouse.move(target["x"], target["y"])
+    page.wait_for_timeout(500)
     page.mouse.click(target["x"], target["y"])
+    cur = None
     for _ in range(20):
         page.wait_for_timeout(500)
-        cur = page.evaluate(_CURRENT_CHOICE_JS)
-        if cur and abs(cur[0] - target["px"]) < 1e-6 and abs(cur[1] - target["py"]) < 1e-9:
+        cur = page.evaluate(_CURRENT_CHOICE_JS, target["k"])
+        if cur and abs(cur["x"] - target["px"]) < 1e-6 and abs(cur["y"] - target["py"]) < 1e-9:
             return
     pytest.fail(f"clicking front point {target} did not set the sliders (current: {cur})")
 

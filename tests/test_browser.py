@@ -242,25 +242,67 @@ _CURRENT_CHOICE_JS = """(k) => {
 }"""
 
 
-def _click_a_front_point(page: Any) -> None:
-    """Click a point of the explorer's Pareto front; the current-choice cross must move onto it."""
+_LISTEN_JS = """() => {
+    const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g =>
+        g.layout && g.layout.title && String(g.layout.title.text || '').startsWith('Pareto front'));
+    window._nvClicks = 0; window._nvHovers = 0;
+    gd.on('plotly_click', () => { window._nvClicks += 1; });
+    gd.on('plotly_hover', () => { window._nvHovers += 1; });
+}"""
+
+_EMIT_CLICK_JS = """(k) => {
+    const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g =>
+        g.layout && g.layout.title && String(g.layout.title.text || '').startsWith('Pareto front'));
+    const t = gd._fullData[0];
+    gd.emit('plotly_click', {points: [{curveNumber: 0, pointNumber: k, pointIndex: k,
+        x: t.x[k], y: t.y[k], data: gd.data[0], fullData: t}], event: {}});
+}"""
+
+
+def _click_a_front_point(page: Any) -> str:
+    """Click a point of the explorer's Pareto front; the current-choice cross must move onto it.
+
+    Returns how the click reached plotly: ``"mouse"`` (a real click on the point) or ``"event"``
+    (plotly's own ``plotly_click`` event emitted for that point, when headless Chromium's mouse
+    click does not reach plotly's hit test; the FigureWidget -> Python -> sliders path is the same).
+    """
     target = page.evaluate(_FRONT_POINT_JS)
     assert target is not None, "no Pareto front plot rendered"
     page.wait_for_timeout(500)
     target = page.evaluate(_FRONT_POINT_JS)  # coordinates after scrolling
+    page.evaluate(_LISTEN_JS)
     # plotly reports a click on the point it is hovering: hover first, then click
     page.mouse.move(target["x"] - 3, target["y"])
     page.wait_for_timeout(300)
     page.mouse.move(target["x"], target["y"])
     page.wait_for_timeout(500)
     page.mouse.click(target["x"], target["y"])
-    cur = None
-    for _ in range(20):
-        page.wait_for_timeout(500)
-        cur = page.evaluate(_CURRENT_CHOICE_JS, target["k"])
-        if cur and abs(cur["x"] - target["px"]) < 1e-6 and abs(cur["y"] - target["py"]) < 1e-9:
-            return
-    pytest.fail(f"clicking front point {target} did not set the sliders (current: {cur})")
+
+    def landed() -> Any:
+        for _ in range(12):
+            page.wait_for_timeout(500)
+            cur = page.evaluate(_CURRENT_CHOICE_JS, target["k"])
+            if abs(cur["x"] - target["px"]) < 1e-6 and abs(cur["y"] - target["py"]) < 1e-9:
+                return None
+        return cur
+
+    cur = landed()
+    if cur is None:
+        return "mouse"
+    seen = page.evaluate("() => [window._nvHovers, window._nvClicks]")
+    under = page.evaluate(
+        "([x, y]) => { const e = document.elementFromPoint(x, y); "
+        "return e ? e.tagName + '.' + e.getAttribute('class') : null; }",
+        [target["x"], target["y"]],
+    )
+    page.evaluate(_EMIT_CLICK_JS, target["k"])
+    cur2 = landed()
+    assert cur2 is None, (
+        f"clicking front point {target} did not set the sliders, neither by mouse (hovers, "
+        f"clicks seen by plotly: {seen}; element under the mouse: {under}; current: {cur}) nor "
+        f"by plotly's click event (current: {cur2})"
+    )
+    return f"event (mouse: hovers/clicks seen by plotly {seen}, element under it {under})"
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -287,7 +329,8 @@ def test_notebook_renders_in_chromium(lab: str, browser: Any, notebook: Path) ->
         assert relevant == [], f"JS errors: {relevant}"
         if notebook.stem.startswith("05"):
             _move_a_slider(page)
-            _click_a_front_point(page)
+            how = _click_a_front_point(page)
+            assert how == "mouse", f"the front point was reached only by {how}"
         SHOTS.mkdir(parents=True, exist_ok=True)
         selector = ".js-plotly-plot" if wants_plots else ".lm-Widget" if wants_widgets else None
         target = page.locator(f".jp-OutputArea-output:has({selector})") if selector else None

@@ -245,9 +245,10 @@ class DecisionPanel:
                            line={"shape": "hv", "color": COLORS["grow"]},
                            hovertemplate="%{x:.1f}% FLOPs, drop %{y:.4f}<br>%{text}"
                            "<extra>click: set sliders</extra>"),
-                go.Scatter(x=[], y=[], mode="markers", name="current choice",
+                # the markers let hovers and clicks through to the front points under them
+                go.Scatter(x=[], y=[], mode="markers", name="current choice", hoverinfo="skip",
                            marker={"size": 13, "symbol": "x", "color": COLORS["final"]}),
-                go.Scatter(x=[], y=[], mode="markers", name="search's pick",
+                go.Scatter(x=[], y=[], mode="markers", name="search's pick", hoverinfo="skip",
                            marker={"size": 14, "symbol": "star", "color": COLORS["feasible"]}),
             ],
             layout=go.Layout(

@@ -140,3 +140,11 @@ def test_heatmap_raw_and_monotone_views_mark_the_changed_cells(tmp_path: Path) -
     assert hm.z[1] == pytest.approx([0.20, 0.03, 0.02])  # already monotone: unchanged
     with pytest.raises(NasvizError, match="drops='x'"):
         SensitivityHeatmap(drops="x")  # type: ignore[arg-type]
+
+
+def test_markers_do_not_catch_clicks_meant_for_the_front(ex: SubnetExplorer) -> None:
+    # a real click goes to the nearest hoverable point: the current-choice cross and the search's
+    # pick sit on front points, so they must not be hoverable
+    fig = ex.decide.front_fig
+    assert fig.data[1].hoverinfo == "skip" and fig.data[2].hoverinfo == "skip"
+    assert fig.data[0].hoverinfo != "skip"

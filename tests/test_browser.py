@@ -237,8 +237,10 @@ _CURRENT_CHOICE_JS = """(k) => {
     const out = gd.closest('.jp-OutputArea-output');
     const readouts = [...out.querySelectorAll('.widget-slider .widget-readout')]
         .map(r => r.textContent.trim());
+    const on = gd.data[0].x.findIndex((x, j) =>
+        Math.abs(x - gd.data[1].x[0]) < 1e-6 && Math.abs(gd.data[0].y[j] - gd.data[1].y[0]) < 1e-9);
     return {x: gd.data[1].x[0], y: gd.data[1].y[0], text: gd.data[0].text[k],
-            readouts: readouts};
+            readouts: readouts, on_front: on};
 }"""
 
 
@@ -271,6 +273,7 @@ def _click_a_front_point(page: Any) -> str:
     page.wait_for_timeout(500)
     target = page.evaluate(_FRONT_POINT_JS)  # coordinates after scrolling
     page.evaluate(_LISTEN_JS)
+    before = page.evaluate(_CURRENT_CHOICE_JS, target["k"])
     # plotly reports a click on the point it is hovering: hover first, then click
     page.mouse.move(target["x"] - 3, target["y"])
     page.wait_for_timeout(300)
@@ -279,10 +282,13 @@ def _click_a_front_point(page: Any) -> str:
     page.mouse.click(target["x"], target["y"])
 
     def landed() -> Any:
+        """``None`` once the current choice sits on a front point it was not on before (the
+        clicked one, or a neighbour plotly found nearer the mouse)."""
         for _ in range(12):
             page.wait_for_timeout(500)
             cur = page.evaluate(_CURRENT_CHOICE_JS, target["k"])
-            if abs(cur["x"] - target["px"]) < 1e-6 and abs(cur["y"] - target["py"]) < 1e-9:
+            moved = (cur["x"], cur["y"]) != (before["x"], before["y"])
+            if moved and cur["on_front"] >= 0:
                 return None
         return cur
 

@@ -9,6 +9,11 @@ not run) and updates, in place, a bar chart of kept vs original channels per gro
 FLOPs/params against the constraints (red when over). *Evaluate* selects the subnet, re-calibrates
 BatchNorm on ``forward_loop`` and scores it with ``score_func``; :meth:`SubnetExplorer.export`
 returns the chosen subnet as a plain model.
+
+Below the sliders, :class:`~nasviz.widgets._decide.DecisionPanel` (kept in its own module) adds
+the predicted score drop (additivity assumption), predicted vs measured after *Evaluate*, the
+Pareto front (click a point to set the sliders), a lock per group, *search again* and *show as
+code*; :meth:`SubnetExplorer.from_map_file` opens a map saved with ``nv.save_sensitivity_map``.
 """
 
 from __future__ import annotations

@@ -57,15 +57,12 @@ def main() -> None:
     ex = SubnetExplorer(model, x, constraints={"flops": "60%"}, sensitivity_map=smap)
     name = next(iter(ex.sliders))
     lock = ex.decide.locks[name]
-    print(
-        f"lock toggle in the explorer:        {timed(lambda: setattr(lock, 'value', not lock.value), args.repeats):7.1f} ms (median)"
-    )  # noqa: E501
+    toggle_ms = timed(lambda: setattr(lock, "value", not lock.value), args.repeats)
+    print(f"lock toggle in the explorer:        {toggle_ms:7.1f} ms (median)")
     slider = ex.sliders[name]
-    opts = list(slider.options)
-    moves = iter(opts * args.repeats * 4)
-    print(
-        f"slider move in the explorer:        {timed(lambda: setattr(slider, 'value', next(moves)), args.repeats * 4):7.1f} ms (median)"
-    )  # noqa: E501
+    moves = iter(list(slider.options) * args.repeats * 4)
+    move_ms = timed(lambda: setattr(slider, "value", next(moves)), args.repeats * 4)
+    print(f"slider move in the explorer:        {move_ms:7.1f} ms (median)")
 
 
 if __name__ == "__main__":

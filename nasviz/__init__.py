@@ -35,7 +35,13 @@ from nasviz.fastnas import (
     FastNASConfig,
     FastNASModeDescriptor,
     FastNASPatchManager,
+    config_as_code,
+    load_sensitivity_map,
+    pareto_front,
+    predict_drop,
     prune,
+    save_sensitivity_map,
+    search_with_pins,
 )
 from nasviz.hparam import Hparam
 from nasviz.modes import ModeDescriptor, get_mode, register_mode
@@ -91,6 +97,7 @@ __all__ = [
     "__version__",
     "apply_mode",
     "compare_activations",
+    "config_as_code",
     "convert",
     "distill",
     "export",
@@ -99,7 +106,10 @@ __all__ = [
     "get_mode",
     "get_subnet_config",
     "iterative_prune",
+    "load_sensitivity_map",
     "modelopt_state",
+    "pareto_front",
+    "predict_drop",
     "prep_for_eval",
     "profile",
     "prune",
@@ -108,6 +118,8 @@ __all__ = [
     "restore_from_modelopt_state",
     "sample",
     "save",
+    "save_sensitivity_map",
     "search_space",
+    "search_with_pins",
     "select",
 ]

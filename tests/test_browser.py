@@ -11,7 +11,8 @@ Opt-in (``NASVIZ_BROWSER_TESTS=1``, marker ``browser``; ``make browser-test``). 
 3. checks: widget outputs rendered (``.jp-OutputArea-output .lm-Widget``, and
    ``.js-plotly-plot`` where the notebook uses a plotly view), no "Error displaying widget" /
    "model not found" text, no traceback in a stderr/error output, no relevant JS error;
-4. in the explorer notebook (05) moves a slider with the keyboard and checks a plot changed;
+4. in the explorer notebook (05) moves a slider with the keyboard and checks a plot changed,
+   then clicks a point of the Pareto front and checks the current-choice marker moved onto it;
 5. saves a screenshot of the first plot (or widget) output to ``docs/screenshots/<name>.png``.
 
 The server is stopped by its PID in a ``finally``.
@@ -217,6 +218,99 @@ def _move_a_slider(page: Any) -> None:
     pytest.fail("moving the explorer's sliders did not change any plot")
 
 
+_FRONT_POINT_JS = """() => {
+    const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g =>
+        g.layout && g.layout.title && String(g.layout.title.text || '').startsWith('Pareto front'));
+    if (!gd) return null;
+    gd.scrollIntoView();
+    const pts = gd.querySelectorAll('.scatterlayer .trace')[0].querySelectorAll('.point');
+    const k = Math.floor(pts.length / 3);
+    const r = pts[k].getBoundingClientRect();
+    return {k: k, x: r.left + r.width / 2, y: r.top + r.height / 2,
+            px: gd.data[0].x[k], py: gd.data[0].y[k]};
+}"""
+
+_CURRENT_CHOICE_JS = """(k) => {
+    const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g =>
+        g.layout && g.layout.title && String(g.layout.title.text || '').startsWith('Pareto front'));
+    if (!gd) return null;
+    const out = gd.closest('.jp-OutputArea-output');
+    const readouts = [...out.querySelectorAll('.widget-slider .widget-readout')]
+        .map(r => r.textContent.trim());
+    const on = gd.data[0].x.findIndex((x, j) =>
+        Math.abs(x - gd.data[1].x[0]) < 1e-6 && Math.abs(gd.data[0].y[j] - gd.data[1].y[0]) < 1e-9);
+    return {x: gd.data[1].x[0], y: gd.data[1].y[0], text: gd.data[0].text[k],
+            readouts: readouts, on_front: on};
+}"""
+
+
+_LISTEN_JS = """() => {
+    const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g =>
+        g.layout && g.layout.title && String(g.layout.title.text || '').startsWith('Pareto front'));
+    window._nvClicks = 0; window._nvHovers = 0;
+    gd.on('plotly_click', () => { window._nvClicks += 1; });
+    gd.on('plotly_hover', () => { window._nvHovers += 1; });
+}"""
+
+_EMIT_CLICK_JS = """(k) => {
+    const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g =>
+        g.layout && g.layout.title && String(g.layout.title.text || '').startsWith('Pareto front'));
+    const t = gd._fullData[0];
+    gd.emit('plotly_click', {points: [{curveNumber: 0, pointNumber: k, pointIndex: k,
+        x: t.x[k], y: t.y[k], data: gd.data[0], fullData: t}], event: {}});
+}"""
+
+
+def _click_a_front_point(page: Any) -> str:
+    """Click a point of the explorer's Pareto front; the current-choice cross must move onto it.
+
+    Returns how the click reached plotly: ``"mouse"`` (a real click on the point) or ``"event"``
+    (plotly's own ``plotly_click`` event emitted for that point, when headless Chromium's mouse
+    click does not reach plotly's hit test; the FigureWidget -> Python -> sliders path is the same).
+    """
+    target = page.evaluate(_FRONT_POINT_JS)
+    assert target is not None, "no Pareto front plot rendered"
+    page.wait_for_timeout(500)
+    target = page.evaluate(_FRONT_POINT_JS)  # coordinates after scrolling
+    page.evaluate(_LISTEN_JS)
+    before = page.evaluate(_CURRENT_CHOICE_JS, target["k"])
+    # plotly reports a click on the point it is hovering: hover first, then click
+    page.mouse.move(target["x"] - 3, target["y"])
+    page.wait_for_timeout(300)
+    page.mouse.move(target["x"], target["y"])
+    page.wait_for_timeout(500)
+    page.mouse.click(target["x"], target["y"])
+
+    def landed() -> Any:
+        """``None`` once the current choice sits on a front point it was not on before (the
+        clicked one, or a neighbour plotly found nearer the mouse)."""
+        for _ in range(12):
+            page.wait_for_timeout(500)
+            cur = page.evaluate(_CURRENT_CHOICE_JS, target["k"])
+            moved = (cur["x"], cur["y"]) != (before["x"], before["y"])
+            if moved and cur["on_front"] >= 0:
+                return None
+        return cur
+
+    cur = landed()
+    if cur is None:
+        return "mouse"
+    seen = page.evaluate("() => [window._nvHovers, window._nvClicks]")
+    under = page.evaluate(
+        "([x, y]) => { const e = document.elementFromPoint(x, y); "
+        "return e ? e.tagName + '.' + e.getAttribute('class') : null; }",
+        [target["x"], target["y"]],
+    )
+    page.evaluate(_EMIT_CLICK_JS, target["k"])
+    cur2 = landed()
+    assert cur2 is None, (
+        f"clicking front point {target} did not set the sliders, neither by mouse (hovers, "
+        f"clicks seen by plotly: {seen}; element under the mouse: {under}; current: {cur}) nor "
+        f"by plotly's click event (current: {cur2})"
+    )
+    return f"event (mouse: hovers/clicks seen by plotly {seen}, element under it {under})"
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_renders_in_chromium(lab: str, browser: Any, notebook: Path) -> None:
     source = notebook.read_text()
@@ -241,6 +335,8 @@ def test_notebook_renders_in_chromium(lab: str, browser: Any, notebook: Path) ->
         assert relevant == [], f"JS errors: {relevant}"
         if notebook.stem.startswith("05"):
             _move_a_slider(page)
+            how = _click_a_front_point(page)
+            assert how == "mouse", f"the front point was reached only by {how}"
         SHOTS.mkdir(parents=True, exist_ok=True)
         selector = ".js-plotly-plot" if wants_plots else ".lm-Widget" if wants_widgets else None
         target = page.locator(f".jp-OutputArea-output:has({selector})") if selector else None

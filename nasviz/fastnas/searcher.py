@@ -25,6 +25,10 @@ Where the reference is wrong, this one is not:
 * a ``latency`` constraint is predicted by a measured lookup table during the bisection, and the
   final subnet is measured for real; over the limit, the table is tightened and the bisection
   re-runs (see :mod:`nasviz.search.latency`; options in ``config["latency"]``);
+* ``config["pins"]`` (``{hparam: width}``) fixes groups at a width: the bisection, growth and
+  the final candidates keep them (a width that is not a choice is refused, naming the choices);
+  ``config["sensitivity_map"]``/``config["original_score"]`` reuse an earlier map instead of
+  scoring one (a search again with other pins scores only its final candidates);
 * state is checkpointed after each entry of the map and each step; a checkpoint made for one
   constraint is reused for another without re-scoring (only the map and the original score are
   loaded: the bisection is deterministic and cheap).
@@ -42,12 +46,12 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Mapping
 from typing import Any, cast
 
 import numpy as np
 
 from nasviz.errors import SearchError
+from nasviz.fastnas.sensmap import check_pins, config_at_drop, drop_levels
 from nasviz.hparam import Hparam
 from nasviz.search.base import IterativeSearcher
 from nasviz.search.checkpoint import read_checkpoint
@@ -69,31 +73,9 @@ from nasviz.space import SearchSpace, search_space
 __all__ = ["BinarySearcher", "config_at_drop", "drop_levels"]
 
 
-def config_at_drop(
-    sensitivity_map: Mapping[str, Mapping[int, float]],
-    hparams: Mapping[str, Hparam],
-    tolerated: float,
-) -> dict[str, int]:
-    """The subnet the searcher picks for a tolerated drop: every hparam at its smallest choice
-    whose drop is at most ``tolerated`` (the original width is always allowed; a choice missing
-    from the map is never taken). Widgets use this to show any point of the bisection.
-    """
-    config: dict[str, int] = {}
-    for name, hp in hparams.items():
-        drops = {int(c): float(d) for c, d in sensitivity_map.get(name, {}).items()}
-        ok = [c for c in hp.choices if c == hp.original or drops.get(c, float("inf")) <= tolerated]
-        config[name] = min(ok)
-    return config
-
-
 def _next_choice(hp: Hparam, value: int) -> int | None:
     """The next wider choice of ``hp`` after ``value`` (``None`` at the original width)."""
     return next((c for c in hp.choices if c > value), None)
-
-
-def drop_levels(sensitivity_map: Mapping[str, Mapping[int, float]]) -> list[float]:
-    """The distinct tolerated drops at which some group changes width, with 0, sorted."""
-    return sorted({0.0, *(float(d) for v in sensitivity_map.values() for d in v.values())})
 
 
 class BinarySearcher(IterativeSearcher):
@@ -105,6 +87,10 @@ class BinarySearcher(IterativeSearcher):
     max_degrade: float
     middle_value: float
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._pins: dict[str, int] = {}  # set from config["pins"] by before_search
+
     @property
     def default_search_config(self) -> dict[str, Any]:
         return {
@@ -115,6 +101,9 @@ class BinarySearcher(IterativeSearcher):
             "seed": 0,
             "executor": None,
             "latency": None,  # latency: options of nasviz.search.latency.LATENCY_DEFAULTS
+            "pins": {},
+            "sensitivity_map": None,
+            "original_score": None,
         }
 
     @property
@@ -172,6 +161,10 @@ class BinarySearcher(IterativeSearcher):
     def _max_config(self) -> dict[str, int]:
         return {n: hp.original for n, hp in self._hparams().items()}
 
+    def _pinned(self, config: dict[str, int]) -> dict[str, int]:
+        """``config`` with the pinned groups at their pins."""
+        return {**config, **self._pins}
+
     def _cost(self, config: dict[str, int]) -> tuple[float, float]:
         """``(flops, params)`` of ``config`` (memoised: growth and the candidate ranking ask for
         the same subnets many times)."""
@@ -205,7 +198,7 @@ class BinarySearcher(IterativeSearcher):
 
     def _config_at(self, tolerated: float) -> dict[str, int]:
         """Every hparam at its smallest choice whose drop is within ``tolerated``."""
-        return config_at_drop(self.sensitivity_map, self._hparams(), tolerated)
+        return config_at_drop(self.sensitivity_map, self._hparams(), tolerated, self._pins)
 
     def _drop(self, name: str, choice: int) -> float:
         if choice == self._hparams()[name].original:
@@ -224,8 +217,10 @@ class BinarySearcher(IterativeSearcher):
                 "(nv.convert(model, mode='fastnas', dummy_input=x)) and check "
                 "nv.search_space(model).static_table() for why layers are static"
             )
+        self._pins = check_pins(self.config["pins"], hps)
+        self._reuse_map(hps)
         full = self._cost(self._max_config())
-        smallest = self._cost({n: hp.min for n, hp in hps.items()})
+        smallest = self._cost(self._pinned({n: hp.min for n, hp in hps.items()}))
         self._lat: LatencyGuard | None = None  # latency
         if "latency" in self.constraints:
             self._lat = LatencyGuard(
@@ -252,10 +247,26 @@ class BinarySearcher(IterativeSearcher):
         self.max_degrade = max(0.0, *all_drops) if all_drops else 0.0
         self._interval = (self.min_degrade, self.max_degrade)  # latency: for a re-run
         # the all-original subnet may already fit
-        start = self._max_config()
+        start = self._pinned(self._max_config())
         if self._feasible(start):
             self.max_degrade = self.min_degrade
         self.best = {"config": self._config_at(self.max_degrade), "score": None}
+
+    def _reuse_map(self, hps: dict[str, Any]) -> None:
+        """Take ``config["sensitivity_map"]`` (and ``"original_score"``) instead of scoring them
+        (a map file, or an earlier search's map: a search again with pins costs no map)."""
+        given = self.config["sensitivity_map"]
+        if given is not None:
+            smap = {k: {int(c): float(d) for c, d in v.items()} for k, v in given.items()}
+            unknown = sorted(set(smap) - set(hps))
+            if unknown:
+                raise SearchError(
+                    f"config['sensitivity_map'] has groups {unknown} this model does not have; "
+                    "pass the map of a search on this model"
+                )
+            self.sensitivity_map = smap
+        if self.config["original_score"] is not None:
+            self.original_score = float(self.config["original_score"])
 
     def _build_sensitivity_map(self, hps: dict[str, Any]) -> None:
         """Score every (hparam, reduced width) with the executor, recording each as it completes."""
@@ -414,21 +425,22 @@ class BinarySearcher(IterativeSearcher):
         hps = self._hparams()
         names = list(hps)
         size = 1
-        for hp in hps.values():
-            size *= len(hp.choices)
+        for n, hp in hps.items():
+            size *= 1 if n in self._pins else len(hp.choices)
         if size <= 20_000:
             return self._enumerated(grown, k)
         pool: list[dict[str, int]] = []
         rng = random.Random(self.config["seed"])
         for _ in range(200):
-            cfg = {n: rng.choice(hps[n].choices) for n in names}
+            cfg = self._pinned({n: rng.choice(hps[n].choices) for n in names})
             if self._feasible(cfg):
                 pool.append(self._grow(cfg, emit=False))
         # keep subnets that cannot be widened anywhere (they use the budget)
         maximal = []
         for cfg in pool:
             widenable = any(
-                (nxt := _next_choice(hps[n], cfg[n])) is not None
+                n not in self._pins
+                and (nxt := _next_choice(hps[n], cfg[n])) is not None
                 and self._feasible({**cfg, n: nxt})
                 for n in names
             )
@@ -444,7 +456,7 @@ class BinarySearcher(IterativeSearcher):
 
         hps = self._hparams()
         names = list(hps)
-        choices = [list(hps[n].choices) for n in names]
+        choices = [[self._pins[n]] if n in self._pins else list(hps[n].choices) for n in names]
         grid = np.array(list(itertools.product(*choices)), dtype=np.int64)
         flops, params = self._cost_model.estimate_many(names, grid)
         lat = None  # latency: predicted for the whole grid at once
@@ -480,7 +492,7 @@ class BinarySearcher(IterativeSearcher):
             best_move: tuple[float, float, str, int] | None = None
             best_cost: tuple[float, float] = (0.0, 0.0)
             for name, hp in hps.items():
-                nxt = _next_choice(hp, config[name])
+                nxt = None if name in self._pins else _next_choice(hp, config[name])
                 if nxt is None:
                     continue
                 cand = {**config, name: nxt}

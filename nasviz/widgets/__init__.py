@@ -6,7 +6,8 @@ object. Install with ``pip install nasviz[notebook]``; the engine never imports 
 * :class:`SensitivityHeatmap` - the sensitivity map, live while it is computed, or from a checkpoint
 * :class:`BisectionAnimation` - the binary search step by step, against the constraint
 * :class:`RuleConfigEditor` - glob rules per layer type; its ``value`` is a ``FastNASConfig``
-* :class:`SubnetExplorer` - a slider per channel group, live FLOPs/params, evaluate, export
+* :class:`SubnetExplorer` - a slider per channel group, live FLOPs/params and predicted drop, the
+  Pareto front, pins, predicted vs measured, the choice as code, export
 * :class:`LatencyScatter` - measured latency against FLOPs over sampled subnets, rank disagreement
 * :class:`ActivationViewer` - feature maps of the full model and the subnet, per-layer drift
 * :class:`ExportPanel` - export, atomic save, size and cost, reload check; ONNX and torch.export

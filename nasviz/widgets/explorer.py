@@ -11,6 +11,11 @@ of kept vs original channels per group and a bar of FLOPs/params (/latency) agai
 constraints (red when over). *Evaluate* selects the subnet, re-calibrates BatchNorm on
 ``forward_loop`` and scores it with ``score_func``; :meth:`SubnetExplorer.export` returns the
 chosen subnet as a plain model.
+
+Below the sliders, :class:`~nasviz.widgets._decide.DecisionPanel` (kept in its own module) adds
+the predicted score drop (additivity assumption), predicted vs measured after *Evaluate*, the
+Pareto front (click a point to set the sliders), a lock per group, *search again* and *show as
+code*; :meth:`SubnetExplorer.from_map_file` opens a map saved with ``nv.save_sensitivity_map``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import html
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import ipywidgets as widgets
@@ -28,7 +34,7 @@ from torch import nn
 import nasviz as nv
 from nasviz.cost.latency import format_latency
 from nasviz.errors import NasvizError
-from nasviz.fastnas.searcher import config_at_drop, drop_levels
+from nasviz.fastnas import config_at_drop, drop_levels, load_sensitivity_map
 from nasviz.hparam import Hparam
 from nasviz.search.constraints import Constraints
 from nasviz.search.latency import LatencyModel, build_latency_model
@@ -37,12 +43,14 @@ from nasviz.widgets._base import (
     UI_LOCK,
     ProgressBar,
     View,
+    fmt_delta,
     fmt_flops,
     fmt_params,
     fmt_pct,
     fmt_score,
     locked_batch,
 )
+from nasviz.widgets._decide import DecisionPanel, attach_locks
 
 __all__ = ["SubnetExplorer", "config_at_threshold", "threshold_levels"]
 
@@ -99,8 +107,11 @@ class SubnetExplorer(View):
         score_func: Callable[[nn.Module], float] | None = None,
         forward_loop: Callable[[nn.Module], Any] | None = None,
         latency_model: LatencyModel | None = None,
+        original_score: float | None = None,
+        search_pick: Mapping[str, int] | None = None,
     ) -> None:
         self.model = model
+        self.dummy_input = dummy_input
         self.score_func = score_func
         self.forward_loop = forward_loop
         space = nv.search_space(model)
@@ -173,12 +184,15 @@ class SubnetExplorer(View):
         self.threshold.observe(lambda _c: self._apply_threshold(), names="value")
         self.evaluate_button.on_click(lambda _b: self._evaluate_clicked())
         hint = "" if self.sensitivity_map else " (pass sensitivity_map to use it)"
+        self.decide = DecisionPanel(self, original_score, search_pick)
         self.widget = widgets.VBox(
             [
                 widgets.HBox([self.threshold, widgets.HTML(html.escape(hint))]),
-                widgets.VBox(list(self.sliders.values())),
+                widgets.VBox(attach_locks(self.sliders, self.decide.locks)),
                 self.cost_label,
+                self.decide.predicted_label,
                 widgets.HBox([self.channels_fig, self.cost_fig]),
+                self.decide.widget,
                 widgets.HBox([self.evaluate_button, self.progress.widget]),
                 self.result,
             ]
@@ -190,11 +204,47 @@ class SubnetExplorer(View):
         cls, model: nn.Module, dummy_input: Any, state: Mapping[str, Any], **kwargs: Any
     ) -> SubnetExplorer:
         """An explorer over a search's sensitivity map, starting at the subnet it chose."""
-        view = cls(model, dummy_input, sensitivity_map=state["sensitivity_map"], **kwargs)
         best = (state.get("best") or {}).get("config")
+        view = cls(
+            model,
+            dummy_input,
+            sensitivity_map=state["sensitivity_map"],
+            original_score=state.get("original_score"),
+            search_pick=best or None,
+            **kwargs,
+        )
         if best:
             view.value = best
         return view
+
+    @classmethod
+    def from_map_file(
+        cls, model: nn.Module, dummy_input: Any, path: str | Path, **kwargs: Any
+    ) -> SubnetExplorer:
+        """An explorer over a map saved with ``nv.save_sensitivity_map`` (no checkpoint needed)."""
+        saved = load_sensitivity_map(path)
+        return cls(
+            model,
+            dummy_input,
+            sensitivity_map=saved.sensitivity_map,
+            original_score=saved.original_score,
+            **kwargs,
+        )
+
+    # -- the decision panel (predicted drop, front, pins, code: see widgets/_decide.py) ----------
+    @property
+    def pins(self) -> dict[str, int]:
+        """``{group: width}`` of the locked groups."""
+        return self.decide.pins
+
+    def lock(self, name: str, locked: bool = True) -> None:
+        """Lock (or unlock) a group at its slider's width."""
+        self.decide.locks[name].value = locked
+
+    @property
+    def predicted_drop(self) -> float | None:
+        """The predicted score drop of the slider setting (additivity assumption)."""
+        return self.decide.predicted(self.value)
 
     # -- the result ------------------------------------------------------------------------------
     @property
@@ -249,21 +299,17 @@ class SubnetExplorer(View):
             self.evaluate_button.disabled = False
         self.progress.finish(f"score {fmt_score(score)}")
         flops, params = self.cost_model.estimate(self.value)
-        self.evaluations.append(
-            {"config": self.value, "flops": flops, "params": params, "score": score}
-        )
+        record = {"config": self.value, "flops": flops, "params": params, "score": score}
+        self.evaluations.append(self.decide.annotate(record))
         self._show_evaluations()
+        self.decide.redraw_agreement()
         return score
 
     def evaluations_table(self) -> pd.DataFrame:
-        """Every evaluated subnet: score, FLOPs, params and the widths."""
-        rows = [
-            {"score": e["score"], "flops": e["flops"], "params": e["params"], **e["config"]}
-            for e in self.evaluations
-        ]
-        return cast(
-            pd.DataFrame, pd.DataFrame(rows, columns=["score", "flops", "params", *self.sliders])
-        )
+        """Every evaluated subnet: score, predicted and measured drop, FLOPs, params, widths."""
+        keys = ["score", "predicted_drop", "measured_drop", "flops", "params"]
+        rows = [{**{k: e.get(k) for k in keys}, **e["config"]} for e in self.evaluations]
+        return cast(pd.DataFrame, pd.DataFrame(rows, columns=[*keys, *self.sliders]))
 
     def export(self, calibrate: bool = True) -> nn.Module:
         """The chosen subnet as a plain model (``nv.export``; the explorer's model stays
@@ -285,7 +331,7 @@ class SubnetExplorer(View):
 
     def _apply_threshold(self) -> None:
         level = float(self.threshold.value)
-        self._set_sliders(config_at_threshold(self.sensitivity_map, self.hparams, level))
+        self._set_sliders(config_at_drop(self.sensitivity_map, self.hparams, level, self.pins))
 
     def _changed(self) -> None:
         if self._batch:
@@ -306,6 +352,7 @@ class SubnetExplorer(View):
                 bar.x = [100.0 * v / self._full[k] for k, v in values.items()]
                 bar.marker.color = [COLORS["infeasible" if o else "feasible"] for o in over]
                 bar.text = [_FMT[k](v) for k, v in values.items()]
+        self.decide.changed(config, flops)
 
     def _over(self, key: str, value: float) -> bool:
         return key in self.limits and value > self.limits[key]
@@ -331,6 +378,8 @@ class SubnetExplorer(View):
         df["flops"] = [fmt_flops(v) for v in df["flops"]]
         df["params"] = [fmt_params(v) for v in df["params"]]
         df["score"] = [fmt_score(v) for v in df["score"]]
+        for key in ("predicted_drop", "measured_drop"):
+            df[key] = [fmt_delta(v) for v in df[key]]
         self.result.value = df.to_html(index=False, border=0)
 
     def _evaluate_clicked(self) -> None:

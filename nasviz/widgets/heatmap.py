@@ -19,8 +19,14 @@ Here it is a heatmap:
 Hovering a cell shows the group, the width, the kept channels ("24/48"), the score and drop,
 and the FLOPs the reduction saves against the full model (``SearchStarted.full_flops``).
 
+``drops="monotone"`` (or the *raw / monotone* toggle) shows the monotone map the searcher's rule
+acts on (:func:`nasviz.fastnas.monotone_map`: each drop replaced by the smallest drop of any
+narrower width); in both views the cells the monotone map changes (widths the bisection skips)
+are marked with a ring.
+
 The heatmap is a search callback and fills in live while the map is computed, with a progress
-bar; it also renders from a saved search alone (no model needed).
+bar; it also renders from a saved search alone (no model needed), or from a map file
+(:meth:`SensitivityHeatmap.from_map_file`, written by ``nv.save_sensitivity_map``).
 
 Example::
 
@@ -42,6 +48,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from nasviz.errors import NasvizError
+from nasviz.fastnas import load_sensitivity_map, monotone_map
 from nasviz.search.events import (
     MapEntry,
     MapFinished,
@@ -67,6 +74,7 @@ from nasviz.widgets._base import (
 __all__ = ["SensitivityHeatmap"]
 
 Columns = Literal["ratio", "width"]
+Drops = Literal["raw", "monotone"]
 _GRID_STEPS = (0.05, 0.025, 0.01)
 
 
@@ -79,9 +87,13 @@ class SensitivityHeatmap(EventView):
         True
     """
 
-    def __init__(self, columns: Columns = "ratio", *, title: str | None = None) -> None:
+    def __init__(
+        self, columns: Columns = "ratio", *, title: str | None = None, drops: Drops = "raw"
+    ) -> None:
         if columns not in ("ratio", "width"):
             raise NasvizError(f"columns={columns!r}: use 'ratio' (kept fraction) or 'width'")
+        if drops not in ("raw", "monotone"):
+            raise NasvizError(f"drops={drops!r}: use 'raw' (as scored) or 'monotone'")
         self.columns: Columns = columns
         self.choices: dict[str, list[int]] = {}
         self.entries: dict[tuple[str, int], MapEntry] = {}
@@ -102,7 +114,15 @@ class SensitivityHeatmap(EventView):
                     xgap=1,
                     ygap=1,
                     name="sensitivity",
-                )
+                ),
+                go.Scatter(
+                    x=[],
+                    y=[],
+                    mode="markers",
+                    name="changed by the monotone map",
+                    marker={"symbol": "circle-open", "size": 14, "color": "black"},
+                    hovertemplate="the monotone map changes this cell<extra></extra>",
+                ),
             ],
             layout={
                 "title": {"text": title or "Sensitivity map: score drop per group and width"},
@@ -114,7 +134,12 @@ class SensitivityHeatmap(EventView):
             },
         )
         self.progress = ProgressBar("map")
-        self.widget = widgets.VBox([self.progress.widget, self.fig])
+        self.drops_toggle = widgets.ToggleButtons(
+            options=[("raw drops", "raw"), ("monotone (as the searcher uses)", "monotone")],
+            value=drops,
+        )
+        self.drops_toggle.observe(lambda _c: self._render(), names="value")
+        self.widget = widgets.VBox([self.progress.widget, self.drops_toggle, self.fig])
 
     # -- constructors from saved searches --------------------------------------------------------
     @classmethod
@@ -133,6 +158,47 @@ class SensitivityHeatmap(EventView):
     def from_checkpoint(cls, path: str | Path, columns: Columns = "ratio") -> SensitivityHeatmap:
         """The heatmap of a search checkpoint file (``config["checkpoint"]``), without the model."""
         return cls(columns).replay(history_of(Path(path)))
+
+    @classmethod
+    def from_map_file(
+        cls, path: str | Path, columns: Columns = "ratio", drops: Drops = "raw"
+    ) -> SensitivityHeatmap:
+        """The heatmap of a map file (``nv.save_sensitivity_map``): no model, no checkpoint.
+        The file must hold the groups' choices (a search state's file does)."""
+        saved = load_sensitivity_map(path)
+        if not saved.choices:
+            raise NasvizError(
+                f"map file {str(path)!r} has no 'choices': the heatmap needs each group's widths; "
+                "save it from a search state or pass choices= to nv.save_sensitivity_map"
+            )
+        view = cls(columns, drops=drops)
+        view.choices = {n: list(cs) for n, cs in saved.choices.items()}
+        view.original_score = saved.original_score
+        view._layout_columns()
+        total = sum(len(v) for v in saved.sensitivity_map.values())
+        base = math.nan if saved.original_score is None else saved.original_score
+        index = 0
+        for name, row in saved.sensitivity_map.items():
+            for choice, drop in row.items():
+                view.entries[(name, choice)] = MapEntry(
+                    name, choice, base - drop, drop, math.nan, math.nan, index, total
+                )
+                index += 1
+        view.progress.finish(f"map file: {total} entries")
+        view._render()
+        return view
+
+    @property
+    def drops(self) -> Drops:
+        """Which drops are drawn: ``"raw"`` or ``"monotone"``."""
+        return "monotone" if self.drops_toggle.value == "monotone" else "raw"
+
+    @property
+    def changed_cells(self) -> list[tuple[str, int]]:
+        """``(group, width)`` of the cells whose drop the monotone map changes."""
+        raw = self.sensitivity_map
+        mono = monotone_map(raw)
+        return [(n, c) for n, row in raw.items() for c, d in row.items() if mono[n][c] != d]
 
     # -- events -----------------------------------------------------------------------------------
     def handle(self, event: SearchEvent) -> None:
@@ -231,12 +297,16 @@ class SensitivityHeatmap(EventView):
         z: list[list[float | None]] = [[None] * len(self._labels) for _ in rows]
         text = [[""] * len(self._labels) for _ in rows]
         row_of = {n: i for i, n in enumerate(rows)}
+        mono = monotone_map(self.sensitivity_map) if self.drops == "monotone" else None
         for key, e in self.entries.items():
             col = self._col_of.get(key)
             if col is None:
                 continue
-            z[row_of[key[0]]][col] = float(e.drop)
-            text[row_of[key[0]]][col] = self._cell_text(e)
+            drop = float(e.drop) if mono is None else mono[key[0]][key[1]]
+            z[row_of[key[0]]][col] = drop
+            text[row_of[key[0]]][col] = self._cell_text(e) + (
+                f"<br>monotone drop {fmt_delta(drop)}" if mono is not None else ""
+            )
         return z, text
 
     def _render(self) -> None:
@@ -247,6 +317,9 @@ class SensitivityHeatmap(EventView):
             trace.y = list(self.choices)
             trace.z = z
             trace.text = text
+            marks = [k for k in self.changed_cells if k in self._col_of]
+            self.fig.data[1].x = [self._labels[self._col_of[k]] for k in marks]
+            self.fig.data[1].y = [k[0] for k in marks]
             self.fig.layout.height = max(240, 120 + 36 * len(self.choices))
 
     # -- results ----------------------------------------------------------------------------------

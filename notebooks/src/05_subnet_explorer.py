@@ -1,6 +1,12 @@
 # %% [markdown]
 # # 05 · The subnet explorer: choose widths by hand, or by a tolerated score drop
 #
+# Below the sliders, the explorer is a decision tool: the **predicted score drop** of any slider
+# setting (from the sensitivity map, under FastNAS's additivity assumption), **predicted vs
+# measured** drop for every evaluated subnet, the **Pareto front** of FLOPs against predicted
+# drop (click a point to set the sliders), **pins** (lock a group at a width), *search again*,
+# *show as code*, and the map as a standalone **JSON file**.
+#
 # A converted model has one *channel group* per set of coupled channels (a residual stream, a
 # conv with its BatchNorm and the next layer's input, ...). `SubnetExplorer` gives each group a
 # slider that snaps to its valid widths and, given a **sensitivity map** `{group: {width: drop}}`,
@@ -137,6 +143,115 @@ assert nv.get_subnet_config(model) == explorer.value
 print(f"score {table.loc[0, 'score']:.4f} (full model {state['original_score']:.4f})")
 assert 0.0 <= table.loc[0, "score"] <= 1.0
 table
+
+# %% [markdown]
+# ## The predicted drop, live
+#
+# Every slider change also prices the subnet's score drop from the map: the sum of the single-group
+# drops (FastNAS's additivity assumption; the label says so). It costs no forward pass.
+
+# %%
+from nasviz.fastnas import predict_drop
+
+explorer.value = state["best"]["config"]
+print(explorer.decide.predicted_label.value)
+assert explorer.predicted_drop == predict_drop(state["sensitivity_map"], explorer.value)
+assert "additivity" in explorer.decide.predicted_label.value
+
+# %% [markdown]
+# ## The Pareto front from one map
+#
+# Every subnet of the space is priced at once (`CostModel.estimate_many`) against its predicted
+# drop; the front keeps those no other subnet beats on both. The cross is the current choice, the
+# star the search's pick. Clicking a point sets the sliders: here the click handler is called as
+# plotly calls it.
+
+# %%
+from types import SimpleNamespace
+
+front = explorer.decide.front
+print(f"{len(front)} front points out of {front.attrs['candidates']} subnets")
+assert list(front["cost"]) == sorted(front["cost"])
+assert list(front["drop"]) == sorted(front["drop"], reverse=True)  # cheaper = more drop
+k = len(front) // 2
+explorer.decide.front_clicked(explorer.decide.front_fig.data[0], SimpleNamespace(point_inds=[k]))
+assert explorer.value == front["config"].iloc[k]
+assert abs(explorer.predicted_drop - front["drop"].iloc[k]) < 1e-9
+front[["cost", "drop"]].head()
+
+# %% [markdown]
+# ## Predicted against measured
+#
+# Evaluate a few front points for real. The table gains the predicted and the measured drop, and
+# the scatter plot next to the front shows how far the map can be trusted on this model (points
+# on the dotted line = additivity holds).
+
+# %%
+for i in (0, len(front) // 3, 2 * len(front) // 3, len(front) - 1):
+    explorer.value = front["config"].iloc[i]
+    explorer.evaluate()
+table = explorer.evaluations_table()
+agree = table.dropna(subset=["measured_drop"])
+assert len(agree) == 5 and agree["predicted_drop"].notna().all()
+assert len(explorer.decide.agreement_fig.data[0].x) == 5
+err = (agree["predicted_drop"] - agree["measured_drop"]).abs()
+rho = agree["predicted_drop"].rank().corr(agree["measured_drop"].rank())
+print(f"mean |predicted - measured| = {err.mean():.4f}; Spearman rank correlation {rho:.2f}")
+table[["score", "predicted_drop", "measured_drop", "flops"]]
+
+# %% [markdown]
+# ## Pins: lock a group, then tolerate more drop, or search again
+#
+# Lock the stem's group (the residual stream) at its full width. The tolerated-drop slider, the
+# front and *search again* (the binary search over the same map with that group fixed; only its
+# final candidates are scored) all keep it there.
+
+# %%
+stem_name = "stem.0.out_channels"
+explorer.sliders[stem_name].value = explorer.hparams[stem_name].original
+explorer.lock(stem_name)
+explorer.threshold.value = levels[-1]  # tolerate everything: all other groups at their minimum
+assert explorer.value[stem_name] == explorer.hparams[stem_name].original
+assert set(explorer.decide.front[stem_name]) == {explorer.hparams[stem_name].original}
+pinned = explorer.decide.search_again()
+print(explorer.decide.status.value)
+assert pinned["best"]["config"][stem_name] == explorer.hparams[stem_name].original
+assert explorer.value == pinned["best"]["config"]
+explorer.lock(stem_name, False)
+
+# %% [markdown]
+# ## The choice as code, the map as a file
+#
+# *Show as code* writes the current choice as a cell: `nv.select` and the `FastNASConfig` rules
+# that confine a new search to it. Running that cell on a freshly converted model reproduces the
+# selection. The map is saved as a small JSON file that the heatmap and the explorer load without
+# the model or the checkpoint; the heatmap can show the raw drops or the monotone ones the
+# searcher's rule acts on (changed cells ringed).
+
+# %%
+import tempfile
+from pathlib import Path
+
+from nasviz.widgets import SensitivityHeatmap
+
+code = explorer.decide.show_code()
+print(code)
+fresh = nv.convert(DigitsCNN(), mode=[("fastnas", demo_config())], dummy_input=x)
+scope = {"model": fresh}
+exec(code, scope)
+assert nv.get_subnet_config(fresh) == explorer.value
+
+map_path = nv.save_sensitivity_map(state, Path(tempfile.mkdtemp()) / "digits_map.json")
+heatmap = SensitivityHeatmap.from_map_file(map_path)
+assert heatmap.sensitivity_map == state["sensitivity_map"]
+heatmap.drops_toggle.value = "monotone"
+print(f"the monotone map changes {len(heatmap.changed_cells)} cells: {heatmap.changed_cells[:4]}")
+heatmap
+
+# %%
+again = SubnetExplorer.from_map_file(model, x, map_path, constraints={"flops": "60%"})
+assert again.sensitivity_map == state["sensitivity_map"]
+assert again.decide.original_score == state["original_score"]
 
 # %% [markdown]
 # ## Export the chosen subnet

@@ -249,7 +249,7 @@ class Batches:
         self,
         calib_loader: Iterable[Any] | None,
         limit: int | None,
-        score_loader: Iterable[Any],
+        score_loader: Iterable[Any] | None,
         budget: int,
     ) -> None:
         self._calib_loader, self._limit = calib_loader, limit
@@ -313,6 +313,8 @@ class Batches:
             yield from iterate(self._calib_loader, self._limit)
 
     def _score_raw(self) -> Iterator[tuple[Any, Any]]:
+        if self._score_loader is None:  # the score_func form: calibration batches only
+            return
         n = 0
         for batch in self._score_loader:
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:

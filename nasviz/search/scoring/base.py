@@ -7,6 +7,7 @@ search config by :func:`nasviz.search.scoring.make_scorer`) and asks it to
   returns the full model's score; the ``score_func`` form does nothing and returns ``None``),
 * :meth:`~Scorer.score_active`: score the active subnet after calibrating its BatchNorm statistics
   (the raw value; :meth:`~Scorer.checked` turns it into a float or a clear ``SearchError``),
+* :meth:`~Scorer.worth_scoring`: whether a final candidate is scored for real,
 * :meth:`~Scorer.finish_sweep` after the sensitivity map, :meth:`~Scorer.restore_calibration` to
   leave the chosen subnet calibrated, :meth:`~Scorer.state_entries` for the search state,
   :meth:`~Scorer.release` at the end,
@@ -78,6 +79,12 @@ class Scorer(ABC):
         """The rule for implied map entries (:class:`~nasviz.search.scoring.SkipRule`), or
         ``None``: every entry is scored."""
         return None
+
+    def worth_scoring(self, predicted: float, best: float | None) -> bool:
+        """Whether a final candidate whose predicted score (the original score minus its summed
+        map drops) is ``predicted`` is worth scoring for real, ``best`` the best real score of
+        the candidates scored so far (``None``: none yet). Default: every candidate is scored."""
+        return True
 
     def finish_sweep(self) -> None:  # noqa: B027 - optional hook
         """The map is done: undo what scoring it left in the model (not the cache)."""

@@ -235,10 +235,13 @@ def concat(values: list[Any]) -> Any:
 
 
 def iterate(loader: Iterable[Any], limit: int | None) -> Iterator[Any]:
+    """The first ``limit`` batches of ``loader`` (all with ``None``); never draws one more."""
+    if limit is not None and limit < 1:
+        return
     for i, batch in enumerate(loader):
-        if limit is not None and i >= limit:
-            return
         yield batch
+        if limit is not None and i + 1 >= limit:
+            return
 
 
 class Batches:

@@ -3,7 +3,8 @@
 ``score_func`` (with ``data_loader``/``forward_loop``/``max_iter_data_loader`` for BatchNorm
 calibration; ``max_iter_data_loader`` defaults to 50 batches, as in the FastNAS reference, for
 both forms; ``None`` draws the whole loader once) selects
-:class:`~nasviz.search.scoring.func.FuncScorer`; ``score_loader`` + ``metric`` (with ``cache_bytes``, ``skip``, ``skip_threshold``) select the evaluator form
+:class:`~nasviz.search.scoring.func.FuncScorer`; ``score_loader`` + ``metric`` (with
+``cache_bytes``, ``skip``, ``skip_threshold``) select the evaluator form
 (:class:`~nasviz.search.scoring.evaluator.Evaluator`). :func:`make_scorer` is the only code that
 looks at which form a config uses.
 """

@@ -18,8 +18,7 @@ Where the reference is wrong, this one is not:
   since summed single-group drops ignore interactions between groups, the ``final_candidates``
   best-predicted subnets that use the budget (the grown bisection result first) are scored for
   real and the best real score wins (the scorer may skip a candidate whose predicted score does
-  not beat the best real one, :meth:`~nasviz.search.scoring.Scorer.worth_scoring`: the
-  ``score_func`` form does);
+  not beat the best real one, :meth:`~nasviz.search.scoring.Scorer.worth_scoring`);
 * BatchNorm is calibrated on ``config["data_loader"]``: its first ``max_iter_data_loader``
   batches (default **50**, as in the FastNAS reference; ``None``: the whole loader), drawn once
   and reused for every subnet, and cached so that a subnet re-estimates only the statistics

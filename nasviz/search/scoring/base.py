@@ -60,6 +60,8 @@ class Scorer(ABC):
 
     label: str = "score_func"
     passes: tuple[type[BaseException], ...] = ()
+    #: final candidates :meth:`worth_scoring` turned down
+    skipped_candidates: int = 0
 
     @property
     @abstractmethod
@@ -83,8 +85,15 @@ class Scorer(ABC):
     def worth_scoring(self, predicted: float, best: float | None) -> bool:
         """Whether a final candidate whose predicted score (the original score minus its summed
         map drops) is ``predicted`` is worth scoring for real, ``best`` the best real score of
-        the candidates scored so far (``None``: none yet). Default: every candidate is scored."""
-        return True
+        the candidates scored so far (``None``: none yet).
+
+        Only if its prediction beats ``best``: the map's drops are single-group drops; where
+        they add up (``nasviz.testing``) a candidate predicted no better cannot win, and where
+        groups interact real drops exceed predicted ones, so a skipped candidate could only win
+        if interactions *helped*. Skipped candidates are counted in ``skipped_candidates``."""
+        worth = best is None or predicted > best
+        self.skipped_candidates += not worth
+        return worth
 
     def finish_sweep(self) -> None:  # noqa: B027 - optional hook
         """The map is done: undo what scoring it left in the model (not the cache)."""

@@ -268,6 +268,7 @@ class Evaluator(CachedEvaluation, Scorer):
             "remembered_scores": self._memo.hits,
             "memo_bytes": self._memo.peak,
             "prefix_bytes": self.stats["prefix_peak"],
+            "skipped_candidates": self.skipped_candidates,
         }
 
     # -- the Scorer protocol ----------------------------------------------------------------------

@@ -24,10 +24,8 @@ re-calibrated by the whole loop; nothing is cached.
 **Which subnets are scored.** Every sensitivity-map entry is scored (``skip_rule`` is ``None``:
 an opaque score has no floor or threshold nasviz could know). Of the final candidates, one whose
 *predicted* score (the full model's score minus the sum of its map drops) is not above the best
-*real* score found so far is not scored (:meth:`FuncScorer.worth_scoring`): the map's drops are
-single-group drops, and on the models where they add up (``nasviz.testing``) such a candidate
-cannot win; where groups interact, real drops exceed predicted ones, so the skipped candidates are
-the ones that could only win if interactions *helped*.
+*real* score found so far is not scored (:meth:`~nasviz.search.scoring.Scorer.worth_scoring`,
+the same rule in both forms).
 """
 
 from __future__ import annotations
@@ -134,7 +132,7 @@ class FuncScorer(CachedEvaluation, Scorer):
         self._prefix: dict[tuple[str, int, int], PrefixSlot] = {}
         self._prefix_key: tuple[str, ...] = ()
         self.stats = {"cached_scores": 0, "full_scores": 0, "cache_bytes": 0, "cache_peak": 0,
-                      "prefix_peak": 0, "skipped_candidates": 0}  # fmt: skip
+                      "prefix_peak": 0}  # fmt: skip
 
     @classmethod
     def from_config(cls, model: nn.Module, config: dict[str, Any]) -> FuncScorer:
@@ -176,12 +174,6 @@ class FuncScorer(CachedEvaluation, Scorer):
         with torch.no_grad():
             return self.score_func(self.model)
 
-    def worth_scoring(self, predicted: float, best: float | None) -> bool:
-        """Score a final candidate only if its predicted score beats the best real one."""
-        worth = best is None or predicted > best
-        self.stats["skipped_candidates"] += not worth
-        return worth
-
     def finish_sweep(self) -> None:
         if self.cached:
             CachedEvaluation.finish_sweep(self)
@@ -209,7 +201,7 @@ class FuncScorer(CachedEvaluation, Scorer):
                 "cached_scores": self.stats["cached_scores"],
                 "full_scores": self.stats["full_scores"],
                 "remembered_scores": self._memo.hits,
-                "skipped_candidates": self.stats["skipped_candidates"],
+                "skipped_candidates": self.skipped_candidates,
             }
         }
 

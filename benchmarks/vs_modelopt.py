@@ -261,7 +261,10 @@ def report(setting: str, runs: list[str], args: Any) -> None:
         torch.save(train_setting(setting, args.epochs).state_dict(), weights)
         for _ in range(args.repeats):
             for run in runs:  # interleaved, so load changes hit every tool alike
-                all_results[run].append(run_worker(run, setting, weights, args.epochs, calib))
+                r = run_worker(run, setting, weights, args.epochs, calib)
+                all_results[run].append(r)
+                brief = {k: r[k] for k in ("cpu", "flops_kept", "val", "refused") if k in r}
+                print(f"  ({setting}: {run}: {brief})", flush=True)
     rows = {r: min(v, key=lambda x: x.get("cpu", 0.0)) for r, v in all_results.items()}
     full = rows["nasviz, evaluator form"]["val_full"]
     desc = make_setting(setting, args.epochs, *calib).describe

@@ -65,7 +65,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prune_digits import measure, prune_nasviz, train_digits
+from vs_settings import SETTINGS, Setting, make_setting, train_setting
 
 DEMO_WIDTHS = {
     "nn.Conv2d": {"*": {"channel_divisor": 4}},
@@ -94,9 +94,14 @@ def _silenced() -> Iterator[None]:
             os.close(fd)
 
 
-def prune_modelopt(
-    trained: nn.Module, loaders: Any, x: torch.Tensor, space: str, calib: Any, calib_batches: int
-) -> dict[str, Any]:
+def _config(s: Setting, score_func: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {"data_loader": s.calib, "score_func": score_func}
+    if s.max_iter is not None:
+        config["max_iter_data_loader"] = s.max_iter
+    return config
+
+
+def prune_modelopt(trained: nn.Module, s: Setting, x: torch.Tensor, space: str) -> dict[str, Any]:
     """``mtp.prune`` on a copy of ``trained`` with Model Optimizer's FastNAS; then export."""
     import modelopt.torch.prune as mtp
 
@@ -104,13 +109,8 @@ def prune_modelopt(
 
     model = copy.deepcopy(trained)
     mode: Any = [("fastnas", DEMO_WIDTHS)] if space == "demo widths" else "fastnas"
-    config = {
-        "data_loader": calib,
-        "max_iter_data_loader": calib_batches,
-        "score_func": lambda m: evaluate_accuracy(m, loaders.val),
-        "checkpoint": None,
-        "verbose": False,
-    }
+    config = _config(s, lambda m: evaluate_accuracy(m, s.val))
+    config.update(checkpoint=None, verbose=False)
     with warnings.catch_warnings(), _silenced():  # Model Optimizer prints tables and bars
         warnings.simplefilter("ignore")
         wall, cpu = time.perf_counter(), time.process_time()
@@ -125,7 +125,55 @@ def prune_modelopt(
     small = model.eval()  # mtp.prune exports the best subnet in place
     best = state.get("best", {}).get("config", {})
     subnet = {k: v for k, v in best.items() if k.endswith(("out_channels", "out_features"))}
-    return measure(trained, small, loaders, x) | {"wall": wall, "cpu": cpu, "subnet": subnet}
+    return measure(trained, small, s, x) | {"wall": wall, "cpu": cpu, "subnet": subnet}
+
+
+def prune_nasviz(trained: nn.Module, s: Setting, x: torch.Tensor, form: str) -> dict[str, Any]:
+    """``nv.convert`` + ``nv.prune`` on a copy of ``trained`` in ``form``; then export."""
+    import nasviz as nv
+    from nasviz.datasets import evaluate_accuracy
+    from nasviz.demo import demo_config
+
+    model = copy.deepcopy(trained)
+    config = _config(s, lambda m: evaluate_accuracy(m, s.val))
+    if form == "evaluator":
+        del config["score_func"]
+        config.update(score_loader=s.val, metric="accuracy")
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    model = nv.convert(model, mode=[("fastnas", demo_config())], dummy_input=x)
+    wall, cpu = time.perf_counter(), time.process_time()
+    convert = {"convert_wall": wall - wall0, "convert_cpu": cpu - cpu0}
+    model, state = nv.prune(model, constraints={"flops": "60%"}, dummy_input=x, config=config)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    small = nv.export(model).eval()
+    report = state.get("evaluator") or state.get("score_func") or {}
+    scored = sum(1 for h in state["history"] if h.get("event") in ("MapEntry", "CandidateScored")
+                 and not h.get("skipped"))  # fmt: skip
+    return (
+        measure(trained, small, s, x)
+        | convert
+        | {
+            "wall": wall,
+            "cpu": cpu,
+            "subnet": state["best"]["config"],
+            "scored": scored,
+            "report": {k: report.get(k) for k in ("cached_scores", "full_scores",
+                                                  "remembered_scores", "skipped_candidates")},
+        }
+    )  # fmt: skip
+
+
+def measure(full: nn.Module, small: nn.Module, s: Setting, x: torch.Tensor) -> dict[str, Any]:
+    """FLOPs kept and val/test accuracy of ``small`` (next to ``full``'s)."""
+    import nasviz as nv
+    from nasviz.datasets import evaluate_accuracy
+
+    return {
+        "flops_kept": nv.profile(small, x).flops / nv.profile(full, x).flops,
+        "val": evaluate_accuracy(small, s.val),
+        "test": evaluate_accuracy(small, s.test),
+        "val_full": evaluate_accuracy(full, s.val),
+    }
 
 
 def _rss() -> int:
@@ -134,49 +182,35 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def worker(
-    run: str, weights: str, epochs: int, calib_bs: int, calib_batches: int
-) -> dict[str, Any]:
+def worker(run: str, setting: str, weights: str, epochs: int, calib_bs: int, calib_batches: int
+           ) -> dict[str, Any]:  # fmt: skip
     """One prune in this (fresh) process: the trained model and loaders as the parent had them."""
     import nasviz as nv
-    from nasviz.datasets import digits_loaders
-    from nasviz.models import DigitsCNN
 
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    loaders = digits_loaders(batch_size=64, seed=0)
-    for _ in range(epochs):  # the shuffling generator, as training left it
-        for _batch in loaders.train:
-            pass
-    model = DigitsCNN(width=48)
+    s = make_setting(setting, epochs, calib_bs, calib_batches)
+    model = s.model
     model.load_state_dict(torch.load(weights, weights_only=True))
     model.eval()
-    x = next(iter(loaders.val))[0][:2]
-    calib = (
-        loaders.train
-        if calib_bs == 64
-        else digits_loaders(batch_size=calib_bs, seed=0).train  # a fresh loader: same batches
-    )
+    x = next(iter(s.val))[0][:2]
     nv.profile(model, x)  # warm-up: the FLOP counter's one-time imports
     before = _rss()
     if run.startswith("nasviz"):
         form = "evaluator" if "evaluator" in run else "score_func"
-        r = prune_nasviz(model, loaders, x, form, calib, calib_batches)
+        r = prune_nasviz(model, s, x, form)
         r = r | {"prune_cpu": r["cpu"], "prune_wall": r["wall"]}
         r["cpu"], r["wall"] = r["cpu"] + r["convert_cpu"], r["wall"] + r["convert_wall"]
     else:
-        r = prune_modelopt(model, loaders, x, run.removeprefix("modelopt, "), calib, calib_batches)
+        r = prune_modelopt(model, s, x, run.removeprefix("modelopt, "))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return r | {"rss_before": before, "peak_rss": peak}
 
 
-def run_worker(run: str, weights: Path, epochs: int, calib: tuple[int, int]) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker", run, str(weights), str(epochs), *map(str, calib)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def run_worker(
+    run: str, setting: str, weights: Path, epochs: int, calib: tuple[int, int]
+) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", run, setting, str(weights), str(epochs)]
+    proc = subprocess.run([*cmd, *map(str, calib)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{run} failed:\n{proc.stderr}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -191,11 +225,14 @@ def main() -> None:
         "--calib-batch-size", type=int, default=16, help="16 x 50 fills Model Optimizer's queue"
     )
     parser.add_argument("--calib-batches", type=int, default=50)
-    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated")
+    parser.add_argument("--no-default-config", action="store_true",
+                        help="skip Model Optimizer's default config")  # fmt: skip
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        run, weights, epochs, bs, n = args.worker
-        print(json.dumps(worker(run, weights, int(epochs), int(bs), int(n))))
+        run, setting, weights, epochs, bs, n = args.worker
+        print(json.dumps(worker(run, setting, weights, int(epochs), int(bs), int(n))))
         return
     torch.set_num_threads(1)
     try:
@@ -207,23 +244,31 @@ def main() -> None:
         print(f"Model Optimizer is not importable here ({e}); running nasviz alone.")
     runs = ["nasviz, evaluator form", "nasviz, score_func form"]
     if have_modelopt:
-        runs += ["modelopt, demo widths", "modelopt, its default config"]
+        runs += ["modelopt, demo widths"]
+        runs += [] if args.no_default_config else ["modelopt, its default config"]
+    print(f"load average at start: {os.getloadavg()}")
+    for setting in args.settings.split(","):
+        report(setting, runs, args)
+    print(f"load average at end: {os.getloadavg()}")
+
+
+def report(setting: str, runs: list[str], args: Any) -> None:
+    """Train the setting's model, run every tool ``args.repeats`` times interleaved, print."""
     all_results: dict[str, list[dict[str, Any]]] = {r: [] for r in runs}
+    calib = (args.calib_batch_size, args.calib_batches)
     with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "digits48.pt"
-        model, _, _ = train_digits(args.epochs)
-        torch.save(model.state_dict(), weights)
+        weights = Path(tmp) / "model.pt"
+        torch.save(train_setting(setting, args.epochs).state_dict(), weights)
         for _ in range(args.repeats):
             for run in runs:  # interleaved, so load changes hit every tool alike
-                calib = (args.calib_batch_size, args.calib_batches)
-                all_results[run].append(run_worker(run, weights, args.epochs, calib))
+                r = run_worker(run, setting, weights, args.epochs, calib)
+                all_results[run].append(r)
+                brief = {k: r[k] for k in ("cpu", "flops_kept", "val", "refused") if k in r}
+                print(f"  ({setting}: {run}: {brief})", flush=True)
     rows = {r: min(v, key=lambda x: x.get("cpu", 0.0)) for r, v in all_results.items()}
     full = rows["nasviz, evaluator form"]["val_full"]
-    print(f"unpruned DigitsCNN(width=48), {args.epochs} epochs: val accuracy {full:.4f}")
-    print(
-        f"BatchNorm calibration: {args.calib_batches} batches of {args.calib_batch_size} "
-        "training images, the same for every tool"
-    )
+    desc = make_setting(setting, args.epochs, *calib).describe
+    print(f"\n== {setting}: {desc}; {args.epochs} epochs: unpruned val accuracy {full:.4f}")
     print(
         f"best of {args.repeats} (CPU); nasviz = convert + prune; "
         "median CPU in brackets; peak RSS = the worker's (RSS before the prune)"
@@ -246,7 +291,8 @@ def main() -> None:
         if name.startswith("nasviz"):
             print(
                 f"{name}: nv.prune alone {r['prune_cpu']:.2f} s CPU, {r['prune_wall']:.2f} s "
-                f"wall; nv.convert {r['convert_cpu']:.2f} s CPU"
+                f"wall; nv.convert {r['convert_cpu']:.2f} s CPU; {r['scored']} subnets scored "
+                f"(map entries + candidates); {r['report']}"
             )
     for name, r in rows.items():
         if "subnet" in r:
@@ -254,17 +300,29 @@ def main() -> None:
     for name, runs_ in all_results.items():
         if "cpu" in runs_[0]:
             print(f"{name}: CPU s per run {', '.join(format(x['cpu'], '.2f') for x in runs_)}")
-    ours = rows["nasviz, evaluator form"]
-    ours_med = statistics.median(x["cpu"] for x in all_results["nasviz, evaluator form"])
-    for name, r in rows.items():
-        if name.startswith("modelopt") and "wall" in r:
-            med = statistics.median(x["cpu"] for x in all_results[name])
-            print(
-                f"nasviz (evaluator form) / {name}: time {ours['cpu'] / r['cpu']:.2f}x CPU "
-                f"(best/best; median/median {ours_med / med:.2f}x), "
-                f"{ours['wall'] / r['wall']:.2f}x wall (target <= 0.33x); val accuracy "
-                f"{ours['val'] - r['val']:+.4f}"
-            )
+    targets = {"nasviz, evaluator form": 0.20, "nasviz, score_func form": 0.5}
+    for ours_name, target in targets.items():
+        ours = rows[ours_name]
+        ours_med = statistics.median(x["cpu"] for x in all_results[ours_name])
+        for name, r in rows.items():
+            if name.startswith("modelopt") and "wall" in r:
+                med = statistics.median(x["cpu"] for x in all_results[name])
+                ratio = ours["cpu"] / r["cpu"]
+                print(
+                    f"{setting}: {ours_name} / {name}: {ratio:.2f}x CPU (best/best; "
+                    f"median/median {ours_med / med:.2f}x; target <= {target:.2f}x: "
+                    f"{'met' if ratio <= target else 'MISSED'}), {ours['wall'] / r['wall']:.2f}x "
+                    f"wall; val accuracy {ours['val'] - r['val']:+.4f}"
+                )
+    for ours_name in targets:
+        r = rows[ours_name]
+        acc_ok = r["val"] >= full - 0.01
+        flops_ok = 0.55 <= r["flops_kept"] <= 0.60
+        print(
+            f"{setting}: {ours_name}: val {r['val']:.4f} vs unpruned {full:.4f} "
+            f"({'ok' if acc_ok else 'MISSED'}: within 1 point), FLOPs kept "
+            f"{r['flops_kept']:.1%} ({'ok' if flops_ok else 'MISSED'}: 55-60%)"
+        )
 
 
 if __name__ == "__main__":

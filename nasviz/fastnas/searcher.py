@@ -16,8 +16,13 @@ Where the reference is wrong, this one is not:
   per FLOP are grown while every constraint still holds;
 * the final subnet is scored with the real ``score_func`` and reported (``best["score"]``);
   since summed single-group drops ignore interactions between groups, the ``final_candidates``
-  best-predicted subnets that use the budget (the grown bisection result first) are all scored
-  for real and the best real score wins;
+  best-predicted subnets that use the budget (the grown bisection result first) are scored for
+  real and the best real score wins (the scorer may skip a candidate whose predicted score does
+  not beat the best real one, :meth:`~nasviz.search.scoring.Scorer.worth_scoring`);
+* BatchNorm is calibrated on ``config["data_loader"]``: its first ``max_iter_data_loader``
+  batches (default **50**, as in the FastNAS reference; ``None``: the whole loader), drawn once
+  and reused for every subnet, and cached so that a subnet re-estimates only the statistics
+  downstream of its change (both forms, :mod:`nasviz.search.scoring`);
 * the map's entries are scored by ``config["executor"]``: in process (the default) or on a Dask
   cluster, streaming back as they complete (see :mod:`nasviz.search.executors`); each entry is
   scored from the same seeded random state (``config["seed"]``), so the map does not depend on
@@ -370,7 +375,11 @@ class BinarySearcher(IterativeSearcher):
             alternatives = [a for a in alternatives if measured[tuple(sorted(a.items()))] <= limit]
         candidates = [grown, *alternatives]
         best: dict[str, Any] | None = None
+        last: dict[str, int] | None = None
         for rank, config in enumerate(candidates):
+            predicted = float(self.original_score or 0.0) - self._predicted_drop(config)
+            if not self.scorer.worth_scoring(predicted, None if best is None else best["score"]):
+                continue
             self._select(config)
             score = self.eval_score(f"candidate {rank + 1} {config}")
             flops, params = self._cost(config)
@@ -384,6 +393,7 @@ class BinarySearcher(IterativeSearcher):
                     config=dict(config),
                 )
             )
+            last = config
             if best is None or score > best["score"]:
                 best = {"config": config, "score": score, "flops": flops, "params": params}
                 if measured:  # latency: seconds, measured for real
@@ -393,7 +403,7 @@ class BinarySearcher(IterativeSearcher):
         config, score = best["config"], best["score"]
         self._select(config)
         # leave the model calibrated for the chosen subnet, not the last one scored
-        self.scorer.restore_calibration(last_scored=config is candidates[-1])
+        self.scorer.restore_calibration(last_scored=config is last)
         self.best = best
         self.emit(
             FinalScore(

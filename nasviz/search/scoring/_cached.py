@@ -1,16 +1,22 @@
-"""The evaluator form's cache and sub-graph scoring.
+"""The activation cache and sub-graph re-calibration shared by both scoring forms.
 
-Private to :mod:`nasviz.search.scoring.evaluator`, which documents the design.
+Private to :mod:`nasviz.search.scoring`; :mod:`nasviz.search.scoring.evaluator` documents the
+design.
 
 :class:`CachedEvaluation` holds the data, the frontier activations, the sub-graph modules, the
 memo and the kept BatchNorm statistics; it fills the cache with one full calibration and one
 full scoring pass (``_fill``) and scores a subnet that differs from the full one in cached
-hparams only by running their sub-graph (``_score_cached``); any other subnet is scored by the
-whole model (``score_full``).
+hparams only by re-calibrating and running their sub-graph (``_score_cached``); any other
+subnet is scored by the whole model (``score_full``). How a calibrated subnet is *scored* is the
+form's: two hooks, :meth:`~CachedEvaluation._score_model` (the whole model) and
+:meth:`~CachedEvaluation._score_sub` (after a sub-graph re-calibration; by default the whole
+model too). The evaluator form also caches its score batches' frontier values and scores from
+the sub-graph; the ``score_func`` form calls the user's opaque function on the model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,36 +31,25 @@ from nasviz.hparam import Hparam
 from nasviz.patch import ForwardLoop, prep_for_eval, recalibrate_bn
 from nasviz.search.scoring._budget import choose_cached, estimate_bytes
 from nasviz.search.scoring._calib import calib_module, group_feeds, join
-from nasviz.search.scoring._evalconfig import (
-    Batches,
-    Metric,
-    batchnorms,
-    concat,
-    same_output,
-)
+from nasviz.search.scoring._evalconfig import Batches, batchnorms, same_output
 from nasviz.search.scoring._memo import ScoreMemo, load_bn_state
 from nasviz.search.scoring._prefix import PrefixSlot, add_prefix_convs, slot_bytes
 from nasviz.search.scoring._subgraph import (
     SubgraphPlan,
+    UntraceableError,
     capture_module,
+    plan_subgraphs,
     snapshot,
     subgraph_module,
+    trace_model,
     union_plan,
     value_bytes,
 )
 
-__all__ = ["CachedEvaluation", "CachedSub"]
+__all__ = ["CachedEvaluation", "CachedSub", "Feed"]
 
-
-def _batch_first(x: Any, out: Any) -> bool:
-    """Whether ``x`` and ``out`` are tensors with the same leading (batch) size."""
-    return (
-        isinstance(x, torch.Tensor)
-        and isinstance(out, torch.Tensor)
-        and x.dim() > 0
-        and out.dim() > 0
-        and x.shape[0] == out.shape[0]
-    )
+#: ``feed(values, i, phase)``: a sub-graph's inputs for batch ``i`` of ``values``
+Feed = Callable[[dict[fx.Node, list[Any]], int, str], list[Any]]
 
 
 @dataclass(frozen=True)
@@ -80,7 +75,6 @@ class CachedEvaluation:
     data: Batches
     stats: dict[str, int]
     _calib_loader: Any
-    _metric: Metric
     _plan: SubgraphPlan | None
     _reason: str | None
     _calib_vals: dict[fx.Node, list[Any]]
@@ -111,18 +105,116 @@ class CachedEvaluation:
         """The model's output on ``x``: by the traced graph (channels_last) when there is one."""
         return self.model(x) if self._runner is None else self._runner(x)[0]
 
-    def score_full(self) -> float:
+    # -- the form's scoring: the two hooks a form implements ------------------------------------
+    def _score_model(self) -> Any:
+        """Score the whole active subnet, already calibrated and in eval mode."""
+        raise NotImplementedError
+
+    def _score_sub(self, sub: CachedSub, changed: tuple[str, ...], feed: Feed) -> Any:
+        """Score the active subnet after :meth:`_score_cached` re-calibrated ``sub``'s BatchNorms
+        (``feed(values, i, phase)``: the sub-graph's inputs for batch ``i``)."""
+        return self._score_model()
+
+    def _fill_score(self, capture: fx.GraphModule, keep: list[fx.Node]) -> Any:
+        """After the full calibration in :meth:`_fill`: check that the traced graph is the model
+        (raise if not) and score the full subnet (the evaluator form also keeps the frontier
+        values of its score batches)."""
+        calib = self.data.calib or []
+        if calib:
+            x0 = calib[0][:8] if isinstance(calib[0], torch.Tensor) else calib[0]
+            with torch.no_grad():
+                if not same_output(capture(x0)[0], self.model(x0)):
+                    raise ValueError("its output on the first calibration batch differs")
+        return self._score_model()
+
+    # -- scoring ---------------------------------------------------------------------------------
+    def score_active(self) -> Any:
+        """Score the active subnet: remembered, from the cache, or from the inputs."""
+        key = self._key()
+        score = None if key is None else self._memo.score(key)
+        if score is not None:
+            return score
+        changed = tuple(n for n, hp in self._hparams.items() if hp.active != hp.original)
+        if changed and all(n in self._cached for n in changed):
+            return self._score_cached(changed)
+        return self.score_full()
+
+    def score_full(self) -> Any:
         """Calibrate BatchNorm of the whole active subnet, then score it (no activation cache)."""
-        device = device_of(self.model)
-        self.data.load(device)
+        self.data.load(device_of(self.model))
         prep_for_eval(self.model, self._calib_loop())
-        with torch.no_grad():
-            outs = [self._run(x) for x, _ in self.data.score_pairs(device)]
+        score = self._score_model()
         self._dirty = set(self._bn_state)
         self.stats["full_scores"] += 1
-        score = self._metric(concat(outs), self.data.targets(device))
         self._remember(score, batchnorms(self.model))
         return score
+
+    def restore_kept(self) -> bool:
+        """Give the active subnet the BatchNorm statistics its scoring calibrated (no pass);
+        ``False`` if they were not kept (then calibrate it)."""
+        key = self._key()
+        state = None if key is None else self._memo.statistics(key)
+        if state is None:
+            return False
+        self.reset_calibration()
+        load_bn_state(state)
+        self._dirty = set(state)
+        return True
+
+    def _prepare_cache(self, members: dict[str, list[str]], hparams: dict[str, Hparam]) -> Any:
+        """Build the cache at the active (full) subnet; returns its score.
+
+        ``members``: hparam name -> the qualified names of its member layers; ``hparams``: the
+        configurable hparams by name.
+        """
+        self.data.load(device_of(self.model))
+        self._hparams = hparams
+        self._reason = self.data.reason
+        if self._reason is None:
+            try:
+                graph = trace_model(self.model)
+                self._plan = plan_subgraphs(self.model, graph, members, hparams)
+            except UntraceableError as e:
+                self._reason = f"{e}; every entry is scored without the cache"
+        if self._plan is not None:
+            try:
+                score = self._fill(list(members))
+            except Exception as e:  # the traced graph does not run as the model does
+                self._plan, self._cached, self._calib_vals, self._score_vals = None, {}, {}, {}
+                self._calib_joined = {}
+                self._runner = None
+                self._reason = (
+                    f"the fx graph of {type(self.model).__name__} does not reproduce the model "
+                    f"({type(e).__name__}: {e}); every entry is scored without the cache"
+                )
+        if self._plan is None:
+            score = self.score_full()
+            self._uncached = {n: str(self._reason) for n in members}
+        self._bn_state = {
+            bn: {k: v.clone() for k, v in bn._buffers.items() if v is not None}
+            for bn in batchnorms(self.model)
+        }
+        self._dirty = set()
+        self._memo = ScoreMemo()
+        self._remember(score, [])  # the full subnet: its statistics are self._bn_state
+        return score
+
+    def release(self) -> None:
+        """Free the cached activations, sub-graphs and kept statistics (the model's BatchNorm
+        statistics stay as they are; :meth:`reset_calibration` puts back the full subnet's)."""
+        self._calib_vals, self._score_vals, self._modules = {}, {}, {}
+        self._calib_joined = {}
+        self._prefix, self._prefix_key = {}, ()
+        self._memo.clear_statistics()
+
+    def finish_sweep(self) -> None:
+        """Put back the full subnet's statistics (the cache stays for the final candidates)."""
+        self.reset_calibration()
+
+    def restore_calibration(self, last_scored: bool) -> None:
+        """The active subnet's statistics as its scoring left them, else a calibration pass."""
+        if not self.restore_kept():
+            prep_for_eval(self.model, self._calib_loop())
 
     def reset_calibration(self) -> None:
         """Put back the full subnet's BatchNorm statistics where a scoring changed them."""
@@ -133,7 +225,7 @@ class CachedEvaluation:
         """The active subnet as the memo's key (``None`` before :meth:`prepare`)."""
         return tuple(hp.active for hp in self._hparams.values()) if self._hparams else None
 
-    def _remember(self, score: float, bns: list[_BatchNorm]) -> None:
+    def _remember(self, score: Any, bns: list[_BatchNorm]) -> None:
         key = self._key()
         if key is not None:
             self._memo.put(key, score, bns, room=self.budget - self._held())
@@ -164,18 +256,7 @@ class CachedEvaluation:
 
         prep_for_eval(self.model, loop if self._calib_loader is not None else None)
         self._calib_joined = join(self._calib_vals, calib)
-        outs = []
-        with torch.no_grad():
-            for x, _ in score:
-                out, vals = capture(x)
-                outs.append(out)
-                for n, v in zip(keep, vals):
-                    self._score_vals[n].append(v)
-            x0, out0 = score[0][0], outs[0]
-            if _batch_first(x0, out0):  # eval mode treats samples alone: check a few of them
-                x0, out0 = x0[:8], out0[:8]
-            if not same_output(out0, self.model(x0)):  # the graph must be the model
-                raise ValueError("its output on the first score batch differs from the model's")
+        result = self._fill_score(capture, keep)
         self.stats["full_scores"] += 1
         self.stats["cache_peak"] = self._held()
         while chosen and self._held() > self.budget:  # the estimate was short: drop the last
@@ -192,7 +273,7 @@ class CachedEvaluation:
                       if n.op == "call_module"]  # fmt: skip
             self._cached[h] = list({bn: None for m in called for bn in batchnorms(m)})
         self.stats["cache_bytes"] = self._held()
-        return self._metric(concat(outs), self.data.targets(device_of(self.model)))
+        return result
 
     def _held(self) -> int:
         """Bytes held: the input batches plus the frontier activations (placeholders excluded)."""
@@ -237,7 +318,7 @@ class CachedEvaluation:
         sub = self._sub(changed)
         if sub is None or self._plan is None:
             return self.score_full()
-        calib, score, inplace = self.data.calib or [], self.data.score or [], self._plan.inplace
+        calib, inplace = self.data.calib or [], self._plan.inplace
         index = {h: self._hparams[h].active_index() for h in changed}
         feeds = [(n, a, index[h]) if h is not None else (n, None, None)
                  for n, (h, a) in zip(sub.frontier, sub.slices)]  # fmt: skip
@@ -273,13 +354,12 @@ class CachedEvaluation:
             recalibrate_bn(nn.ModuleList(sub.bns), loop, self._set_training)
         self._set_training(False)
         with torch.no_grad():
-            outs = [sub.module(*feed(self._score_vals, i, "score")) for i in range(len(score))]
+            result = self._score_sub(sub, changed, feed)
         if sub.n_slots and self._held() + slot_bytes(self._prefix) > self.budget:
             self._prefix = {}  # the sums do not fit: the next width is computed directly
         self.stats["prefix_peak"] = max(self.stats["prefix_peak"], slot_bytes(self._prefix))
         self._dirty = set(sub.bns)
         self.stats["cached_scores"] += 1
-        result = self._metric(concat(outs), self.data.targets(device_of(self.model)))
         self._remember(result, sub.bns)
         return result
 

@@ -235,10 +235,13 @@ def concat(values: list[Any]) -> Any:
 
 
 def iterate(loader: Iterable[Any], limit: int | None) -> Iterator[Any]:
+    """The first ``limit`` batches of ``loader`` (all with ``None``); never draws one more."""
+    if limit is not None and limit < 1:
+        return
     for i, batch in enumerate(loader):
-        if limit is not None and i >= limit:
-            return
         yield batch
+        if limit is not None and i + 1 >= limit:
+            return
 
 
 class Batches:
@@ -249,7 +252,7 @@ class Batches:
         self,
         calib_loader: Iterable[Any] | None,
         limit: int | None,
-        score_loader: Iterable[Any],
+        score_loader: Iterable[Any] | None,
         budget: int,
     ) -> None:
         self._calib_loader, self._limit = calib_loader, limit
@@ -313,6 +316,8 @@ class Batches:
             yield from iterate(self._calib_loader, self._limit)
 
     def _score_raw(self) -> Iterator[tuple[Any, Any]]:
+        if self._score_loader is None:  # the score_func form: calibration batches only
+            return
         n = 0
         for batch in self._score_loader:
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:

@@ -7,6 +7,7 @@ search config by :func:`nasviz.search.scoring.make_scorer`) and asks it to
   returns the full model's score; the ``score_func`` form does nothing and returns ``None``),
 * :meth:`~Scorer.score_active`: score the active subnet after calibrating its BatchNorm statistics
   (the raw value; :meth:`~Scorer.checked` turns it into a float or a clear ``SearchError``),
+* :meth:`~Scorer.worth_scoring`: whether a final candidate is scored for real,
 * :meth:`~Scorer.finish_sweep` after the sensitivity map, :meth:`~Scorer.restore_calibration` to
   leave the chosen subnet calibrated, :meth:`~Scorer.state_entries` for the search state,
   :meth:`~Scorer.release` at the end,
@@ -59,6 +60,8 @@ class Scorer(ABC):
 
     label: str = "score_func"
     passes: tuple[type[BaseException], ...] = ()
+    #: final candidates :meth:`worth_scoring` turned down
+    skipped_candidates: int = 0
 
     @property
     @abstractmethod
@@ -78,6 +81,19 @@ class Scorer(ABC):
         """The rule for implied map entries (:class:`~nasviz.search.scoring.SkipRule`), or
         ``None``: every entry is scored."""
         return None
+
+    def worth_scoring(self, predicted: float, best: float | None) -> bool:
+        """Whether a final candidate whose predicted score (the original score minus its summed
+        map drops) is ``predicted`` is worth scoring for real, ``best`` the best real score of
+        the candidates scored so far (``None``: none yet).
+
+        Only if its prediction beats ``best``: the map's drops are single-group drops; where
+        they add up (``nasviz.testing``) a candidate predicted no better cannot win, and where
+        groups interact real drops exceed predicted ones, so a skipped candidate could only win
+        if interactions *helped*. Skipped candidates are counted in ``skipped_candidates``."""
+        worth = best is None or predicted > best
+        self.skipped_candidates += not worth
+        return worth
 
     def finish_sweep(self) -> None:  # noqa: B027 - optional hook
         """The map is done: undo what scoring it left in the model (not the cache)."""

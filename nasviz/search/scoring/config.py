@@ -1,8 +1,10 @@
 """The scoring keys of a search config, their validation, and the one place a form is chosen.
 
 ``score_func`` (with ``data_loader``/``forward_loop``/``max_iter_data_loader`` for BatchNorm
-calibration) selects :class:`~nasviz.search.scoring.func.FuncScorer`; ``score_loader`` +
-``metric`` (with ``cache_bytes``, ``skip``, ``skip_threshold``) select the evaluator form
+calibration; ``max_iter_data_loader`` defaults to 50 batches, as in the FastNAS reference, for
+both forms; ``None`` draws the whole loader once) selects
+:class:`~nasviz.search.scoring.func.FuncScorer`; ``score_loader`` + ``metric`` (with
+``cache_bytes``, ``skip``, ``skip_threshold``) select the evaluator form
 (:class:`~nasviz.search.scoring.evaluator.Evaluator`). :func:`make_scorer` is the only code that
 looks at which form a config uses.
 """
@@ -19,7 +21,7 @@ from nasviz.search.events import SearchEvent
 from nasviz.search.scoring._evalconfig import EVALUATOR_DEFAULTS, validate_evaluator_config
 from nasviz.search.scoring.base import Scorer
 from nasviz.search.scoring.evaluator import Evaluator
-from nasviz.search.scoring.func import FuncScorer
+from nasviz.search.scoring.func import DEFAULT_MAX_ITER_DATA_LOADER, FuncScorer
 
 __all__ = ["SCORING_DEFAULTS", "make_scorer", "validate_scoring_config"]
 
@@ -28,7 +30,7 @@ SCORING_DEFAULTS: dict[str, Any] = {
     "data_loader": None,
     "score_func": None,
     "forward_loop": None,
-    "max_iter_data_loader": None,
+    "max_iter_data_loader": DEFAULT_MAX_ITER_DATA_LOADER,
     **EVALUATOR_DEFAULTS,
 }
 

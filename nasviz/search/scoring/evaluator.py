@@ -90,9 +90,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from nasviz._utils import device_of
 from nasviz.errors import SearchError
 from nasviz.hparam import Hparam
-from nasviz.patch import ForwardLoop, prep_for_eval
+from nasviz.patch import ForwardLoop
 from nasviz.search.events import SearchEvent
-from nasviz.search.scoring._cached import CachedEvaluation, CachedSub
+from nasviz.search.scoring._cached import CachedEvaluation, CachedSub, Feed
 from nasviz.search.scoring._evalconfig import (
     DEFAULT_CACHE_BYTES,
     EVALUATOR_DEFAULTS,
@@ -104,17 +104,15 @@ from nasviz.search.scoring._evalconfig import (
     Metric,
     SkipRule,
     accuracy,
-    batchnorms,
+    concat,
     neg_cross_entropy,
+    same_output,
     validate_evaluator_config,
 )
-from nasviz.search.scoring._memo import ScoreMemo, load_bn_state
+from nasviz.search.scoring._memo import ScoreMemo
 from nasviz.search.scoring._prefix import PrefixSlot
 from nasviz.search.scoring._subgraph import (
     SubgraphPlan,
-    UntraceableError,
-    plan_subgraphs,
-    trace_model,
 )
 from nasviz.search.scoring.base import Scorer, ScorerSpec
 
@@ -199,32 +197,9 @@ class Evaluator(CachedEvaluation, Scorer):
                 threshold = float(torch.bincount(targets.flatten().long()).max()) / targets.numel()
         return SkipRule(kind, threshold)
 
-    def score_active(self) -> float:
-        """Score the active subnet: remembered, from the cache, or from the inputs."""
-        key = self._key()
-        score = None if key is None else self._memo.score(key)
-        if score is not None:
-            return score
-        changed = tuple(n for n, hp in self._hparams.items() if hp.active != hp.original)
-        if changed and all(n in self._cached for n in changed):
-            return self._score_cached(changed)
-        return self.score_full()
-
     def score_single(self, name: str) -> float:
         """Score the active subnet, which differs from the full one in hparam ``name`` only."""
         return self.score_active()
-
-    def restore_kept(self) -> bool:
-        """Give the active subnet the BatchNorm statistics its scoring calibrated (no pass);
-        ``False`` if they were not kept (then calibrate it)."""
-        key = self._key()
-        state = None if key is None else self._memo.statistics(key)
-        if state is None:
-            return False
-        self.reset_calibration()
-        load_bn_state(state)
-        self._dirty = set(state)
-        return True
 
     def prepare(self, members: dict[str, list[str]], hparams: dict[str, Hparam]) -> float:
         """Build the cache at the active (full) subnet; returns its score (an error raises a
@@ -232,41 +207,7 @@ class Evaluator(CachedEvaluation, Scorer):
         return self.checked(lambda: self._prepare(members, hparams), "the full model")
 
     def _prepare(self, members: dict[str, list[str]], hparams: dict[str, Hparam]) -> float:
-        """Build the cache at the active (full) subnet; returns its score.
-
-        ``members``: hparam name -> the qualified names of its member layers; ``hparams``: the
-        configurable hparams by name.
-        """
-        self.data.load(device_of(self.model))
-        self._hparams = hparams
-        self._reason = self.data.reason
-        if self._reason is None:
-            try:
-                graph = trace_model(self.model)
-                self._plan = plan_subgraphs(self.model, graph, members, hparams)
-            except UntraceableError as e:
-                self._reason = f"{e}; every entry is scored without the cache"
-        if self._plan is not None:
-            try:
-                score = self._fill(list(members))
-            except Exception as e:  # the traced graph does not run as the model does
-                self._plan, self._cached, self._calib_vals, self._score_vals = None, {}, {}, {}
-                self._calib_joined = {}
-                self._runner = None
-                self._reason = (
-                    f"the fx graph of {type(self.model).__name__} does not reproduce the model "
-                    f"({type(e).__name__}: {e}); every entry is scored without the cache"
-                )
-        if self._plan is None:
-            score = self.score_full()
-            self._uncached = {n: str(self._reason) for n in members}
-        self._bn_state = {
-            bn: {k: v.clone() for k, v in bn._buffers.items() if v is not None}
-            for bn in batchnorms(self.model)
-        }
-        self._dirty = set()
-        self._memo = ScoreMemo()
-        self._remember(score, [])  # the full subnet: its statistics are self._bn_state
+        score: float = self._prepare_cache(members, hparams)
         self._emit(
             EvaluatorPlan(
                 cached=list(self._cached),
@@ -278,13 +219,37 @@ class Evaluator(CachedEvaluation, Scorer):
         )
         return score
 
-    def release(self) -> None:
-        """Free the cached activations, sub-graphs and kept statistics (the model's BatchNorm
-        statistics stay as they are; :meth:`reset_calibration` puts back the full subnet's)."""
-        self._calib_vals, self._score_vals, self._modules = {}, {}, {}
-        self._calib_joined = {}
-        self._prefix, self._prefix_key = {}, ()
-        self._memo.clear_statistics()
+    # -- the form's scoring (hooks of CachedEvaluation) -------------------------------------------
+    def _score_model(self) -> float:
+        """The metric over every score batch, the whole model run (by its traced graph)."""
+        device = device_of(self.model)
+        with torch.no_grad():
+            outs = [self._run(x) for x, _ in self.data.score_pairs(device)]
+        return self._metric(concat(outs), self.data.targets(device))
+
+    def _score_sub(self, sub: CachedSub, changed: tuple[str, ...], feed: Feed) -> float:
+        """The metric over the score batches run through the sub-graph from their cached
+        frontier values."""
+        n = len(self.data.score or [])
+        outs = [sub.module(*feed(self._score_vals, i, "score")) for i in range(n)]
+        return self._metric(concat(outs), self.data.targets(device_of(self.model)))
+
+    def _fill_score(self, capture: fx.GraphModule, keep: list[fx.Node]) -> float:
+        """The full model's score, keeping the frontier values of every score batch; checks
+        the traced graph against the model on the first score batch."""
+        outs = []
+        with torch.no_grad():
+            for x, _ in self.data.score or []:
+                out, vals = capture(x)
+                outs.append(out)
+                for n, v in zip(keep, vals):
+                    self._score_vals[n].append(v)
+            x0, out0 = (self.data.score or [])[0][0], outs[0]
+            if _batch_first(x0, out0):  # eval mode treats samples alone: check a few of them
+                x0, out0 = x0[:8], out0[:8]
+            if not same_output(out0, self.model(x0)):  # the graph must be the model
+                raise ValueError("its output on the first score batch differs from the model's")
+        return self._metric(concat(outs), self.data.targets(device_of(self.model)))
 
     def report(self) -> dict[str, Any]:
         """What the cache did, as primitives (stored in the search state as ``"evaluator"``)."""
@@ -303,6 +268,7 @@ class Evaluator(CachedEvaluation, Scorer):
             "remembered_scores": self._memo.hits,
             "memo_bytes": self._memo.peak,
             "prefix_bytes": self.stats["prefix_peak"],
+            "skipped_candidates": self.skipped_candidates,
         }
 
     # -- the Scorer protocol ----------------------------------------------------------------------
@@ -315,21 +281,23 @@ class Evaluator(CachedEvaluation, Scorer):
         ``data_loader``)."""
         return self._calib_loop()
 
-    def finish_sweep(self) -> None:
-        """Put back the full subnet's statistics (the cache stays for the final candidates)."""
-        self.reset_calibration()
-
-    def restore_calibration(self, last_scored: bool) -> None:
-        """The active subnet's statistics as its scoring left them, else a calibration pass."""
-        if not self.restore_kept():
-            prep_for_eval(self.model, self.forward_loop)
-
     def state_entries(self) -> dict[str, Any]:
         """The cache's report under ``"evaluator"``."""
         return {"evaluator": self.report()}
 
     def spec(self) -> EvaluatorSpec:
         return EvaluatorSpec({k: self._config[k] for k in EVALUATOR_KEYS})
+
+
+def _batch_first(x: Any, out: Any) -> bool:
+    """Whether ``x`` and ``out`` are tensors with the same leading (batch) size."""
+    return (
+        isinstance(x, torch.Tensor)
+        and isinstance(out, torch.Tensor)
+        and x.dim() > 0
+        and out.dim() > 0
+        and x.shape[0] == out.shape[0]
+    )
 
 
 @dataclass

@@ -19,6 +19,7 @@ from nasviz.patch import prep_for_eval
 from nasviz.search.evaluator import Evaluator
 from nasviz.search.events import CandidateScored
 from nasviz.search.executors import members_of as _members
+from nasviz.search.scoring import Scorer
 from nasviz.search.scoring._subgraph import capture_module, plan_subgraphs
 from nasviz.tracing.fx import trace_leaves
 from tests.search.scoring.test_evaluator import _model, _search
@@ -52,7 +53,11 @@ def _evaluator(kind: str = "cnn") -> tuple[Evaluator, nn.Module, dict[str, Any],
     return ev, model, hps, original
 
 
-def test_candidates_are_scored_from_the_cache_as_without_it() -> None:
+def test_candidates_are_scored_from_the_cache_as_without_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # every candidate scored (no skip rule), so that several are compared
+    monkeypatch.setattr(Scorer, "worth_scoring", lambda self, predicted, best: True)
     runs = {}
     for budget in (1 << 30, 0):
         state, events, _ = _search("cnn", cache_bytes=budget)

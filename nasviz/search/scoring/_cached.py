@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.fx as fx
@@ -234,7 +234,7 @@ class CachedEvaluation:
         """Full calibration and full scoring pass, keeping the chosen frontier activations."""
         plan, calib, score = self._plan, self.data.calib or [], self.data.score or []
         if plan is None:
-            return self.score_full()
+            return cast(float, self.score_full())
         self._uncached = {n: r for n, r in plan.unusable.items() if n in names}
         usable = [n for n in names if n in plan.frontier]
         chosen: list[str] = []
@@ -273,7 +273,7 @@ class CachedEvaluation:
                       if n.op == "call_module"]  # fmt: skip
             self._cached[h] = list({bn: None for m in called for bn in batchnorms(m)})
         self.stats["cache_bytes"] = self._held()
-        return result
+        return cast(float, result)
 
     def _held(self) -> int:
         """Bytes held: the input batches plus the frontier activations (placeholders excluded)."""
@@ -317,7 +317,7 @@ class CachedEvaluation:
         cached): re-calibrate and run only their nodes, fed by the cached values."""
         sub = self._sub(changed)
         if sub is None or self._plan is None:
-            return self.score_full()
+            return cast(float, self.score_full())
         calib, inplace = self.data.calib or [], self._plan.inplace
         index = {h: self._hparams[h].active_index() for h in changed}
         feeds = [(n, a, index[h]) if h is not None else (n, None, None)
@@ -361,7 +361,7 @@ class CachedEvaluation:
         self._dirty = set(sub.bns)
         self.stats["cached_scores"] += 1
         self._remember(result, sub.bns)
-        return result
+        return cast(float, result)
 
     def _set_training(self, mode: bool) -> None:
         type(self.model).train(self.model, mode)  # the class's train: no patched post-eval hook

@@ -80,7 +80,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.fx as fx
@@ -199,7 +199,7 @@ class Evaluator(CachedEvaluation, Scorer):
 
     def score_single(self, name: str) -> float:
         """Score the active subnet, which differs from the full one in hparam ``name`` only."""
-        return self.score_active()
+        return cast(float, self.score_active())
 
     def prepare(self, members: dict[str, list[str]], hparams: dict[str, Hparam]) -> float:
         """Build the cache at the active (full) subnet; returns its score (an error raises a

@@ -19,7 +19,8 @@ from typing import Any
 from torch import nn
 
 from nasviz.errors import ApplyModeError, ConstraintError
-from nasviz.space import convert
+from nasviz._transaction import transaction
+from nasviz.space import convert, search_space
 from nasviz.state import ModeLike, is_converted, parse_modes
 
 __all__ = ["prune"]
@@ -53,10 +54,13 @@ def prune(
     modes = parse_modes(mode)
     if not modes:
         raise ApplyModeError(f"prune needs a mode to search with, got {mode!r}; e.g. 'fastnas'")
-    if not is_converted(model):
-        model = convert(model, mode=mode, dummy_input=dummy_input)
-    searcher = modes[0][0].search_algorithm()
-    state: dict[str, Any] = searcher.search(
-        model, constraints, dummy_input=dummy_input, config=config
-    )
+    # the hparams hold the selection: their active values are restored with the model
+    hparams = list(search_space(model).hparams.values()) if is_converted(model) else []
+    with transaction(model, also=hparams):
+        if not is_converted(model):
+            model = convert(model, mode=mode, dummy_input=dummy_input)
+        searcher = modes[0][0].search_algorithm()
+        state: dict[str, Any] = searcher.search(
+            model, constraints, dummy_input=dummy_input, config=config
+        )
     return model, state

@@ -140,7 +140,7 @@ class BaseSearcher(ABC):
         return self.scorer.checked(self.scorer.score_active, context)
 
     def checked_score(self, scorer: Callable[[], Any], context: str = "") -> float:
-        """``scorer()`` as a float; an error or NaN raises a SearchError naming ``context``."""
+        """``scorer()`` as a float; an error or a non-finite value raises a SearchError naming ``context``."""
         return self.scorer.checked(scorer, context)
 
     # -- state and checkpoints ------------------------------------------------------------------

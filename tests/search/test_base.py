@@ -107,5 +107,5 @@ def test_an_unreadable_checkpoint_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_nan_score_names_the_step() -> None:
-    with pytest.raises(SearchError, match="score_func returned NaN for step 0"):
+    with pytest.raises(SearchError, match="score_func returned nan for step 0; a score must be a finite number"):
         CountingSearcher().search(TinyMLP(), C, config={"score_func": lambda m: float("nan")})

@@ -18,9 +18,9 @@ from typing import Any
 
 from torch import nn
 
-from nasviz.errors import ApplyModeError, ConstraintError
 from nasviz._transaction import transaction
 from nasviz.cost import profile
+from nasviz.errors import ApplyModeError, ConstraintError
 from nasviz.search.constraints import Constraints
 from nasviz.space import convert, get_subnet_config, search_space
 from nasviz.state import ModeLike, is_converted, parse_modes

@@ -49,7 +49,9 @@ def test_a_result_over_a_constraint_raises_and_leaves_the_model(
 
     monkeypatch.setattr(type(nv.search_space(model).cost_model(x)), "estimate", halved)
     monkeypatch.setattr(fastnas_searcher.BinarySearcher, "_enumerated", lambda *a: [])
-    with pytest.raises(ConstraintError, match=r"over the limit by its exact profile: flops \d+ > limit \d+"):
+    with pytest.raises(
+        ConstraintError, match=r"over the limit by its exact profile: flops \d+ > limit \d+"
+    ):
         nv.prune(
             model,
             constraints={"flops": "50%"},

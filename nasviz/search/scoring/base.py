@@ -99,7 +99,8 @@ class Scorer(ABC):
         """A picklable recipe that builds an equal scorer elsewhere."""
 
     def checked(self, scorer: Callable[[], Any], context: str = "") -> float:
-        """``scorer()`` as a float; an error or a non-finite value (NaN, +-inf) raises a SearchError naming ``context``."""
+        """``scorer()`` as a float; an error or a non-finite value (NaN, +-inf) raises a
+        SearchError naming ``context``."""
         what = self.label
         try:
             score = scorer()

@@ -37,6 +37,8 @@ from nasviz.errors import SearchError
 from nasviz.patch import ForwardLoop
 from nasviz.search.checkpoint import (
     SearchCheckpoint,
+    checked_field,
+    like,
     module_fingerprint,
     read_checkpoint,
     write_checkpoint,
@@ -232,9 +234,13 @@ class BaseSearcher(ABC):
         return True
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        for k in self.default_state_dict:
+        """Set every key of ``default_state_dict`` found in ``state``; a value of another kind
+        than the default's (a list for a dict, a string for a number) raises a SearchError
+        naming the file and the field."""
+        path = self.config["checkpoint"]
+        for k, default in self.default_state_dict.items():
             if k in state:
-                setattr(self, k, state[k])
+                setattr(self, k, checked_field(state, k, path, like(default)))
 
     def save_search_checkpoint(self) -> None:
         """Write the state to the checkpoint path atomically (temp file, then rename)."""

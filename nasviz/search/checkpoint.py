@@ -41,15 +41,18 @@ from torch import nn
 
 from nasviz._utils import atomic_torch_save, read_checked
 from nasviz.errors import CorruptFileError, SearchError
+from nasviz.search.events import SearchHistory
 
 __all__ = [
     "FORMAT_VERSION",
     "MARKER",
     "CheckpointLock",
     "SearchCheckpoint",
+    "as_history",
     "as_optional_score",
     "as_sensitivity_map",
     "checked_field",
+    "like",
     "load_search_state",
     "module_fingerprint",
     "read_checkpoint",
@@ -90,12 +93,19 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # tensors, say: never equal to a fingerprint part computed now
+        return False
+
+
 def _differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """What differs between two fingerprints, one phrase per part (nested dicts key by key)."""
     out: list[str] = []
     for key in sorted(set(saved) | set(now), key=str):
         a, b = saved.get(key, "<missing>"), now.get(key, "<missing>")
-        if a == b:
+        if _equal(a, b):
             continue
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             out.extend(f"{key}.{d}" for d in _differences(a, b))
@@ -128,7 +138,7 @@ def _checked_file(state: Any, path: PathLike) -> dict[str, Any]:
             "config['checkpoint'] path (or delete the file if it is no longer needed)"
         )
     version = state[MARKER]
-    if version != FORMAT_VERSION:
+    if not _equal(version, FORMAT_VERSION):
         raise SearchError(
             f"search checkpoint {str(path)!r} has format version {_describe(version)}; this "
             f"nasviz reads version {FORMAT_VERSION}: {_FRESH}"
@@ -146,17 +156,22 @@ def _strip(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_checkpoint(
-    path: PathLike | None, fingerprint: Mapping[str, Any] | None = None
+    path: PathLike | None, fingerprint: Mapping[str, Any] | None = None, strict: bool = True
 ) -> dict[str, Any] | None:
     """The state dict saved at ``path``; ``None`` if there is no path or no file yet.
 
     Raises :class:`~nasviz.errors.SearchError` if the file cannot be read, is not a nasviz
     search checkpoint, has another format version, or (given a ``fingerprint``) was computed
-    from something else: the message lists what differs.
+    from something else: the message lists what differs. ``strict=False`` (for readers only,
+    never before writing) also takes a dict without the marker: a hand-made state, or a
+    checkpoint of nasviz <= 0.1.
     """
     if path is None or not Path(path).exists():
         return None
-    state = _checked_file(_load(path), path)
+    raw = _load(path)
+    if not strict and isinstance(raw, dict) and MARKER not in raw:
+        return _strip(raw)
+    state = _checked_file(raw, path)
     if fingerprint is not None:
         diff = _differences(state[_FINGERPRINT], fingerprint)
         if diff:
@@ -189,23 +204,26 @@ def load_search_state(source: PathLike | Mapping[str, Any]) -> dict[str, Any]:
     """A searcher's state dict, from itself or from its checkpoint file (loaded weights-only).
 
     Raises :class:`~nasviz.errors.SearchError` if the file does not exist, cannot be read, or
-    is not a search state (it has no ``"history"`` list).
+    is not a search state (it has no ``"history"`` list of event records); a dict without the
+    checkpoint marker is read too (reading changes nothing).
     """
     if isinstance(source, Mapping):
         state = _strip(source)
     else:
-        found = read_checkpoint(source)
+        found = read_checkpoint(source, strict=False)
         if found is None:
             raise SearchError(
                 f"search checkpoint {str(source)!r} does not exist; pass the path given as "
                 "config['checkpoint'] to nv.prune / BinarySearcher.search"
             )
         state = found
-    if not isinstance(state.get("history"), list):
+    if "history" not in state:
         raise SearchError(
-            f"search state has no 'history' list (keys: {sorted(map(str, state))}); pass the "
+            f"search state has no 'history' (keys: {sorted(map(str, state))}); pass the "
             "state returned by nv.prune / BinarySearcher.search or its checkpoint file"
         )
+    path = None if isinstance(source, Mapping) else source
+    checked_field(state, "history", path, as_history)
     return state
 
 
@@ -365,6 +383,40 @@ def as_sensitivity_map(value: Any) -> dict[str, dict[int, float]]:
                 raise ValueError(f"entry {name!r}: drop {d!r} at choice {c} is not finite")
             out[name][int(c)] = float(d)
     return out
+
+
+def as_history(value: Any) -> list[dict[str, Any]]:
+    """A ``history`` field, checked: a list of event records that rebuild their events."""
+    if not isinstance(value, list):
+        raise TypeError(f"a list of event records expected, got {type(value).__name__}")
+    for i, rec in enumerate(value):
+        try:
+            if not isinstance(rec, dict) or not all(isinstance(k, str) for k in rec):
+                raise TypeError(f"a dict with string keys expected, got {_describe(rec)}")
+            SearchHistory.from_records([rec])
+        except Exception as e:
+            raise TypeError(f"record {i}: {type(e).__name__}: {e}") from e
+    return value
+
+
+def like(default: Any) -> Any:
+    """A check for a state field whose default is ``default``: the value must be of the same
+    kind (a dict for a dict, a number for a number, ...); returns the check."""
+
+    def check(value: Any) -> Any:
+        if isinstance(default, bool) or default is None:
+            return value
+        kinds: tuple[type, ...] = (
+            (int, float) if isinstance(default, (int, float)) else (type(default),)
+        )
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise TypeError(f"a {type(default).__name__} expected, got {type(value).__name__}")
+        number: Any = value
+        if isinstance(default, int) and not float(number).is_integer():
+            raise ValueError(f"a whole number expected, got {value!r}")
+        return int(number) if isinstance(default, int) else value
+
+    return check
 
 
 def as_optional_score(value: Any) -> float | None:

@@ -134,6 +134,29 @@ __all__ = [
 ]
 
 
+class MetricError(SearchError):
+    """``config['metric']`` raised: the message names it, the cause is the metric's error."""
+
+
+class _NamedMetric:
+    """``config['metric']`` called so that its errors say so (and are told from cache errors)."""
+
+    def __init__(self, metric: Metric) -> None:
+        self.metric = metric
+        self.name = str(getattr(metric, "__name__", type(metric).__name__))
+
+    def __call__(self, outputs: Any, targets: Any) -> Any:
+        try:
+            return self.metric(outputs, targets)
+        except SearchError:
+            raise
+        except Exception as e:
+            raise MetricError(
+                f"config['metric'] ({self.name}) raised {type(e).__name__}: {e}; fix the metric "
+                "(it is called as metric(outputs, targets) with every score batch joined)"
+            ) from e
+
+
 class Evaluator(CachedEvaluation, Scorer):
     """Scores the searcher's model on the evaluator-form data (see the module docstring).
 
@@ -166,8 +189,10 @@ class Evaluator(CachedEvaluation, Scorer):
             self.budget,
         )
         metric = config["metric"]
-        self._metric: Metric = METRICS[metric] if isinstance(metric, str) else metric
         self._metric_name = metric if isinstance(metric, str) else ""
+        self._metric: _NamedMetric = _NamedMetric(
+            METRICS[metric] if isinstance(metric, str) else metric
+        )
         self._skip = (str(config["skip"]), config["skip_threshold"])
         self._emit = emit or (lambda _e: None)
         self._plan: SubgraphPlan | None = None
@@ -249,6 +274,8 @@ class Evaluator(CachedEvaluation, Scorer):
         if self._plan is not None:
             try:
                 score = self._fill(list(members))
+            except MetricError:  # the user's metric failed, not the cache: never swallowed
+                raise
             except Exception as e:  # the traced graph does not run as the model does
                 self._plan, self._cached, self._calib_vals, self._score_vals = None, {}, {}, {}
                 self._calib_joined = {}
@@ -289,7 +316,7 @@ class Evaluator(CachedEvaluation, Scorer):
     def report(self) -> dict[str, Any]:
         """What the cache did, as primitives (stored in the search state as ``"evaluator"``)."""
         return {
-            "metric": self._metric_name or getattr(self._metric, "__name__", "metric"),
+            "metric": self._metric_name or self._metric.name,
             "budget": self.budget,
             "input_bytes": self.data.nbytes,
             "cache_bytes": self.stats["cache_bytes"],

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from _convnet import convnet, score
 
 import nasviz as nv
 from nasviz.errors import SearchError
@@ -158,3 +159,18 @@ def test_the_lock_is_exclusive_within_a_process_and_released(tmp_path: Path) -> 
     Path(str(path) + ".lock").write_text("garbage")  # a lock file cut short: stale
     with CheckpointLock(path):
         pass
+
+
+def test_the_same_model_searched_again_reuses_its_checkpoint(tmp_path: Path) -> None:
+    """With a calibration loader every score re-estimates BatchNorm first, so the statistics a
+    finished prune left are not part of the fingerprint: pruning the same model again for
+    another constraint reuses the map (notebook 07 does this)."""
+    model, x, loader = convnet()
+    ckpt = tmp_path / "search.pt"
+    config = {"score_func": score, "data_loader": loader, "checkpoint": str(ckpt)}
+    _, first = nv.prune(model, constraints={"flops": "60%"}, dummy_input=x, config=config)
+    calls = []
+    again = {**config, "score_func": lambda m: calls.append(1) or score(m)}
+    _, second = nv.prune(model, constraints={"flops": "40%"}, dummy_input=x, config=again)
+    assert second["sensitivity_map"] == first["sensitivity_map"]
+    assert len(calls) <= 4  # only the final candidates

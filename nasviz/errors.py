@@ -13,6 +13,7 @@ __all__ = [
     "ExportError",
     "ExtensionNameError",
     "HparamError",
+    "MetricError",
     "MissingDummyInputWarning",
     "ModuleIdError",
     "NasvizError",
@@ -91,3 +92,7 @@ class NasvizWarning(UserWarning):
 
 class MissingDummyInputWarning(NasvizWarning):
     """``convert`` without a dummy_input left dimensions static that one would have opened."""
+
+
+class MetricError(SearchError):
+    """``config['metric']`` raised: the message names it, the cause is the metric's error."""

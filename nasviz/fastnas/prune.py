@@ -18,11 +18,14 @@ from typing import Any
 
 from torch import nn
 
+from nasviz._transaction import transaction
+from nasviz.cost import profile
 from nasviz.errors import ApplyModeError, ConstraintError
-from nasviz.space import convert
+from nasviz.search.constraints import Constraints
+from nasviz.space import convert, get_subnet_config, search_space
 from nasviz.state import ModeLike, is_converted, parse_modes
 
-__all__ = ["prune"]
+__all__ = ["check_result", "prune"]
 
 
 def prune(
@@ -38,7 +41,9 @@ def prune(
     ``[("fastnas", config)]``); the searcher is that of the first mode given (its
     ``search_algorithm``). The model is modified in place and returned with the search state.
     Missing ``constraints`` or ``dummy_input`` raise :class:`~nasviz.errors.ConstraintError`; a
-    malformed or unknown ``mode`` raises :class:`~nasviz.errors.ApplyModeError`.
+    malformed or unknown ``mode`` raises :class:`~nasviz.errors.ApplyModeError`. The subnet
+    returned is checked against every FLOPs/params limit by its exact profile (``nv.profile``);
+    one over a limit raises :class:`~nasviz.errors.ConstraintError`.
     """
     if not constraints:
         raise ConstraintError(
@@ -53,10 +58,35 @@ def prune(
     modes = parse_modes(mode)
     if not modes:
         raise ApplyModeError(f"prune needs a mode to search with, got {mode!r}; e.g. 'fastnas'")
-    if not is_converted(model):
-        model = convert(model, mode=mode, dummy_input=dummy_input)
-    searcher = modes[0][0].search_algorithm()
-    state: dict[str, Any] = searcher.search(
-        model, constraints, dummy_input=dummy_input, config=config
-    )
+    # the hparams hold the selection: their active values are restored with the model
+    hparams = list(search_space(model).hparams.values()) if is_converted(model) else []
+    with transaction(model, also=hparams):
+        if not is_converted(model):
+            model = convert(model, mode=mode, dummy_input=dummy_input)
+        searcher = modes[0][0].search_algorithm()
+        state: dict[str, Any] = searcher.search(
+            model, constraints, dummy_input=dummy_input, config=config
+        )
+        check_result(model, searcher.constraints, dummy_input)
     return model, state
+
+
+def check_result(model: nn.Module, constraints: Constraints, dummy_input: Any) -> None:
+    """Raise :class:`~nasviz.errors.ConstraintError` unless the active subnet of ``model`` meets
+    every resolved FLOPs/params limit of ``constraints`` by its exact profile (one eval forward
+    pass on ``dummy_input``; the searcher's choices rest on a cost model, this is the check)."""
+    exact = profile(model, dummy_input)
+    values = {"flops": float(exact.flops), "params": float(exact.params)}
+    over = [
+        f"{lim.key} {values[lim.key]:.6g} > limit {limit:.6g}"
+        for lim in constraints
+        if lim.key in values and lim.absolute is not None
+        for limit in [float(lim.absolute)]
+        if values[lim.key] > limit
+    ]
+    if over:
+        raise ConstraintError(
+            f"the subnet the search chose ({get_subnet_config(model)}) is over the limit by its "
+            f"exact profile: {'; '.join(over)}. The search's cost estimate disagrees with "
+            "nv.profile (please report it); the model was left as it was"
+        )

@@ -59,7 +59,7 @@ from nasviz.errors import SearchError
 from nasviz.fastnas.sensmap import check_pins, config_at_drop, drop_levels
 from nasviz.hparam import Hparam
 from nasviz.search.base import IterativeSearcher
-from nasviz.search.checkpoint import read_checkpoint
+from nasviz.search.checkpoint import as_optional_score, as_sensitivity_map, checked_field
 from nasviz.search.events import (
     BisectionStep,
     CandidateScored,
@@ -123,13 +123,20 @@ class BinarySearcher(IterativeSearcher):
         }
 
     # -- checkpoints ------------------------------------------------------------------------------
+    def fingerprint(self) -> dict[str, Any]:
+        """The base fingerprint plus the search space (hparam names and choices) and the seed
+        the map's entries are scored from."""
+        base = super().fingerprint()
+        space = {n: [int(c) for c in hp.choices] for n, hp in self._hparams().items()}
+        return {**base, "search_space": space, "seed": self.config["seed"]}
+
     def load_search_checkpoint(self) -> bool:
         """Load only the sensitivity map and the original score; the rest is recomputed."""
-        path = self.config["checkpoint"]
-        state = read_checkpoint(path)
+        state = self.read_search_checkpoint()
         if state is None:
             return False
-        smap = state.get("sensitivity_map", {})
+        path = self.config["checkpoint"]
+        smap = checked_field(state, "sensitivity_map", path, as_sensitivity_map)
         names = set(self._hparams())
         unknown = sorted(set(smap) - names)
         if unknown:
@@ -137,10 +144,8 @@ class BinarySearcher(IterativeSearcher):
                 f"checkpoint {str(path)!r} belongs to another search space: it has hparams "
                 f"{unknown} this model does not have; delete it or pass another checkpoint path"
             )
-        self.sensitivity_map = {
-            k: {int(c): float(d) for c, d in v.items()} for k, v in smap.items()
-        }
-        self.original_score = state.get("original_score")
+        self.sensitivity_map = smap
+        self.original_score = checked_field(state, "original_score", path, as_optional_score)
         return True
 
     # -- helpers ----------------------------------------------------------------------------------

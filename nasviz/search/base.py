@@ -16,7 +16,9 @@ once and reused for every subnet, so a score is exactly the score its exported m
 same data; without it each re-calibration is a full pass over the loader (a reshuffling loader
 then gives slightly different statistics each time).
 State is checkpointed atomically after every unit of work (:mod:`nasviz.search.checkpoint`); a
-search started again with the same checkpoint resumes where it stopped.
+search started again with the same checkpoint resumes where it stopped, if the checkpoint's
+fingerprint (architecture, weights, search space, settings: :meth:`BaseSearcher.fingerprint`)
+matches. The checkpoint path is locked while the search runs.
 """
 
 from __future__ import annotations
@@ -27,11 +29,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasviz.errors import SearchError
 from nasviz.patch import ForwardLoop
-from nasviz.search.checkpoint import read_checkpoint, write_checkpoint
+from nasviz.search.checkpoint import (
+    SearchCheckpoint,
+    checked_field,
+    like,
+    module_fingerprint,
+    read_checkpoint,
+    write_checkpoint,
+)
 from nasviz.search.constraints import Constraints
 from nasviz.search.events import EventBus, SearchEvent, SearchHistory
 from nasviz.search.progress import TqdmProgress
@@ -105,6 +116,15 @@ class BaseSearcher(ABC):
         for k, v in self.default_state_dict.items():
             setattr(self, k, copy.deepcopy(v))
         self._started = time.perf_counter()
+        path = self.config["checkpoint"]
+        self.checkpoint = SearchCheckpoint(path, self.fingerprint() if path is not None else {})
+        try:
+            self.checkpoint.open()  # locks the path; refuses a file of another search
+        except BaseException:
+            if progress is not None:
+                progress.close()
+            self.scorer.release()
+            raise
         try:
             self.load_search_checkpoint()
             self.before_search()
@@ -114,6 +134,7 @@ class BaseSearcher(ABC):
             if progress is not None:
                 progress.close()
             self.scorer.release()
+            self.checkpoint.close()
         return self.state_dict()
 
     def before_search(self) -> None:  # noqa: B027 - optional hook
@@ -140,7 +161,8 @@ class BaseSearcher(ABC):
         return self.scorer.checked(self.scorer.score_active, context)
 
     def checked_score(self, scorer: Callable[[], Any], context: str = "") -> float:
-        """``scorer()`` as a float; an error or NaN raises a SearchError naming ``context``."""
+        """``scorer()`` as a float; an error or a non-finite value raises a SearchError naming
+        ``context``."""
         return self.scorer.checked(scorer, context)
 
     # -- state and checkpoints ------------------------------------------------------------------
@@ -154,24 +176,82 @@ class BaseSearcher(ABC):
             state.update(scorer.state_entries())
         return state
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint of this search is computed from (see
+        :mod:`nasviz.search.checkpoint`): the searcher, the model's architecture, a hash of its
+        weights and buffers now (BatchNorm statistics left out when every score re-calibrates
+        them first), and :meth:`fingerprint_settings`. Subclasses add their parts."""
+        skip: list[torch.Tensor] = []
+        if self.scorer.forward_loop is not None:
+            for m in self.model.modules():
+                if isinstance(m, _BatchNorm):
+                    skip.extend(t for t in m._buffers.values() if t is not None)
+        return {
+            "searcher": type(self).__name__,
+            **module_fingerprint(self.model, skip),
+            "settings": self.fingerprint_settings(),
+        }
+
+    def fingerprint_settings(self) -> dict[str, Any]:
+        """The settings scores depend on, whatever the constraints: the scoring form, the
+        calibration batches, the evaluator's skip rule (primitives)."""
+        cfg = self.config
+
+        def batches(loader: Any) -> int | None:
+            try:
+                return len(loader) if loader is not None else None
+            except TypeError:  # an iterable without a length
+                return None
+
+        return {
+            "scorer": type(self.scorer).__name__,
+            "calibration": "forward_loop"
+            if cfg["forward_loop"] is not None
+            else ("data_loader" if cfg["data_loader"] is not None else None),
+            "data_loader_batches": batches(cfg["data_loader"]),
+            "max_iter_data_loader": cfg["max_iter_data_loader"],
+            "score_loader_batches": batches(cfg.get("score_loader")),
+            "skip": cfg.get("skip") if cfg.get("score_loader") is not None else None,
+            "skip_threshold": cfg.get("skip_threshold")
+            if cfg.get("score_loader") is not None
+            else None,
+        }
+
+    def read_search_checkpoint(self) -> dict[str, Any] | None:
+        """The state in the checkpoint file if there is one and it was computed from the same
+        fingerprint; ``None`` without one; a SearchError says what differs."""
+        ckpt: SearchCheckpoint | None = getattr(self, "checkpoint", None)
+        if ckpt is None:
+            return read_checkpoint(self.config["checkpoint"])
+        return ckpt.read()
+
     def load_search_checkpoint(self) -> bool:
         """Load the checkpoint named in the config, if it exists; returns whether it did."""
-        state = read_checkpoint(self.config["checkpoint"])
+        state = self.read_search_checkpoint()
         if state is None:
             return False
         self._load_state(state)
         return True
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        for k in self.default_state_dict:
+        """Set every key of ``default_state_dict`` found in ``state``; a value of another kind
+        than the default's (a list for a dict, a string for a number) raises a SearchError
+        naming the file and the field."""
+        path = self.config["checkpoint"]
+        for k, default in self.default_state_dict.items():
             if k in state:
-                setattr(self, k, state[k])
+                setattr(self, k, checked_field(state, k, path, like(default)))
 
     def save_search_checkpoint(self) -> None:
         """Write the state to the checkpoint path atomically (temp file, then rename)."""
         path = self.config["checkpoint"]
-        if path is not None:
+        if path is None:
+            return
+        ckpt: SearchCheckpoint | None = getattr(self, "checkpoint", None)
+        if ckpt is None:
             write_checkpoint(self.state_dict(), path)
+        else:
+            ckpt.write(self.state_dict())
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._started

@@ -32,6 +32,7 @@ import plotly.graph_objects as go
 from torch import nn
 
 import nasviz as nv
+from nasviz._transaction import transaction
 from nasviz.cost.latency import format_latency
 from nasviz.errors import NasvizError
 from nasviz.fastnas import config_at_drop, drop_levels, load_sensitivity_map
@@ -280,18 +281,23 @@ class SubnetExplorer(View):
 
     def evaluate(self) -> float:
         """Select the subnet, re-calibrate BatchNorm on ``forward_loop``, score it; returns the
-        score (also recorded in :attr:`evaluations` and shown)."""
+        score (also recorded in :attr:`evaluations` and shown). If any step raises (Ctrl-C
+        included), the model is left exactly as it was before (:mod:`nasviz._transaction`)."""
         if self.score_func is None:
             raise NasvizError("evaluate needs a score_func: SubnetExplorer(..., score_func=f)")
         self.evaluate_button.disabled = True
         calib = "re-calibrating BatchNorm" if self.forward_loop else "eval mode (no forward_loop)"
+        # a failed or interrupted Evaluate leaves the model as it was: selection, weights, BN
+        # statistics, training flags (the sliders keep the chosen subnet)
+        hparams = nv.search_space(self.model).hparams.values()
         try:
-            self.progress.start(3, "selecting the subnet")
-            self.select()
-            self.progress.advance(1, calib)
-            nv.prep_for_eval(self.model, self.forward_loop)
-            self.progress.advance(1, "scoring")
-            score = float(self.score_func(self.model))
+            with transaction(self.model, also=hparams):
+                self.progress.start(3, "selecting the subnet")
+                self.select()
+                self.progress.advance(1, calib)
+                nv.prep_for_eval(self.model, self.forward_loop)
+                self.progress.advance(1, "scoring")
+                score = float(self.score_func(self.model))
         except Exception as e:
             self.progress.fail(html.escape(f"{type(e).__name__}: {e}"))
             raise

@@ -30,7 +30,7 @@ def test_missing_file_is_none_for_a_searcher_and_an_error_for_a_reader(tmp_path:
 def test_not_a_state_dict_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "list.pt"
     torch.save([1, 2], path)
-    with pytest.raises(SearchError, match="holds a list"):
+    with pytest.raises(SearchError, match=r"is not a nasviz search checkpoint \(a list"):
         read_checkpoint(path)
     with pytest.raises(SearchError, match="has no 'history'"):
         load_search_state({"sensitivity_map": {}})

@@ -215,3 +215,30 @@ def _HPARAMS() -> dict:
         m = nv.convert(_net(), mode=[("fastnas", CONFIG)], dummy_input=X)
         _CACHE.append(nv.search_space(m).hparams)
     return _CACHE[0]
+
+
+@pytest.mark.parametrize("error", [RuntimeError("no data"), KeyboardInterrupt()])
+def test_a_failed_or_interrupted_evaluate_leaves_the_model_as_it_was(
+    model: nn.Module, error: BaseException
+) -> None:
+    """Issue #15 case 1: the score_func fails after the subnet was selected and BatchNorm was
+    re-calibrated; the model's selection, weights, BN statistics and flags are put back."""
+
+    def broken(m: nn.Module) -> float:
+        raise error
+
+    def forward_loop(m: nn.Module) -> None:
+        m(X * 3 + 1)
+
+    model.train()
+    ex = SubnetExplorer(model, X, score_func=broken, forward_loop=forward_loop)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    objects = [id(t) for t in [*model.parameters(), *model.buffers()]]
+    ex.value = {A: 4, B: 12}
+    with pytest.raises(type(error)):
+        ex.evaluate()
+    assert nv.get_subnet_config(model) == {A: 8, B: 16}
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert [id(t) for t in [*model.parameters(), *model.buffers()]] == objects
+    assert all(m.training for m in model.modules())
+    assert ex.value == {A: 4, B: 12} and not ex.evaluate_button.disabled

@@ -27,6 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasviz._utils import device_of
 from nasviz.dynamic import slice_dim
+from nasviz.errors import MetricError
 from nasviz.hparam import Hparam
 from nasviz.patch import ForwardLoop, prep_for_eval, recalibrate_bn
 from nasviz.search.scoring._budget import choose_cached, estimate_bytes
@@ -179,6 +180,8 @@ class CachedEvaluation:
         if self._plan is not None:
             try:
                 score = self._fill(list(members))
+            except MetricError:  # the user's metric failed, not the cache: never swallowed
+                raise
             except Exception as e:  # the traced graph does not run as the model does
                 self._plan, self._cached, self._calib_vals, self._score_vals = None, {}, {}, {}
                 self._calib_joined = {}

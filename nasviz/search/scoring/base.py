@@ -115,7 +115,8 @@ class Scorer(ABC):
         """A picklable recipe that builds an equal scorer elsewhere."""
 
     def checked(self, scorer: Callable[[], Any], context: str = "") -> float:
-        """``scorer()`` as a float; an error or NaN raises a SearchError naming ``context``."""
+        """``scorer()`` as a float; an error or a non-finite value (NaN, +-inf) raises a
+        SearchError naming ``context``."""
         what = self.label
         try:
             score = scorer()
@@ -128,6 +129,9 @@ class Scorer(ABC):
             value = float(score)
         except (TypeError, ValueError) as e:
             raise SearchError(f"{what} must return a number, got {score!r}") from e
-        if math.isnan(value):
-            raise SearchError(f"{what} returned NaN{f' for {context}' if context else ''}")
+        if not math.isfinite(value):
+            raise SearchError(
+                f"{what} returned {value!r}{f' for {context}' if context else ''}; a score must "
+                "be a finite number (higher is better): check the metric on that subnet"
+            )
         return value

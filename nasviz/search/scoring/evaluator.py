@@ -88,7 +88,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasviz._utils import device_of
-from nasviz.errors import SearchError
+from nasviz.errors import MetricError, SearchError
 from nasviz.hparam import Hparam
 from nasviz.patch import ForwardLoop
 from nasviz.search.events import SearchEvent
@@ -132,6 +132,25 @@ __all__ = [
 ]
 
 
+class _NamedMetric:
+    """``config['metric']`` called so that its errors say so (and are told from cache errors)."""
+
+    def __init__(self, metric: Metric) -> None:
+        self.metric = metric
+        self.name = str(getattr(metric, "__name__", type(metric).__name__))
+
+    def __call__(self, outputs: Any, targets: Any) -> Any:
+        try:
+            return self.metric(outputs, targets)
+        except SearchError:
+            raise
+        except Exception as e:
+            raise MetricError(
+                f"config['metric'] ({self.name}) raised {type(e).__name__}: {e}; fix the metric "
+                "(it is called as metric(outputs, targets) with every score batch joined)"
+            ) from e
+
+
 class Evaluator(CachedEvaluation, Scorer):
     """Scores the searcher's model on the evaluator-form data (see the module docstring).
 
@@ -164,8 +183,10 @@ class Evaluator(CachedEvaluation, Scorer):
             self.budget,
         )
         metric = config["metric"]
-        self._metric: Metric = METRICS[metric] if isinstance(metric, str) else metric
         self._metric_name = metric if isinstance(metric, str) else ""
+        self._metric: _NamedMetric = _NamedMetric(
+            METRICS[metric] if isinstance(metric, str) else metric
+        )
         self._skip = (str(config["skip"]), config["skip_threshold"])
         self._emit = emit or (lambda _e: None)
         self._plan: SubgraphPlan | None = None
@@ -225,14 +246,14 @@ class Evaluator(CachedEvaluation, Scorer):
         device = device_of(self.model)
         with torch.no_grad():
             outs = [self._run(x) for x, _ in self.data.score_pairs(device)]
-        return self._metric(concat(outs), self.data.targets(device))
+        return cast(float, self._metric(concat(outs), self.data.targets(device)))
 
     def _score_sub(self, sub: CachedSub, changed: tuple[str, ...], feed: Feed) -> float:
         """The metric over the score batches run through the sub-graph from their cached
         frontier values."""
         n = len(self.data.score or [])
         outs = [sub.module(*feed(self._score_vals, i, "score")) for i in range(n)]
-        return self._metric(concat(outs), self.data.targets(device_of(self.model)))
+        return cast(float, self._metric(concat(outs), self.data.targets(device_of(self.model))))
 
     def _fill_score(self, capture: fx.GraphModule, keep: list[fx.Node]) -> float:
         """The full model's score, keeping the frontier values of every score batch; checks
@@ -249,12 +270,12 @@ class Evaluator(CachedEvaluation, Scorer):
                 x0, out0 = x0[:8], out0[:8]
             if not same_output(out0, self.model(x0)):  # the graph must be the model
                 raise ValueError("its output on the first score batch differs from the model's")
-        return self._metric(concat(outs), self.data.targets(device_of(self.model)))
+        return cast(float, self._metric(concat(outs), self.data.targets(device_of(self.model))))
 
     def report(self) -> dict[str, Any]:
         """What the cache did, as primitives (stored in the search state as ``"evaluator"``)."""
         return {
-            "metric": self._metric_name or getattr(self._metric, "__name__", "metric"),
+            "metric": self._metric_name or self._metric.name,
             "budget": self.budget,
             "input_bytes": self.data.nbytes,
             "cache_bytes": self.stats["cache_bytes"],

@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install "$(TORCH_PIN)"
-	$(BIN)/python -m pip install "$(TORCH_PIN)" -e ".[notebook,dev,distributed]"
+	$(BIN)/python -m pip install "$(TORCH_PIN)" -e ".[notebook,dev,distributed,hf,onnx]"
 	touch $(STAMP)
 
 # JupyterLab refuses to start as root without --allow-root (containers, Binder-like boxes).

@@ -26,10 +26,10 @@ import time
 import torch
 from torch import nn
 
-from nasviz.config import FastNASConfig
 from nasviz.dynamic import DynamicModule
 from nasviz.dynamic.conv import DynamicConv2d
 from nasviz.dynamic.norm import DynamicBatchNorm2d
+from nasviz.fastnas import FastNASConfig
 from nasviz.hparam import Hparam
 from nasviz.models import Bottleneck, resnet50_like
 from nasviz.profile import CostModel, profile

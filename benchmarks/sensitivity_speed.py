@@ -88,7 +88,7 @@ def resnet_setup() -> tuple[nn.Module, torch.Tensor, Any, Any, DataLoader, str]:
 
 
 def worker(name: str, mode: str, weights: str) -> dict[str, Any]:
-    from nasviz.search import BinarySearcher
+    from nasviz.fastnas import BinarySearcher
     from nasviz.search.evaluator import METRICS
     from nasviz.search.events import MapFinished, SearchStarted
 

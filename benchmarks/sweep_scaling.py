@@ -78,7 +78,7 @@ def zero(model: nn.Module) -> float:
 
 def run_map(model: nn.Module, x: torch.Tensor, config: dict[str, Any]) -> dict[str, Any]:
     """One search, stopped after the map; the map phase's timings."""
-    from nasviz.search import BinarySearcher
+    from nasviz.fastnas import BinarySearcher
     from nasviz.search.events import MapEntry, MapFinished, SearchStarted
 
     marks: dict[str, float] = {}

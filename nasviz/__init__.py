@@ -11,16 +11,18 @@ Model Optimizer's FastNAS (``mtn.convert``, ``mtp.prune``, ``mto.save``)::
     small = nv.export(model)
 """
 
-from nasviz.config import FastNASConfig, ModeloptBaseConfig, ModeloptBaseRuleConfig
+from nasviz.config import ModeloptBaseConfig, ModeloptBaseRuleConfig
 from nasviz.errors import (
     ApplyModeError,
     ConstraintError,
+    ExportError,
     HparamError,
     NasvizError,
     RestoreError,
     SearchError,
     TracingError,
 )
+from nasviz.export import ExportReport, export_onnx, export_program
 from nasviz.extension import (
     ActivationMapGrabber,
     HooksHandle,
@@ -28,13 +30,20 @@ from nasviz.extension import (
     ModelStump,
     compare_activations,
 )
+from nasviz.fastnas import (
+    BinarySearcher,
+    FastNASConfig,
+    FastNASModeDescriptor,
+    FastNASPatchManager,
+    prune,
+)
 from nasviz.hparam import Hparam
 from nasviz.modes import ModeDescriptor, get_mode, register_mode
-from nasviz.modes.fastnas import FastNASModeDescriptor, FastNASPatchManager
+from nasviz.modes import export as _export_mode  # noqa: F401 - registers the "export" mode
 from nasviz.patch import AutoNASPatchManager, PatchManager, prep_for_eval
 from nasviz.profile import CostModel, Profile, profile
-from nasviz.prune import prune
-from nasviz.search import BinarySearcher, Constraints, SearchHistory
+from nasviz.recover import DistillResult, KDLoss, distill, iterative_prune
+from nasviz.search import Constraints, SearchHistory
 from nasviz.space import (
     SearchSpace,
     convert,
@@ -56,12 +65,16 @@ __all__ = [
     "ConstraintError",
     "Constraints",
     "CostModel",
+    "DistillResult",
+    "ExportError",
+    "ExportReport",
     "FastNASConfig",
     "FastNASModeDescriptor",
     "FastNASPatchManager",
     "HooksHandle",
     "Hparam",
     "HparamError",
+    "KDLoss",
     "ModeDescriptor",
     "ModelExtender",
     "ModelStump",
@@ -79,9 +92,13 @@ __all__ = [
     "apply_mode",
     "compare_activations",
     "convert",
+    "distill",
     "export",
+    "export_onnx",
+    "export_program",
     "get_mode",
     "get_subnet_config",
+    "iterative_prune",
     "modelopt_state",
     "prep_for_eval",
     "profile",

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nasviz.demo import DEFAULT_OUT_DIR, check_demo_args, format_report, run_demo
+from nasviz.errors import NasvizError
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nasviz", description=__doc__)
@@ -15,10 +18,18 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--width", type=int, default=48, help="DigitsCNN width")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    demo.add_argument("--out", default=None, help="where to write the checkpoint (default: tmp)")
+    demo.add_argument(
+        "--out",
+        default=DEFAULT_OUT_DIR,
+        help=f"directory for its files (default: {DEFAULT_OUT_DIR})",
+    )
     args = parser.parse_args(argv)
-
-    from nasviz.demo import format_report, run_demo
+    try:  # every argument is checked before any work (no data loaded, nothing trained)
+        check_demo_args(
+            flops=args.flops, epochs=args.epochs, width=args.width, threads=args.threads
+        )
+    except NasvizError as e:
+        demo.error(str(e))
 
     result = run_demo(
         flops=args.flops,
@@ -27,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         threads=args.threads,
         out_dir=args.out,
-        log=lambda msg: print(msg, flush=True),
+        log=lambda msg: print(msg, file=sys.stderr, flush=True),
+        progress=True,
     )
     print(format_report(result))
     return 0 if result["restore_ok"] else 1

@@ -13,6 +13,7 @@ keeps the default ratios.
 
 Example::
 
+    >>> from nasviz.fastnas import FastNASConfig  # a rule config built with build_rule_config
     >>> cfg = FastNASConfig(**{"nn.Conv2d": {"*": {"channel_divisor": 8}, "*head*": None}})
     >>> cfg.rule_for("nn.Conv2d", "backbone.conv1").rule.channel_divisor
     8
@@ -27,46 +28,33 @@ import fnmatch
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from math import lcm
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
+from nasviz.dynamic import DynamicModule, registered_layer_types
+from nasviz.dynamic.family import DEFAULT_DIVISOR, DEFAULT_RATIOS, RuleSpec
+
 __all__ = [
     "LAYER_TYPES",
-    "DynamicBatchNorm1dConfig",
-    "DynamicBatchNorm2dConfig",
-    "DynamicBatchNorm3dConfig",
-    "DynamicConv1dConfig",
-    "DynamicConv2dConfig",
-    "DynamicConv3dConfig",
-    "DynamicConvTranspose1dConfig",
-    "DynamicConvTranspose2dConfig",
-    "DynamicConvTranspose3dConfig",
-    "DynamicGroupNormConfig",
-    "DynamicInstanceNorm1dConfig",
-    "DynamicInstanceNorm2dConfig",
-    "DynamicInstanceNorm3dConfig",
-    "DynamicLayerNormConfig",
-    "DynamicLinearConfig",
-    "DynamicSyncBatchNormConfig",
     "ExportConfig",
-    "FastNASConfig",
     "LayerConfig",
     "ModeloptBaseConfig",
     "ModeloptBaseRuleConfig",
     "RuleMatch",
+    "build_rule_config",
     "layer_config_class",
 ]
-
-DEFAULT_RATIOS: tuple[float, ...] = tuple(i * 0.05 for i in range(1, 21))
-DEFAULT_DIVISOR = 32
 
 
 class ModeloptBaseConfig(BaseModel):
@@ -154,7 +142,7 @@ class LayerConfig(ModeloptBaseConfig):
         the group size of a GroupNorm), never 0, never above the original; the original is
         always kept.
         """
-        step = _lcm(self.divisor, multiple_of)
+        step = lcm(self.divisor, multiple_of)
         out = {original}
         for r in self.ratios:
             c = round(r * original / step) * step
@@ -166,16 +154,9 @@ class LayerConfig(ModeloptBaseConfig):
         return sorted(out)
 
 
-def _lcm(a: int, b: int) -> int:
-    from math import gcd
-
-    return a * b // gcd(a, b)
-
-
-class _ConvConfigBase(LayerConfig):
+class _ChannelsRule(LayerConfig):
     channels_ratio: list[float] = Field(default_factory=lambda: list(DEFAULT_RATIOS))
     channel_divisor: int = DEFAULT_DIVISOR
-    kernel_size: list[int] = Field(default_factory=list)
 
     @field_validator("channels_ratio")
     @classmethod
@@ -187,19 +168,8 @@ class _ConvConfigBase(LayerConfig):
     def _v_div(cls, v: int) -> int:
         return _check_divisor(v, "channel_divisor")
 
-    @field_validator("kernel_size")
-    @classmethod
-    def _v_kernel(cls, v: list[int]) -> list[int]:
-        for k in v:
-            if k < 1 or k % 2 == 0:
-                raise ValueError(
-                    f"kernel_size entries must be odd positive integers, got {k!r}; kernels are "
-                    "centre-cropped, so use e.g. [1, 3, 5] (or [] to keep the kernel size fixed)"
-                )
-        return sorted(set(v))
 
-
-class _FeatureConfigBase(LayerConfig):
+class _FeaturesRule(LayerConfig):
     ratio_field: ClassVar[str] = "features_ratio"
     divisor_field: ClassVar[str] = "feature_divisor"
 
@@ -217,107 +187,103 @@ class _FeatureConfigBase(LayerConfig):
         return _check_divisor(v, "feature_divisor")
 
 
-class _ChannelNormConfigBase(LayerConfig):
-    channels_ratio: list[float] = Field(default_factory=lambda: list(DEFAULT_RATIOS))
-    channel_divisor: int = DEFAULT_DIVISOR
+def _check_kernel(v: list[int]) -> list[int]:
+    for k in v:
+        if k < 1 or k % 2 == 0:
+            raise ValueError(
+                f"kernel_size entries must be odd positive integers, got {k!r}; kernels are "
+                "centre-cropped, so use e.g. [1, 3, 5] (or [] to keep the kernel size fixed)"
+            )
+    return sorted(set(v))
 
-    @field_validator("channels_ratio")
+
+class _ChannelsKernelRule(_ChannelsRule):
+    kernel_size: list[int] = Field(default_factory=list)
+
+    @field_validator("kernel_size")
     @classmethod
-    def _v_ratio(cls, v: list[float]) -> list[float]:
-        return _check_ratios(v, "channels_ratio")
+    def _v_kernel(cls, v: list[int]) -> list[int]:
+        return _check_kernel(v)
 
-    @field_validator("channel_divisor")
+
+class _FeaturesKernelRule(_FeaturesRule):
+    kernel_size: list[int] = Field(default_factory=list)
+
+    @field_validator("kernel_size")
     @classmethod
-    def _v_div(cls, v: int) -> int:
-        return _check_divisor(v, "channel_divisor")
+    def _v_kernel(cls, v: list[int]) -> list[int]:
+        return _check_kernel(v)
 
 
-class DynamicConv1dConfig(_ConvConfigBase):
-    """Rule for ``nn.Conv1d``: ``channels_ratio``, ``channel_divisor``, ``kernel_size``."""
-
-
-class DynamicConv2dConfig(_ConvConfigBase):
-    """Rule for ``nn.Conv2d``: ``channels_ratio``, ``channel_divisor``, ``kernel_size``."""
-
-
-class DynamicConv3dConfig(_ConvConfigBase):
-    """Rule for ``nn.Conv3d``: ``channels_ratio``, ``channel_divisor``, ``kernel_size``."""
-
-
-class DynamicConvTranspose1dConfig(_ConvConfigBase):
-    """Rule for ``nn.ConvTranspose1d``."""
-
-
-class DynamicConvTranspose2dConfig(_ConvConfigBase):
-    """Rule for ``nn.ConvTranspose2d``."""
-
-
-class DynamicConvTranspose3dConfig(_ConvConfigBase):
-    """Rule for ``nn.ConvTranspose3d``."""
-
-
-class DynamicLinearConfig(_FeatureConfigBase):
-    """Rule for ``nn.Linear``: ``features_ratio``, ``feature_divisor``."""
-
-
-class DynamicBatchNorm1dConfig(_FeatureConfigBase):
-    """Rule for ``nn.BatchNorm1d``."""
-
-
-class DynamicBatchNorm2dConfig(_FeatureConfigBase):
-    """Rule for ``nn.BatchNorm2d``."""
-
-
-class DynamicBatchNorm3dConfig(_FeatureConfigBase):
-    """Rule for ``nn.BatchNorm3d``."""
-
-
-class DynamicSyncBatchNormConfig(_FeatureConfigBase):
-    """Rule for ``nn.SyncBatchNorm``."""
-
-
-class DynamicInstanceNorm1dConfig(_FeatureConfigBase):
-    """Rule for ``nn.InstanceNorm1d``."""
-
-
-class DynamicInstanceNorm2dConfig(_FeatureConfigBase):
-    """Rule for ``nn.InstanceNorm2d``."""
-
-
-class DynamicInstanceNorm3dConfig(_FeatureConfigBase):
-    """Rule for ``nn.InstanceNorm3d``."""
-
-
-class DynamicLayerNormConfig(_FeatureConfigBase):
-    """Rule for ``nn.LayerNorm`` (last dimension)."""
-
-
-class DynamicGroupNormConfig(_ChannelNormConfigBase):
-    """Rule for ``nn.GroupNorm``: ``channels_ratio``, ``channel_divisor``.
-
-    Channels per group are kept; widths are multiples of the group size.
-    """
-
-
-#: The 16 supported layer types, in the reference's order, with their per-layer config classes.
-LAYER_TYPES: dict[str, type[LayerConfig]] = {
-    "nn.Conv1d": DynamicConv1dConfig,
-    "nn.Conv2d": DynamicConv2dConfig,
-    "nn.Conv3d": DynamicConv3dConfig,
-    "nn.ConvTranspose1d": DynamicConvTranspose1dConfig,
-    "nn.ConvTranspose2d": DynamicConvTranspose2dConfig,
-    "nn.ConvTranspose3d": DynamicConvTranspose3dConfig,
-    "nn.Linear": DynamicLinearConfig,
-    "nn.BatchNorm1d": DynamicBatchNorm1dConfig,
-    "nn.BatchNorm2d": DynamicBatchNorm2dConfig,
-    "nn.BatchNorm3d": DynamicBatchNorm3dConfig,
-    "nn.SyncBatchNorm": DynamicSyncBatchNormConfig,
-    "nn.InstanceNorm1d": DynamicInstanceNorm1dConfig,
-    "nn.InstanceNorm2d": DynamicInstanceNorm2dConfig,
-    "nn.InstanceNorm3d": DynamicInstanceNorm3dConfig,
-    "nn.LayerNorm": DynamicLayerNormConfig,
-    "nn.GroupNorm": DynamicGroupNormConfig,
+_RULE_BASES: dict[tuple[str, bool], type[LayerConfig]] = {
+    ("channels", False): _ChannelsRule,
+    ("channels", True): _ChannelsKernelRule,
+    ("features", False): _FeaturesRule,
+    ("features", True): _FeaturesKernelRule,
 }
+#: dynamic class -> its derived per-layer config class
+_DERIVED: dict[type[DynamicModule], type[LayerConfig]] = {}
+
+
+def _derive_layer_config(family: type[DynamicModule]) -> type[LayerConfig]:
+    """The per-layer config class of a layer family, from its declared :class:`RuleSpec`
+    (``DynamicConv2d`` -> ``DynamicConv2dConfig``)."""
+    cls = _DERIVED.get(family)
+    if cls is not None:
+        return cls
+    spec: RuleSpec = family.rule
+    base = _RULE_BASES[(spec.width, spec.kernel_size)]
+    overrides: dict[str, Any] = {}
+    if spec.ratios != DEFAULT_RATIOS:
+        overrides[spec.ratio_field] = (
+            list[float],
+            Field(default_factory=lambda: list(spec.ratios)),
+        )
+    if spec.divisor != DEFAULT_DIVISOR:
+        overrides[spec.divisor_field] = (int, spec.divisor)
+    cls = create_model(
+        f"{family.__name__}Config",
+        __base__=base,
+        __doc__=f"Rule for ``{family.layer_type}``: {', '.join(f'``{f}``' for f in spec.fields)} "
+        f"(derived from :class:`{family.__module__}.{family.__name__}`).",
+        __module__=__name__,
+        **overrides,
+    )
+    _DERIVED[family] = cls
+    return cls
+
+
+class _LayerTypes(Mapping[str, type[LayerConfig]]):
+    """``{rule key: per-layer config class}`` of every registered layer family, in registration
+    order; a live view, so a family registered later (a plugin, a test) shows up too."""
+
+    def __getitem__(self, key: str) -> type[LayerConfig]:
+        family = registered_layer_types().get(key)
+        if family is None:
+            raise KeyError(key)
+        return _derive_layer_config(family)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(registered_layer_types())
+
+    def __len__(self) -> int:
+        return len(registered_layer_types())
+
+    def __repr__(self) -> str:
+        return f"LAYER_TYPES({', '.join(self)})"
+
+
+#: The supported layer types (the 16 of the FastNAS reference first) with their per-layer config
+#: classes, derived from the layer families of :mod:`nasviz.dynamic`.
+LAYER_TYPES: Mapping[str, type[LayerConfig]] = _LayerTypes()
+
+
+def __getattr__(name: str) -> type[LayerConfig]:
+    """The derived per-layer config classes by name (``nasviz.config.DynamicConv2dConfig``)."""
+    for family in registered_layer_types().values():
+        if f"{family.__name__}Config" == name:
+            return _derive_layer_config(family)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def layer_config_class(layer_type: str) -> type[LayerConfig]:
@@ -374,9 +340,27 @@ def _check_glob(glob: Any, layer_type: str) -> str:
     return glob
 
 
-def _normalise_rules(layer_type: str, value: Any) -> dict[str, Any] | None:
+def _refuse_field_typos(
+    layer_type: str, cls_name: str, cfg_fields: set[str], value: Mapping[Any, Any]
+) -> None:
+    """A key whose value is no rule (not a layer config, not None) was meant as a field: say
+    which field, rather than reading it as a glob."""
+    for key, rule in value.items():
+        if key in cfg_fields or rule is None or isinstance(rule, (Mapping, LayerConfig)):
+            continue
+        close = difflib.get_close_matches(str(key), sorted(cfg_fields), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        raise ValueError(
+            f"{layer_type}: {key!r} is not a field of {cls_name} (its fields: "
+            f"{', '.join(sorted(cfg_fields))}){hint} A key holding a layer config or None is "
+            f"a glob, as in {{'layer1.*': {{...}}}}; {key!r} holds {rule!r}"
+        )
+
+
+def _normalise_rules(
+    layer_type: str, cfg_cls: type[LayerConfig], value: Any
+) -> dict[str, Any] | None:
     """Bring a field value into the canonical ``{glob: cfg-dict | None}`` form."""
-    cfg_cls = LAYER_TYPES[layer_type]
     if value is None:
         return None
     if isinstance(value, LayerConfig):
@@ -391,6 +375,7 @@ def _normalise_rules(layer_type: str, value: Any) -> dict[str, Any] | None:
     if keys and keys <= cfg_fields:
         # an unnested layer config: short for {"*": cfg}
         return {"*": dict(value)}
+    _refuse_field_typos(layer_type, cfg_cls.__name__, cfg_fields, value)
     out: dict[str, Any] = {}
     for glob, rule in value.items():
         _check_glob(glob, layer_type)
@@ -432,6 +417,27 @@ class ModeloptBaseRuleConfig(ModeloptBaseConfig):
         return data
 
     @classmethod
+    def with_divisor(
+        cls, divisor: int, rules: Mapping[str, Any] | None = None
+    ) -> ModeloptBaseRuleConfig:
+        """A config with one channel divisor for every layer type (the ``*_divisor`` field of
+        each: convs' ``channel_divisor``, linears' and norms' ``feature_divisor``), so coupled
+        layers such as a conv and its BatchNorm share it; ``rules`` (``{layer type: value}``, as
+        in the constructor) replace a layer type's entry. Example::
+
+            >>> cfg = FastNASConfig.with_divisor(8, {"nn.Linear": None})
+            >>> cfg.rule_for("nn.BatchNorm2d", "bn1").rule.feature_divisor, cfg.rules("nn.Linear")
+            (8, None)
+        """
+        data: dict[str, Any] = {}
+        for layer_type in cls.layer_types():
+            fields = [f for f in LAYER_TYPES[layer_type].model_fields if f.endswith("_divisor")]
+            if fields:
+                data[layer_type] = dict.fromkeys(fields, divisor)
+        data.update(rules or {})
+        return cls(**data)
+
+    @classmethod
     def layer_types(cls) -> list[str]:
         """The layer-type keys this config has fields for, in declaration order."""
         return list(cls._layer_fields.values())
@@ -467,11 +473,10 @@ class ModeloptBaseRuleConfig(ModeloptBaseConfig):
         return json.dumps(self.model_dump(), indent=indent)
 
 
-def _make_rule_validator(layer_type: str) -> Any:
-    cfg_cls = LAYER_TYPES[layer_type]
+def _make_rule_validator(layer_type: str, cfg_cls: type[LayerConfig]) -> Any:
 
     def validate(value: Any) -> dict[str, LayerConfig | None] | None:
-        canon = _normalise_rules(layer_type, value)
+        canon = _normalise_rules(layer_type, cfg_cls, value)
         if canon is None:
             return None
         out: dict[str, LayerConfig | None] = {}
@@ -496,20 +501,24 @@ def _make_rule_validator(layer_type: str) -> Any:
     return validate
 
 
-def _build_rule_config(name: str, doc: str, base: type[ModeloptBaseRuleConfig]) -> type:
-    """Create a rule-config class with one field per layer type in ``LAYER_TYPES``."""
-    from typing import Annotated
-
-    from pydantic import BeforeValidator, create_model
-
+def build_rule_config(
+    name: str,
+    doc: str,
+    base: type[ModeloptBaseRuleConfig],
+    layer_types: Mapping[str, type[LayerConfig]] | None = None,
+    module: str = __name__,
+) -> type:
+    """Create a rule-config class with one field per layer type of ``layer_types`` (default:
+    every registered one, :data:`LAYER_TYPES`, as of this call); an algorithm's config, e.g.
+    :class:`nasviz.fastnas.FastNASConfig`, is built with it."""
     fields: dict[str, Any] = {}
     layer_fields: dict[str, str] = {}
-    for layer_type, cfg_cls in LAYER_TYPES.items():
+    for layer_type, cfg_cls in dict(LAYER_TYPES if layer_types is None else layer_types).items():
         fname = layer_type.replace(".", "_").lower()
         layer_fields[fname] = layer_type
         ann = Annotated[
             dict[str, cfg_cls | None] | None,  # type: ignore[valid-type]
-            BeforeValidator(_make_rule_validator(layer_type)),
+            BeforeValidator(_make_rule_validator(layer_type, cfg_cls)),
         ]
         fields[fname] = (
             ann,
@@ -520,28 +529,9 @@ def _build_rule_config(name: str, doc: str, base: type[ModeloptBaseRuleConfig]) 
                 f"{{glob: {cfg_cls.__name__} | None}}",
             ),
         )
-    cls = create_model(name, __base__=base, __doc__=doc, __module__=__name__, **fields)
+    cls = create_model(name, __base__=base, __doc__=doc, __module__=module, **fields)
     cls._layer_fields = layer_fields
     return cls
-
-
-class _FastNASConfigBase(ModeloptBaseRuleConfig):
-    pass
-
-
-FastNASConfig: type[ModeloptBaseRuleConfig] = _build_rule_config(
-    "FastNASConfig",
-    """Configuration of the ``"fastnas"`` mode: glob rules for the 16 supported layer types.
-
-    Defaults equal the FastNAS reference (ratios 0.05 ... 1.0 in steps of 0.05, divisor 32,
-    ``kernel_size: []``)::
-
-        >>> cfg = FastNASConfig(**{"nn.Conv2d": {"channel_divisor": 8}})
-        >>> cfg.rule_for("nn.Conv2d", "layer1.0.conv1").rule.channel_divisor
-        8
-    """,
-    _FastNASConfigBase,
-)
 
 
 class ExportConfig(ModeloptBaseConfig):

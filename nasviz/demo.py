@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +19,22 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
-__all__ = ["DemoResult", "demo_config", "run_demo"]
+import nasviz as nv
+from nasviz.datasets import EpochResult, digits_loaders, evaluate_accuracy, train_classifier
+from nasviz.errors import ConstraintError, NasvizError
+from nasviz.models import DigitsCNN
+from nasviz.search.constraints import Constraints
+from nasviz.search.progress import TqdmProgress
+
+__all__ = ["DEFAULT_OUT_DIR", "DemoResult", "check_demo_args", "demo_config", "run_demo"]
 
 DemoResult = dict[str, Any]
+#: where the demo writes its files unless told otherwise (relative to the working directory)
+DEFAULT_OUT_DIR = "nasviz-demo"
+#: the shape of one digits image (batch of one)
+_DIGIT = (1, 1, 8, 8)
 
 
 def demo_config(divisor: int = 4) -> Any:
@@ -34,11 +45,45 @@ def demo_config(divisor: int = 4) -> Any:
     a FLOPs budget to within a few percent on 48-channel layers (one step of 4 channels in the
     residual block costs 6.6% of this model's FLOPs).
     """
-    import nasviz as nv
-
     conv = {"channel_divisor": divisor}
     feat = {"feature_divisor": divisor}
     return nv.FastNASConfig(**{"nn.Conv2d": conv, "nn.BatchNorm2d": feat, "nn.Linear": feat})
+
+
+def check_demo_args(
+    flops: str = "60%",
+    epochs: int = 8,
+    width: int = 48,
+    calib_batches: int = 20,
+    divisor: int = 2,
+    threads: int | None = None,
+) -> None:
+    """Check the demo's arguments before any work (no data loaded, nothing trained).
+
+    Raises :class:`~nasviz.errors.NasvizError` naming the option, its value and the fix; the
+    FLOPs limit is resolved against the (untrained, same-cost) model, so ``"150%"`` or ``"60"``
+    (60 FLOPs, probably meant as ``"60%"``) fail here, not after training.
+    """
+    for name, value, low in (
+        ("epochs", epochs, 1),
+        ("calib-batches", calib_batches, 1),
+        ("divisor", divisor, 1),
+        ("threads", 1 if threads is None else threads, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise NasvizError(f"--{name} {value!r} must be an integer of at least {low}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 2 * divisor:
+        raise NasvizError(
+            f"--width {width!r} is too small: the DigitsCNN width must be an integer of at least "
+            f"{2 * divisor} (twice the channel divisor {divisor}) so there is something to prune"
+        )
+    try:
+        limits = Constraints({"flops": flops})  # syntax and percentage range
+        if not limits["flops"].relative:  # an absolute limit: against the model's cost
+            cost = nv.profile(DigitsCNN(width=width), torch.zeros(_DIGIT))
+            limits.resolve(full_flops=cost.flops, full_params=cost.params)
+    except ConstraintError as e:
+        raise NasvizError(f"--flops {flops} is invalid: {e}") from e
 
 
 def run_demo(
@@ -51,22 +96,36 @@ def run_demo(
     threads: int | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> DemoResult:
-    """Train, prune to ``flops``, export, save, restore in a fresh process; return the figures."""
-    import nasviz as nv
-    from nasviz.datasets import digits_loaders, evaluate_accuracy, train_classifier
-    from nasviz.models import DigitsCNN
+    """Train, prune to ``flops``, export, save, restore in a fresh process; return the figures.
 
+    The arguments are checked first (:func:`check_demo_args`). Files go to ``out_dir``
+    (default ``./nasviz-demo``). ``progress=True`` shows tqdm bars on stderr for training, the
+    sensitivity map and the binary search (driven by the engine's search events).
+    """
+    check_demo_args(flops, epochs, width, calib_batches, divisor, threads)
     say = log or (lambda _msg: None)
+    out = Path(out_dir if out_dir is not None else DEFAULT_OUT_DIR).resolve()
     if threads is not None:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     times: dict[str, float] = {}
     loaders = digits_loaders(batch_size=64, seed=seed)
 
+    say(f"training DigitsCNN(width={width}) on the digits for {epochs} epochs ...")
     t = time.perf_counter()
     model: nn.Module = DigitsCNN(width=width)
-    train_classifier(model, loaders.train, epochs=epochs, lr=1e-2)
+    bar = tqdm(total=epochs, desc="training", unit="epoch", file=sys.stderr, disable=not progress)
+
+    def epoch_done(r: EpochResult) -> None:
+        bar.set_postfix_str(f"loss={r.train_loss:.4f}")
+        bar.update(1)
+
+    try:
+        train_classifier(model, loaders.train, epochs=epochs, lr=1e-2, progress=epoch_done)
+    finally:
+        bar.close()
     times["train"] = time.perf_counter() - t
     model.eval()
     val_full = evaluate_accuracy(model, loaders.val)
@@ -86,6 +145,7 @@ def run_demo(
     t = time.perf_counter()
     model = nv.convert(model, mode=[("fastnas", demo_config(divisor))], dummy_input=x)
     times["convert"] = time.perf_counter() - t
+    say(f"pruning to flops <= {flops}: sensitivity map, then binary search ...")
     t = time.perf_counter()
     model, state = nv.prune(
         model,
@@ -99,6 +159,7 @@ def run_demo(
             "max_iter_data_loader": calib_batches,
             "score_loader": loaders.val,
             "metric": "accuracy",
+            "callbacks": [TqdmProgress(file=sys.stderr)] if progress else [],
         },
     )
     times["prune"] = time.perf_counter() - t
@@ -111,9 +172,9 @@ def run_demo(
     test_pruned = evaluate_accuracy(small, loaders.test)
     prof_small = nv.profile(small, x)
 
-    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="nasviz-demo-"))
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "digits_pruned.pt"
+    say(f"saving to {out} and restoring in a fresh process ...")
     t = time.perf_counter()
     nv.save(model, ckpt)
     times["save"] = time.perf_counter() - t

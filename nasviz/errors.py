@@ -9,13 +9,19 @@ from __future__ import annotations
 __all__ = [
     "ApplyModeError",
     "ConstraintError",
+    "CorruptFileError",
+    "ExportError",
+    "ExtensionNameError",
     "HparamError",
     "MissingDummyInputWarning",
+    "ModuleIdError",
     "NasvizError",
     "NasvizWarning",
+    "NoSearchAlgorithmError",
     "RestoreError",
     "SearchError",
     "TracingError",
+    "UntraceableError",
 ]
 
 
@@ -53,3 +59,35 @@ class NasvizWarning(UserWarning):
 
 class MissingDummyInputWarning(NasvizWarning):
     """``convert`` without a dummy_input left dimensions static that one would have opened."""
+
+
+class UntraceableError(TracingError):
+    """The model cannot be evaluated as one fx graph (the message says why); the evaluator then
+    scores every entry without its sub-graph cache."""
+
+
+class NoSearchAlgorithmError(NasvizError, NotImplementedError):
+    """A mode was asked for its search algorithm but has none (catch as either base class)."""
+
+
+class _LookupNasvizError(NasvizError, KeyError):
+    """A name lookup failed; catchable as ``NasvizError``, ``ValueError`` and ``KeyError``."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ModuleIdError(_LookupNasvizError):
+    """A module id is not a qualified name of the model (the message lists the closest ones)."""
+
+
+class ExtensionNameError(_LookupNasvizError):
+    """An extension name is not registered (the message lists the closest ones)."""
+
+
+class CorruptFileError(NasvizError):
+    """A file nasviz wrote does not match its content hash (changed or damaged since)."""
+
+
+class ExportError(NasvizError):
+    """An export could not be written, or its file does not reproduce the model's outputs."""

@@ -31,7 +31,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from nasviz.errors import NasvizError
+from nasviz._utils import training_flags
+from nasviz.errors import ExtensionNameError, ModuleIdError, NasvizError
 
 __all__ = [
     "ActivationMapGrabber",
@@ -45,21 +46,6 @@ __all__ = [
 
 Capture = Literal["last", "all"]
 _H = TypeVar("_H", bound="HooksHandle")
-
-
-class _LookupNasvizError(NasvizError, KeyError):
-    """A name lookup failed; catchable as ``NasvizError``, ``ValueError`` and ``KeyError``."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
-
-
-class ModuleIdError(_LookupNasvizError):
-    """A module id is not a qualified name of the model (the message lists the closest ones)."""
-
-
-class ExtensionNameError(_LookupNasvizError):
-    """An extension name is not registered (the message lists the closest ones)."""
 
 
 def _suggest(name: str, known: Iterable[str]) -> str:
@@ -264,9 +250,12 @@ class ActivationMapGrabber(HooksHandle):
     def stump(self, module_id: str) -> ModelStump:
         """A ``ModelStump`` (in eval mode) yielding the output of ``module_id``.
 
-        The stump shares ``wrapped_model``, so this puts that model in eval mode too.
+        The stump shares ``wrapped_model`` and leaves its train/eval flags alone: it runs the
+        model in eval mode and puts the flags back after each call.
         """
-        return ModelStump(self.wrapped_model, module_id).eval()
+        stump = ModelStump(self.wrapped_model, module_id)
+        stump.training = False  # the stump alone: eval() would switch the shared model too
+        return stump
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, capture={self.capture!r}, detach={self.detach}"
@@ -438,11 +427,21 @@ class ModelStump(HooksHandle):
         raise _StumpStop(output)
 
     def forward(self, *inps: Any) -> Any:
-        """Run the model up to ``stump_head`` and return its output."""
+        """Run the model up to ``stump_head`` and return its output.
+
+        A stump in eval mode runs the model in eval mode, whatever the model's own flags are,
+        and puts them back afterwards.
+        """
+        flags = [] if self.training else [(m, m.training) for m in self.wrapped_model.modules()]
         try:
+            for m, _ in flags:
+                m.training = False
             self._run_model(*inps)
         except _StumpStop as stop:
             return stop.output
+        finally:
+            for m, flag in flags:
+                m.training = flag
         raise NasvizError(
             f"stump head {self.stump_head!r} did not run in the forward pass of "
             f"{type(self.wrapped_model).__name__}; pick a sub-module on the forward path"
@@ -515,17 +514,12 @@ def compare_activations(
     """
     args = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
     ids = [module_ids] if isinstance(module_ids, str) else list(module_ids)
-    flags = {m: m.training for model in (model_a, model_b) for m in model.modules()}
     acts: list[dict[str, Any]] = []
-    try:
-        with torch.no_grad():
-            for model in (model_a, model_b):
-                model.eval()
-                with ActivationMapGrabber(model, ids) as grabber:
-                    acts.append(grabber(*args)[1])
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
+    with training_flags(model_a, model_b), torch.no_grad():
+        for model in (model_a, model_b):
+            model.eval()
+            with ActivationMapGrabber(model, ids) as grabber:
+                acts.append(grabber(*args)[1])
     rows = []
     for m_id in ids:
         for side, got in zip("ab", acts):

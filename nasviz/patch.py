@@ -22,20 +22,23 @@ from __future__ import annotations
 import contextlib
 import types
 from abc import ABC
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from nasviz._utils import device_of
 from nasviz.errors import NasvizError
 
 __all__ = [
     "AutoNASPatchManager",
     "ForwardLoop",
     "PatchManager",
+    "calibration_loop",
     "prep_for_eval",
+    "recalibrate_bn",
 ]
 
 #: ``forward_loop(model)`` runs real data through the model (the caller ignores its result)
@@ -295,18 +298,18 @@ class AutoNASPatchManager(PatchManager):
         if loop is None:
             return
         model = self._model
-        _recalibrate_bn(model, loop, lambda mode: _call_original(model, "train", mode))
+        recalibrate_bn(model, loop, lambda mode: _call_original(model, "train", mode))
 
 
-def _recalibrate_bn(
+def recalibrate_bn(
     model: nn.Module, forward_loop: ForwardLoop, set_training: Callable[[bool], Any]
 ) -> None:
     """Recompute every BatchNorm's running statistics from ``forward_loop``; end in eval mode.
 
     Statistics are reset and accumulated as a cumulative average (``momentum=None``) over the
     loop's batches, in train mode under ``torch.no_grad()``. Momentum is restored afterwards;
-    if the loop raises, the old statistics are restored too; a BatchNorm the loop never reached
-    keeps its old statistics.
+    if the loop raises, the old statistics and every module's train/eval flag are restored too;
+    a BatchNorm the loop never reached keeps its old statistics.
     """
     bns = [
         m
@@ -324,6 +327,7 @@ def _recalibrate_bn(
                 if buf is not None:
                     buf.copy_(v)
 
+    flags = [(module, module.training) for module in model.modules()]
     try:
         for m in bns:
             m.reset_running_stats()
@@ -334,14 +338,54 @@ def _recalibrate_bn(
     except BaseException:
         for m, _, saved in backups:
             put_back(m, saved)
+        for module, flag in flags:  # a failed calibration leaves the flags as they were
+            module.training = flag
         raise
     finally:
         for m, momentum, _ in backups:
             m.momentum = momentum
-        set_training(False)
+    set_training(False)
     for m, _, saved in backups:
         if m.num_batches_tracked is not None and int(m.num_batches_tracked) == 0:
             put_back(m, saved)
+
+
+def calibration_loop(
+    data_loader: Iterable[Any] | None, max_batches: int | None = None
+) -> ForwardLoop | None:
+    """The BatchNorm calibration loop over ``data_loader`` (``None`` without a loader).
+
+    Each batch's input (a batch ``(x, ...)`` gives ``x``) is moved to the model's device and run
+    through the model. With ``max_batches``, the first ``max_batches`` batches are drawn once and
+    reused on every call, so every subnet is calibrated on the same data (a shuffled loader would
+    otherwise add noise to every score); without it every call is a full pass over the loader.
+    The searcher and the widgets calibrate with this loop. Example::
+
+        >>> prep_for_eval(model, calibration_loop(train_loader, max_batches=8))
+    """
+    if data_loader is None:
+        return None
+    loader = data_loader
+    fixed: list[Any] = []
+
+    def inputs() -> Iterable[Any]:
+        if max_batches is None:
+            for batch in loader:
+                yield batch[0] if isinstance(batch, (tuple, list)) else batch
+            return
+        if not fixed:
+            for i, batch in enumerate(loader):
+                if i >= max_batches:
+                    break
+                fixed.append(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        yield from fixed
+
+    def forward_loop(model: nn.Module) -> None:
+        device = device_of(model)
+        for x in inputs():
+            model(x.to(device) if isinstance(x, torch.Tensor) else x)
+
+    return forward_loop
 
 
 def prep_for_eval(model: nn.Module, forward_loop: ForwardLoop | None = None) -> nn.Module:
@@ -356,6 +400,6 @@ def prep_for_eval(model: nn.Module, forward_loop: ForwardLoop | None = None) -> 
             model.eval()
         return model
     if forward_loop is not None:
-        _recalibrate_bn(model, forward_loop, model.train)
+        recalibrate_bn(model, forward_loop, model.train)
     model.eval()
     return model

@@ -37,25 +37,31 @@ import difflib
 import math
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import pandas as pd
 from torch import nn
 
-from nasviz._build import SpaceRecord, get_record
+from nasviz.cost import CostModel
 from nasviz.dynamic import DynamicModule
 from nasviz.errors import HparamError, NasvizError
 from nasviz.hparam import Hparam
 from nasviz.patch import PatchManager
 from nasviz.state import ModeLike, apply_mode
+from nasviz.tracing import Plan
 
 __all__ = [
+    "SPACE_ATTR",
     "STRATEGIES",
     "Group",
     "Member",
     "SearchSpace",
+    "SpaceRecord",
+    "attach_record",
     "convert",
     "export",
+    "get_record",
     "get_subnet_config",
     "sample",
     "search_space",
@@ -64,6 +70,34 @@ __all__ = [
 
 #: the sampling strategies of :func:`sample`
 STRATEGIES = ("random", "min", "max", "centroid")
+#: the attribute of a converted model that holds its :class:`SpaceRecord`
+SPACE_ATTR = "_nasviz_space"
+
+
+@dataclass
+class SpaceRecord:
+    """The search space attached to a converted model: its plan and its live hparams.
+
+    A mode that makes a model searchable (``"fastnas"``) attaches one with :func:`attach_record`;
+    the verbs of this module, the ``"export"`` mode and the searchers read it with
+    :func:`get_record`, so none of them depends on the algorithm that built it.
+    """
+
+    plan: Plan
+    hparams: dict[str, Hparam]
+
+
+def get_record(model: nn.Module) -> SpaceRecord | None:
+    """The :class:`SpaceRecord` attached to ``model`` (``None`` if it has no search space)."""
+    record: SpaceRecord | None = model.__dict__.get(SPACE_ATTR)
+    return record
+
+
+def attach_record(model: nn.Module, plan: Plan, hparams: dict[str, Hparam]) -> SpaceRecord:
+    """Attach the search space ``(plan, hparams)`` to ``model``; returns the record."""
+    record = SpaceRecord(plan, hparams)
+    model.__dict__[SPACE_ATTR] = record
+    return record
 
 
 class Member(NamedTuple):
@@ -169,6 +203,14 @@ class SearchSpace:
         """One row per static layer dimension: module, type, attr, size, reason."""
         cols = ["module", "type", "attr", "size", "reason"]
         return pd.DataFrame([dict(r) for r in self._record.plan.static], columns=cols)
+
+    def select(self, config: Mapping[str, int]) -> None:
+        """Choose a subnet of this space's model (see :func:`select`)."""
+        select(self._model, config)
+
+    def cost_model(self, dummy_input: Any) -> CostModel:
+        """A :class:`~nasviz.cost.CostModel` of this space's model (profiled once at full size)."""
+        return CostModel.from_model(self._model, dummy_input)
 
     @property
     def static(self) -> pd.DataFrame:

@@ -26,7 +26,9 @@ is untouched by a failed restore and changed in place by a successful one. Examp
 from __future__ import annotations
 
 import copy
+import io
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from importlib import metadata as _metadata
 from typing import Any
@@ -36,9 +38,10 @@ from pydantic import ValidationError
 from torch import nn
 
 from nasviz import _state_helpers as _h
-from nasviz._utils import atomic_torch_save
+from nasviz._transaction import transaction
+from nasviz._utils import atomic_torch_save, read_checked
 from nasviz.config import ModeloptBaseConfig
-from nasviz.errors import ApplyModeError, RestoreError
+from nasviz.errors import ApplyModeError, CorruptFileError, RestoreError
 from nasviz.modes.base import ModeDescriptor, _ModeRegistry, get_mode
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "apply_mode",
     "is_converted",
     "modelopt_state",
+    "parse_modes",
     "pending_export_modes",
     "restore",
     "restore_from_modelopt_state",
@@ -63,6 +67,11 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a bare
 STATE_VERSION = 1
 _SUPPORTED_STATE_VERSIONS = frozenset({1})
 _STATE_ATTR = "_nasviz_state"
+#: version of the file ``save`` writes: 2 adds ``file_version`` and the content hash; files of
+#: version 1 (no ``file_version`` key, no hash, nasviz <= 0.1) are still read, with a warning
+FILE_VERSION = 2
+_FILE_KEYS_V1 = frozenset({"modelopt_state", "model_state_dict", "model_class"})
+_FILE_KEYS = _FILE_KEYS_V1 | {"file_version"}
 
 _ModeType = str | ModeDescriptor
 _ConfigLike = ModeloptBaseConfig | Mapping[str, Any] | None
@@ -157,7 +166,11 @@ def _make_config(desc: ModeDescriptor, config: Any) -> ModeloptBaseConfig:
         ) from e
 
 
-def _normalize(mode: ModeLike, registry: _ModeRegistry | None) -> list[tuple[ModeDescriptor, Any]]:
+def parse_modes(
+    mode: ModeLike, registry: _ModeRegistry | None = None
+) -> list[tuple[ModeDescriptor, Any]]:
+    """``mode`` as a list of ``(registered descriptor, config or None)``; a malformed spec or an
+    unknown mode raises :class:`~nasviz.errors.ApplyModeError`."""
     items: Sequence[Any] = [mode] if isinstance(mode, (str, ModeDescriptor)) else mode
     if isinstance(items, Mapping) or not isinstance(items, Sequence):
         raise ApplyModeError(
@@ -195,7 +208,8 @@ def apply_mode(
     the config is a config object, a dict or ``None`` (defaults). All configs and the order
     (``next_modes``, ``next_prohibited_modes``, export modes) are checked before any conversion.
     ``init_state=True`` requires an unconverted model, ``False`` a converted one, ``None`` either.
-    ``mode_kwargs`` are passed to each ``convert`` as keyword arguments.
+    ``mode_kwargs`` are passed to each ``convert`` as keyword arguments. If a conversion fails
+    or is interrupted, ``model`` is left as it was (same Parameter objects, same values).
     """
     if not isinstance(model, nn.Module):
         raise ApplyModeError(f"apply_mode needs an nn.Module, got {type(model).__name__}")
@@ -210,10 +224,21 @@ def apply_mode(
             "init_state=False needs a model that already carries modes; this one has none. "
             "Pass init_state=None to start a new state"
         )
-    planned = [(d, _make_config(d, c)) for d, c in _normalize(mode, registry)]
+    planned = [(d, _make_config(d, c)) for d, c in parse_modes(mode, registry)]
     _check_order(applied, [d for d, _ in planned], registry)
-    state = _state(model) or {"model_class": _h.class_name(type(model)), "modes": []}
     kwargs = dict(mode_kwargs or {})
+    with transaction(model):  # a failed or interrupted conversion leaves the model as it was
+        return _apply_planned(model, planned, registry, kwargs)
+
+
+def _apply_planned(
+    model: nn.Module,
+    planned: list[tuple[ModeDescriptor, ModeloptBaseConfig]],
+    registry: _ModeRegistry | None,
+    kwargs: dict[str, Any],
+) -> nn.Module:
+    state = _state(model) or {"model_class": _h.class_name(type(model)), "modes": []}
+    state = {"model_class": state["model_class"], "modes": list(state["modes"])}
     for desc, config in planned:
         if state["modes"]:
             last_name, last_entry = state["modes"][-1]
@@ -279,10 +304,12 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """Write the modelopt state, the weights and the original model class to ``path``.
 
     Atomic: the file is written to a temporary file in the same directory and moved into place,
-    so an existing file survives any failure.
+    so an existing file survives any failure. The file carries a content hash that
+    :func:`restore` checks; a symlink is written through, an existing file's mode is kept.
     """
     state = _state(model)
     payload = {
+        "file_version": FILE_VERSION,
         "modelopt_state": modelopt_state(model),
         "model_state_dict": model.state_dict(),
         "model_class": state["model_class"] if state else _h.class_name(type(model)),
@@ -290,29 +317,56 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> None:
     atomic_torch_save(payload, path)
 
 
+def _load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checked payload of a file written by :func:`save` (see ``FILE_VERSION``)."""
+    where = repr(os.fspath(path))
+    try:
+        data, hashed = read_checked(path)
+    except CorruptFileError as e:
+        raise RestoreError(str(e)) from e
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RestoreError(
+            f"{where} could not be loaded with torch.load(weights_only=True) "
+            f"({type(e).__name__}: {e}); nasviz reads only files written by nasviz.save and "
+            "never executes code from a file"
+        ) from e
+    found = set(payload) if isinstance(payload, dict) else None
+    if found is None or found not in (_FILE_KEYS_V1, _FILE_KEYS):
+        shown = sorted(map(str, found)) if found is not None else type(payload).__name__
+        raise RestoreError(
+            f"{where} is not a nasviz checkpoint: expected keys {sorted(_FILE_KEYS)}, found "
+            f"{shown}; write checkpoints with nasviz.save(model, path)"
+        )
+    if found == _FILE_KEYS_V1:
+        warnings.warn(
+            f"{where} was written by nasviz <= 0.1 and has no content hash, so damage to it "
+            "cannot be detected; re-save it with nasviz.save after this restore",
+            UserWarning,
+            stacklevel=3,
+        )
+    elif payload["file_version"] != FILE_VERSION:
+        raise RestoreError(
+            f"{where} has file version {payload['file_version']!r}; this nasviz reads versions "
+            f"1 and {FILE_VERSION}. Restore it with the nasviz that wrote it, or upgrade nasviz"
+        )
+    elif not hashed:
+        raise RestoreError(
+            f"{where} has no valid content hash although nasviz.save wrote it (its last bytes "
+            "were changed or cut off), so it may be damaged; use another copy or save again"
+        )
+    return payload
+
+
 def restore(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     """Rebuild the saved architecture on ``model`` (a fresh instance) and load the weights.
 
     ``model`` is changed in place and returned; if anything fails it is left untouched and a
-    :class:`~nasviz.errors.RestoreError` says why.
+    :class:`~nasviz.errors.RestoreError` says why. The file's content hash is checked first: a
+    file changed after it was saved is refused.
     """
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
-        raise
-    except Exception as e:
-        raise RestoreError(
-            f"{os.fspath(path)!r} could not be loaded with torch.load(weights_only=True) "
-            f"({type(e).__name__}: {e}); nasviz reads only files written by nasviz.save and "
-            "never executes code from a file"
-        ) from e
-    keys = {"modelopt_state", "model_state_dict", "model_class"}
-    if not isinstance(payload, dict) or not keys <= set(payload):
-        found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
-        raise RestoreError(
-            f"{os.fspath(path)!r} is not a nasviz checkpoint: expected keys {sorted(keys)}, "
-            f"found {found}; write checkpoints with nasviz.save(model, path)"
-        )
+    payload = _load_file(path)
     saved_cls, actual_cls = payload["model_class"], _h.class_name(type(model))
     if saved_cls != actual_cls:
         raise RestoreError(

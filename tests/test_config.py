@@ -16,22 +16,28 @@ from nasviz.config import (
     DynamicGroupNormConfig,
     DynamicLinearConfig,
     ExportConfig,
-    FastNASConfig,
     ModeloptBaseConfig,
     RuleMatch,
     layer_config_class,
 )
+from nasviz.fastnas import FastNASConfig
 
 REFERENCE = Path(__file__).parent / "data" / "fastnas_default_config.json"
 
 
 def test_default_config_equals_reference_json() -> None:
-    assert FastNASConfig().model_dump() == json.loads(REFERENCE.read_text())
+    """The 16 reference layer types keep the reference defaults exactly; nasviz's further layer
+    families (attention, RMSNorm, transformers' Conv1D) follow them."""
+    reference = json.loads(REFERENCE.read_text())
+    dump = FastNASConfig().model_dump()
+    assert {k: dump[k] for k in reference} == reference
 
 
 def test_sixteen_layer_types_in_reference_order() -> None:
-    assert list(FastNASConfig().model_dump()) == list(json.loads(REFERENCE.read_text()))
-    assert len(LAYER_TYPES) == 16
+    reference = list(json.loads(REFERENCE.read_text()))
+    assert len(reference) == 16
+    assert list(FastNASConfig().model_dump())[:16] == reference
+    assert list(LAYER_TYPES)[:16] == reference
     assert FastNASConfig.layer_types() == list(LAYER_TYPES)
 
 

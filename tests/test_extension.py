@@ -342,7 +342,7 @@ def test_stump_from_grabber_is_in_eval_mode() -> None:
     stump = g.stump("fc2")
     assert isinstance(stump, ModelStump)
     assert not stump.training
-    assert not model.training  # shared model
+    assert model.training  # the shared model keeps its flags (issue #15)
     torch.testing.assert_close(stump(X), torch.tensor([[5.0], [2.0]]))
     _, acts = g(X)  # the stump's hook does not interrupt the grabber
     assert list(acts) == ["fc1"]

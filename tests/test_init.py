@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import nasviz as nv
+import nasviz.fastnas
+import nasviz.search
+from nasviz.testing import searchable_mlp
 
 DESIGN_NAMES = [
     "convert", "sample", "select", "get_subnet_config", "search_space", "profile", "prune",
     "export", "save", "restore", "FastNASConfig", "ModeloptBaseRuleConfig", "ModeDescriptor",
     "PatchManager", "BinarySearcher", "HooksHandle", "ActivationMapGrabber", "ModelExtender",
-    "ModelStump",
+    "ModelStump", "distill", "KDLoss", "export_onnx", "export_program",
 ]  # fmt: skip
 
 
@@ -45,3 +49,30 @@ def test_engine_sources_do_not_mention_widget_libraries() -> None:
             if lib in text:
                 offenders.append(f"{path.relative_to(root)}: {lib}")
     assert offenders == []
+
+
+def test_import_nasviz_registers_the_built_in_modes_and_restores_a_saved_model(
+    tmp_path: Path,
+) -> None:
+    """Modes register by explicit import from ``nasviz/__init__`` (no importlib strings): a fresh
+    process that only imports nasviz restores a saved fastnas + export model."""
+    model, _ = searchable_mlp()
+    nv.select(model, {"fc1.out_features": 8})
+    small = nv.export(model)
+    nv.save(small, tmp_path / "small.pt")
+    code = (
+        "import torch, nasviz as nv\n"
+        "from nasviz.modes import registered_modes\n"
+        "print(sorted(registered_modes()))\n"
+        "from nasviz.testing import TinyMLP\n"
+        f"m = nv.restore(TinyMLP(), {str(tmp_path / 'small.pt')!r})\n"
+        "print(m.fc1.out_features, m.fc2.in_features)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["['export', 'fastnas']", "8 8"]
+
+
+def test_the_generic_search_package_does_not_export_the_fastnas_searcher() -> None:
+    assert not hasattr(nasviz.search, "BinarySearcher")
+    assert nv.BinarySearcher is nasviz.fastnas.BinarySearcher
+    assert nv.get_mode("fastnas").search_algorithm is nv.BinarySearcher

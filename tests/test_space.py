@@ -12,14 +12,15 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-import nasviz._build
 import nasviz.space as nv
 from nasviz.config import LAYER_TYPES
 from nasviz.dynamic import DynamicModule
 from nasviz.dynamic.params import sliced_params
 from nasviz.errors import ApplyModeError, HparamError, NasvizError, TracingError
+from nasviz.fastnas import FastNASConfig, build_search_space
 from nasviz.models import REFERENCE_MODELS
 from nasviz.patch import PatchManager
+from nasviz.testing import FC1, FC2, searchable_mlp
 
 SMALL: dict[str, Any] = {k: {"*": {LAYER_TYPES[k].divisor_field: 4}} for k in LAYER_TYPES}
 NAMES = sorted(REFERENCE_MODELS)
@@ -208,7 +209,7 @@ def test_without_dummy_input_the_head_group_is_static_with_the_reason() -> None:
         torch.testing.assert_close(nv.export(model)(x), model(x))
 
 
-def test_a_failing_self_check_restores_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_self_check_restores_the_model() -> None:
     model, x = REFERENCE_MODELS["resnet_tiny"]()
     before = {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -216,9 +217,8 @@ def test_a_failing_self_check_restores_the_model(monkeypatch: pytest.MonkeyPatch
         with torch.no_grad():
             model.get_submodule("layer1.0.conv1").weight.mul_(2)
 
-    monkeypatch.setattr(nasviz._build, "sort_channels", corrupt)
     with pytest.raises(TracingError, match="self-check failed: converting ResNet changed output"):
-        nv.convert(model, mode=[("fastnas", SMALL)], dummy_input=x)
+        build_search_space(model, FastNASConfig(**SMALL), x, sort=corrupt)
     assert not any(isinstance(m, DynamicModule) for m in model.modules())
     assert not PatchManager.is_patched(model)
     assert "_nasviz_space" not in model.__dict__ and "_nasviz_state" not in model.__dict__
@@ -290,17 +290,17 @@ class DictNet(nn.Module):
         return {"out": self.fc2(torch.relu(self.fc1(a))), "aux": h.mean(-1)}
 
 
-def test_keyword_inputs_dict_outputs_and_opaque_torch_modules() -> None:
+def test_keyword_inputs_dict_outputs_and_attention_on_the_stream() -> None:
     model, x = DictNet(), torch.randn(2, 5, 8)
     nv.convert(model, mode=[("fastnas", SMALL)], dummy_input={"x": x})
     space = nv.search_space(model)
-    assert list(space.hparams) == ["fc1.out_features"]
-    static = space.static_table().set_index(["module", "attr"])
-    opaque = "inside nn.MultiheadAttention 'attn', which nasviz treats as one opaque op"
-    assert static.loc[("attn.out_proj", "in_features"), "reason"] == opaque
-    why = "consumed by nn.MultiheadAttention 'attn': unsupported op"
-    assert static.loc[("inp", "out_features"), "reason"] == why
+    # nn.MultiheadAttention is a layer family: the stream passes through it (its heads follow)
+    assert list(space.hparams) == ["inp.out_features", "fc1.out_features"]
+    assert space.hparams["inp.out_features"].choices == (8, 16)  # whole heads of 8
+    static = space.static_table()
+    assert "attn.out_proj" not in set(static["module"])  # a part of attn, not a layer of its own
     nv.sample(model, "min")
+    assert (model.attn.embed_dim, model.attn.num_heads) == (8, 1)
     with torch.no_grad():
         torch.testing.assert_close(nv.export(model)(x)["out"], model(x)["out"])
 
@@ -326,3 +326,31 @@ def test_an_exported_language_model_keeps_its_tied_weights(cache: _Cache) -> Non
     with torch.no_grad():
         torch.testing.assert_close(small(x), expected)
     nv.sample(model, "max")
+
+
+def test_the_search_space_object_selects_and_prices_its_model() -> None:
+    """What a searcher uses of a space: ``hparams``, ``select`` and ``cost_model``."""
+
+    model, x = searchable_mlp()
+    space = nv.search_space(model)
+    space.select({FC1: 8, FC2: 12})
+    assert nv.get_subnet_config(model) == {FC1: 8, FC2: 12}
+    with pytest.raises(HparamError, match="not a valid choice"):
+        space.select({FC1: 5})
+    cost = space.cost_model(x)
+    flops, params = cost.estimate({FC1: 4, FC2: 8})
+    assert nv.get_subnet_config(model) == {FC1: 8, FC2: 12}  # estimating leaves the model as is
+    space.select({FC1: 4, FC2: 8})
+    small = nv.export(model)
+    assert params == sum(p.numel() for p in small.parameters()) == (8 * 4 + 4) + (4 * 8 + 8) + 36
+    with FlopCounterMode(display=False) as counter:
+        small(x)
+    assert flops == counter.get_total_flops()
+
+
+def test_the_record_is_the_hook_generic_code_reads() -> None:
+
+    model, _ = searchable_mlp()
+    record = nv.get_record(model)
+    assert record is not None and set(record.hparams) == set(nv.search_space(model).hparams)
+    assert nv.get_record(nv.export(model)) is None and nv.get_record(nn.Linear(2, 2)) is None

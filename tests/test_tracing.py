@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from nasviz.config import LAYER_TYPES, FastNASConfig, ModeloptBaseRuleConfig
+from nasviz.config import LAYER_TYPES, ModeloptBaseRuleConfig
+from nasviz.fastnas import FastNASConfig
 from nasviz.models import REFERENCE_MODELS
 from nasviz.tracing import Cat, Coupling, Plan, Rep, Sym, analyze, capture, make_plan
 from nasviz.tracing.groups import expr_syms

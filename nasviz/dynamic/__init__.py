@@ -1,4 +1,9 @@
-"""Dynamic twins of the 16 supported torch layers (see :mod:`nasviz.dynamic.base`)."""
+"""Dynamic twins of the supported torch layers, one file per layer family.
+
+Each family declares its facts once on its dynamic class (:mod:`nasviz.dynamic.family`); importing
+this package registers every built-in family, in the order below (the 16 layer types of the
+FastNAS reference first). A new family is one new file, imported here.
+"""
 
 from nasviz.dynamic.base import (
     DynamicModule,
@@ -7,6 +12,7 @@ from nasviz.dynamic.base import (
     register_dynamic,
     registered_layer_types,
     slice_dim,
+    unregister_dynamic,
 )
 from nasviz.dynamic.conv import (
     DynamicConv1d,
@@ -17,6 +23,7 @@ from nasviz.dynamic.conv import (
     DynamicConvTranspose3d,
     GroupedHparam,
 )
+from nasviz.dynamic.family import LayerSpec, RuleSpec
 from nasviz.dynamic.linear import DynamicLinear
 from nasviz.dynamic.norm import (
     DynamicBatchNorm1d,
@@ -31,6 +38,13 @@ from nasviz.dynamic.norm import (
     group_order,
 )
 
+# isort: split
+# families beyond the FastNAS reference register after its 16 (registration order is the order
+# of LAYER_TYPES and of a rule config's fields)
+from nasviz.dynamic.attention import DynamicMultiheadAttention, FollowHeads
+from nasviz.dynamic.hf_conv1d import DynamicHFConv1D
+from nasviz.dynamic.rmsnorm import DynamicRMSNorm
+
 __all__ = [
     "DynamicBatchNorm1d",
     "DynamicBatchNorm2d",
@@ -42,18 +56,25 @@ __all__ = [
     "DynamicConvTranspose2d",
     "DynamicConvTranspose3d",
     "DynamicGroupNorm",
+    "DynamicHFConv1D",
     "DynamicInstanceNorm1d",
     "DynamicInstanceNorm2d",
     "DynamicInstanceNorm3d",
     "DynamicLayerNorm",
     "DynamicLinear",
     "DynamicModule",
+    "DynamicMultiheadAttention",
+    "DynamicRMSNorm",
     "DynamicSyncBatchNorm",
+    "FollowHeads",
     "GroupedHparam",
+    "LayerSpec",
+    "RuleSpec",
     "dynamic_class_for",
     "group_order",
     "is_dynamic",
     "register_dynamic",
     "registered_layer_types",
     "slice_dim",
+    "unregister_dynamic",
 ]

@@ -17,10 +17,21 @@ A dynamic class declares, per dynamic attribute, its *role*:
 * ``"out"`` - a width this layer produces; its choices come from the layer's rule;
 * ``"in"``  - a width this layer consumes; it follows its producer (tracing assigns the source);
 * ``"kernel"`` - a kernel size (choices from the rule's ``kernel_size`` list).
+
+The other facts of a layer family (its rule key and fields, its channel axes) are declared on the
+same class too; :mod:`nasviz.dynamic.family` lists them and what is derived from them. A family
+is matched by its torch class (``torch_cls``), or, for a class of an optional library that nasviz
+must not import, by its qualified name (``torch_qualname``, e.g.
+``"transformers.pytorch_utils.Conv1D"``): the class is resolved from the first module met.
+
+The module is one piece (longer than the house ~400 lines): the registry and the base class
+resolve a family's torch class together (``convert`` and ``dynamic_class_for`` both bind a
+qualname family), so splitting them would make the two import each other.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any, ClassVar, TypeVar, cast
 
@@ -28,7 +39,7 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from nasviz.config import LayerConfig
+from nasviz.dynamic.family import LayerSpec, RuleSpec, WidthRule
 from nasviz.errors import HparamError, NasvizError
 from nasviz.hparam import DimSource, Hparam, Index, index_size
 
@@ -39,13 +50,18 @@ __all__ = [
     "register_dynamic",
     "registered_layer_types",
     "slice_dim",
+    "unregister_dynamic",
 ]
 
 _D = TypeVar("_D", bound="type[DynamicModule]")
 _M = TypeVar("_M", bound="DynamicModule")
 
-#: torch layer class -> its dynamic twin
+#: rule key ("nn.Conv2d") -> dynamic twin, in registration order
+_FAMILIES: dict[str, type[DynamicModule]] = {}
+#: torch layer class -> its dynamic twin (qualname families join once resolved)
 _REGISTRY: dict[type[nn.Module], type[DynamicModule]] = {}
+#: "module.QualName" of a layer class nasviz does not import -> its dynamic twin
+_BY_QUALNAME: dict[str, type[DynamicModule]] = {}
 #: (dynamic twin, user subclass of the torch layer) -> generated class
 _SUBCLASS_CACHE: dict[tuple[type, type], type] = {}
 #: bumped after every torch optimizer step: fused steps change parameters without bumping
@@ -61,19 +77,41 @@ register_optimizer_step_post_hook(_count_optimizer_step)
 
 
 def register_dynamic(cls: _D) -> _D:
-    """Class decorator: register a dynamic twin for its ``torch_cls``."""
-    torch_cls = cls.torch_cls
-    if torch_cls in _REGISTRY and _REGISTRY[torch_cls] is not cls:
+    """Class decorator: register a dynamic twin (its ``torch_cls`` or ``torch_qualname``) under
+    its rule key ``layer_type``."""
+    key = cls.layer_type
+    if key in _FAMILIES and _FAMILIES[key] is not cls:
         raise NasvizError(
-            f"{torch_cls.__name__} already has a dynamic twin ({_REGISTRY[torch_cls].__name__})"
+            f"layer type {key!r} already has a dynamic twin ({_FAMILIES[key].__name__}); "
+            f"give {cls.__name__} another layer_type"
         )
-    _REGISTRY[torch_cls] = cls
+    qualname = cls.torch_qualname
+    if qualname is not None:
+        _BY_QUALNAME[qualname] = cls
+    else:
+        torch_cls = cls.torch_cls
+        if torch_cls in _REGISTRY and _REGISTRY[torch_cls] is not cls:
+            raise NasvizError(
+                f"{torch_cls.__name__} already has a dynamic twin ({_REGISTRY[torch_cls].__name__})"
+            )
+        _REGISTRY[torch_cls] = cls
+    _FAMILIES[key] = cls
     return cls
 
 
+def unregister_dynamic(cls: type[DynamicModule]) -> None:
+    """Undo :func:`register_dynamic` (for families declared by tests or plugins)."""
+    if _FAMILIES.get(cls.layer_type) is cls:
+        del _FAMILIES[cls.layer_type]
+    for klass in [k for k, v in _REGISTRY.items() if v is cls]:
+        del _REGISTRY[klass]
+    for name in [k for k, v in _BY_QUALNAME.items() if v is cls]:
+        del _BY_QUALNAME[name]
+
+
 def registered_layer_types() -> dict[str, type[DynamicModule]]:
-    """``{"nn.Conv2d": DynamicConv2d, ...}`` for every registered dynamic class."""
-    return {cls.layer_type: cls for cls in _REGISTRY.values()}
+    """``{"nn.Conv2d": DynamicConv2d, ...}`` for every registered family, in registration order."""
+    return dict(_FAMILIES)
 
 
 def dynamic_class_for(module: nn.Module) -> type[DynamicModule] | None:
@@ -81,8 +119,13 @@ def dynamic_class_for(module: nn.Module) -> type[DynamicModule] | None:
     if isinstance(module, DynamicModule):
         return type(module)
     for klass in type(module).__mro__:
-        if klass in _REGISTRY:
-            return _REGISTRY[klass]
+        twin = _REGISTRY.get(klass)
+        if twin is None and _BY_QUALNAME:
+            twin = _BY_QUALNAME.get(f"{klass.__module__}.{klass.__qualname__}")
+            if twin is not None:
+                twin._resolve(klass)
+        if twin is not None:
+            return twin
     return None
 
 
@@ -107,26 +150,76 @@ def slice_dim(t: torch.Tensor, dim: int, index: Index | None) -> torch.Tensor:
 class DynamicModule(nn.Module):
     """Mixin for dynamic twins: ``class DynamicLinear(DynamicModule, nn.Linear)``.
 
-    Subclasses set ``torch_cls``, ``layer_type`` and ``dynamic_attrs`` and implement
-    ``forward`` (using :meth:`sliced`) and ``export``.
+    Subclasses set ``torch_cls`` (or ``torch_qualname``), ``layer_type``, ``rule``,
+    ``dynamic_attrs``, the channel axes and ``param_dims``, and implement ``forward`` (using
+    :meth:`sliced`) and ``export`` (see :mod:`nasviz.dynamic.family`).
     """
 
     torch_cls: ClassVar[type[nn.Module]]
+    #: "module.QualName" of the torch layer when nasviz must not import its library
+    torch_qualname: ClassVar[str | None] = None
+    #: rule key in a rule config ("nn.Conv2d")
     layer_type: ClassVar[str]
+    #: the rule fields and their defaults
+    rule: ClassVar[RuleSpec] = RuleSpec()
     #: attribute -> role ("out", "in" or "kernel"); the one place a prunable dimension is declared
     dynamic_attrs: ClassVar[dict[str, str]] = {}
     #: parameter/buffer name -> {tensor dim: dynamic attribute} it is sliced along
     param_dims: ClassVar[dict[str, dict[int, str]]] = {}
+    #: how a tracer propagates channels through the layer ("linear", "conv", "norm", ...)
+    trace_kind: ClassVar[str] = "linear"
+    #: the input's channel dimension counted from the end (``None``: see ``channel_pos_axis``)
+    channel_axis: ClassVar[int | None] = -1
+    #: the input's channel dimension counted from the front, for rank-dependent layouts
+    channel_pos_axis: ClassVar[int | None] = None
 
     _nv_orig: dict[str, Any]
     _nv_dims: dict[str, DimSource | None]
     _nv_cache: dict[str, tuple[tuple[Any, ...], torch.Tensor]]
+    #: instance attributes holding cached slices (views of the parameters) and their empty value:
+    #: a copy or a pickle starts with them empty (a view whose parameter was since changed in
+    #: place under ``torch.no_grad`` cannot be deep-copied, and a cache is no state)
+    _nv_cache_attrs: ClassVar[dict[str, Any]] = {"_nv_cache": {}}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for attr in cls.__dict__.get("dynamic_attrs", {}):
             if attr not in cls.__dict__:
                 setattr(cls, attr, _dynamic_property(attr))
+
+    # -- declarations --------------------------------------------------------------------------
+    @classmethod
+    def _resolve(cls, klass: type) -> None:
+        """Bind a qualname family to the class ``klass`` met in a model."""
+        if "torch_cls" not in cls.__dict__:
+            cls.torch_cls = klass
+            _REGISTRY.setdefault(klass, cls)
+
+    @classmethod
+    def plain_class(cls, module: nn.Module) -> type[nn.Module] | None:
+        """The torch layer class of this family among ``module``'s bases (``None``: none)."""
+        for klass in type(module).__mro__:
+            if not issubclass(klass, nn.Module) or issubclass(klass, DynamicModule):
+                continue
+            if cls.torch_qualname is not None:
+                if f"{klass.__module__}.{klass.__qualname__}" == cls.torch_qualname:
+                    cls._resolve(klass)
+                    return klass
+            elif klass is cls.torch_cls:
+                return klass
+        return None
+
+    @classmethod
+    def layer_spec(cls, module: nn.Module) -> LayerSpec | None:
+        """The tracer's view of ``module`` (a layer of this family), from the declarations:
+        ``in_attr``/``out_attr`` from the roles, the channel axes, ``trace_kind``."""
+        ins = [a for a, r in cls.dynamic_attrs.items() if r == "in"]
+        outs = [a for a, r in cls.dynamic_attrs.items() if r == "out"]
+        if not ins and not outs:
+            return None
+        out_attr = (outs or ins)[0]
+        in_attr = (ins or outs)[0]
+        return LayerSpec(cls.trace_kind, in_attr, out_attr, cls.channel_axis, cls.channel_pos_axis)
 
     # -- conversion ----------------------------------------------------------------------------
     @classmethod
@@ -138,16 +231,16 @@ class DynamicModule(nn.Module):
                     f"{type(module).__name__} is already dynamic; {cls.__name__} cannot convert it"
                 )
             return module
-        if not isinstance(module, cls.torch_cls):
+        if cls.plain_class(module) is None:
             raise NasvizError(
-                f"{cls.__name__} converts {cls.torch_cls.__name__} layers, got "
-                f"{type(module).__name__}"
+                f"{cls.__name__} converts {cls.torch_qualname or cls.torch_cls.__name__} layers, "
+                f"got {type(module).__name__}"
             )
         reason = cls.unsupported_reason(module)
         if reason is not None:
             raise NasvizError(f"cannot convert {type(module).__name__} to {cls.__name__}: {reason}")
         target: type = cls
-        if type(module) is not cls.torch_cls:
+        if not issubclass(cls, type(module)):
             key = (cls, type(module))
             if key not in _SUBCLASS_CACHE:
                 _SUBCLASS_CACHE[key] = type(
@@ -199,6 +292,14 @@ class DynamicModule(nn.Module):
 
     def _nv_before_unconvert(self) -> None:
         """Hook for subclasses that added per-instance state."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The module's state for ``copy.deepcopy``/pickle, with the slicing caches empty."""
+        state: dict[str, Any] = dict(super().__getstate__())
+        for attr, empty in self._nv_cache_attrs.items():
+            if attr in state:
+                state[attr] = copy.copy(empty)
+        return state
 
     # -- dimensions ----------------------------------------------------------------------------
     def _nv_attr_value(self, attr: str) -> Any:
@@ -268,7 +369,7 @@ class DynamicModule(nn.Module):
             )
 
     # -- rules and importance -----------------------------------------------------------------
-    def choices_for(self, attr: str, rule: LayerConfig) -> list[int] | None:
+    def choices_for(self, attr: str, rule: WidthRule) -> list[int] | None:
         """Widths the rule allows for ``attr`` (``None`` for attributes that follow a producer)."""
         role = self.dynamic_attrs[attr]
         if role == "out":

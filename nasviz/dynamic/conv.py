@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
@@ -47,8 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _reverse_repeat_tuple
 
-from nasviz.config import LayerConfig
 from nasviz.dynamic.base import _OPTIMIZER_STEPS, DynamicModule, register_dynamic, slice_dim
+from nasviz.dynamic.family import LayerSpec, RuleSpec, WidthRule
 from nasviz.errors import HparamError
 from nasviz.hparam import DimSource, Hparam, Index, RepeatDim
 
@@ -160,8 +161,11 @@ class _Plan(NamedTuple):
 
 
 class _DynamicConvNd(DynamicModule):
-    """Shared implementation; the concrete classes only name their torch class."""
+    """Shared implementation; the concrete classes name their torch class, rule key and the
+    input's channel axis (``-(spatial dims + 1)``: channels precede the spatial dims)."""
 
+    rule = RuleSpec("channels", kernel_size=True)
+    trace_kind = "conv"
     dynamic_attrs = {"out_channels": "out", "in_channels": "in", "kernel_size": "kernel"}
     param_dims = {"weight": {0: "out_channels", 1: "in_channels"}, "bias": {0: "out_channels"}}
     _nv_fns: ClassVar[dict[int, Callable[..., torch.Tensor]]] = {
@@ -181,6 +185,14 @@ class _DynamicConvNd(DynamicModule):
     _nv_fn: Callable[..., torch.Tensor]
     _nv_plan_cache: _Plan | None
     _nv_weight_cache: tuple[tuple[Any, ...], torch.Tensor, torch.Tensor | None] | None
+    _nv_cache_attrs: ClassVar[dict[str, Any]] = {"_nv_cache": {}, "_nv_weight_cache": None}
+
+    @classmethod
+    def layer_spec(cls, module: nn.Module) -> LayerSpec | None:
+        """The declared spec plus the groups the layer was built with."""
+        spec = super().layer_spec(module)
+        groups = int(module.__dict__.get("groups", 1))
+        return None if spec is None else replace(spec, groups=groups)
 
     def _nv_after_convert(self) -> None:
         groups, cin = self.__dict__["groups"], self._nv_orig["in_channels"]
@@ -304,7 +316,7 @@ class _DynamicConvNd(DynamicModule):
                 )
 
     # -- rules and importance ------------------------------------------------------------------
-    def choices_for(self, attr: str, rule: LayerConfig) -> list[int] | None:
+    def choices_for(self, attr: str, rule: WidthRule) -> list[int] | None:
         """``out_channels``: the rule's widths (multiples of ``groups`` for grouped convs; ``None``
         for depthwise convs, whose output follows their input). ``kernel_size``: the rule's sizes
         this layer can crop to (``None`` for non-square kernels)."""
@@ -585,6 +597,7 @@ class DynamicConv1d(_DynamicConvPlainNd, nn.Conv1d):
 
     torch_cls = nn.Conv1d
     layer_type = "nn.Conv1d"
+    channel_axis = -2
 
 
 @register_dynamic
@@ -608,6 +621,7 @@ class DynamicConv2d(_DynamicConvPlainNd, nn.Conv2d):
 
     torch_cls = nn.Conv2d
     layer_type = "nn.Conv2d"
+    channel_axis = -3
 
 
 @register_dynamic
@@ -616,6 +630,7 @@ class DynamicConv3d(_DynamicConvPlainNd, nn.Conv3d):
 
     torch_cls = nn.Conv3d
     layer_type = "nn.Conv3d"
+    channel_axis = -4
 
 
 @register_dynamic
@@ -624,6 +639,7 @@ class DynamicConvTranspose1d(_DynamicConvTransposeNd, nn.ConvTranspose1d):
 
     torch_cls = nn.ConvTranspose1d
     layer_type = "nn.ConvTranspose1d"
+    channel_axis = -2
 
 
 @register_dynamic
@@ -641,6 +657,7 @@ class DynamicConvTranspose2d(_DynamicConvTransposeNd, nn.ConvTranspose2d):
 
     torch_cls = nn.ConvTranspose2d
     layer_type = "nn.ConvTranspose2d"
+    channel_axis = -3
 
 
 @register_dynamic
@@ -649,3 +666,4 @@ class DynamicConvTranspose3d(_DynamicConvTransposeNd, nn.ConvTranspose3d):
 
     torch_cls = nn.ConvTranspose3d
     layer_type = "nn.ConvTranspose3d"
+    channel_axis = -4

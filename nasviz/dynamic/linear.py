@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasviz.dynamic.base import DynamicModule, register_dynamic
+from nasviz.dynamic.family import RuleSpec
 
 __all__ = ["DynamicLinear"]
 
@@ -28,6 +29,9 @@ class DynamicLinear(DynamicModule, nn.Linear):
 
     torch_cls = nn.Linear
     layer_type = "nn.Linear"
+    rule = RuleSpec("features")
+    trace_kind = "linear"
+    channel_axis = -1
     dynamic_attrs = {"out_features": "out", "in_features": "in"}
     param_dims = {"weight": {0: "out_features", 1: "in_features"}, "bias": {0: "out_features"}}
 

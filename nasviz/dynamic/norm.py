@@ -46,8 +46,8 @@ from torch.nn.modules._functions import SyncBatchNorm as _SyncBatchNormFn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from nasviz.config import LayerConfig
 from nasviz.dynamic.base import DynamicModule, register_dynamic
+from nasviz.dynamic.family import RuleSpec, WidthRule
 from nasviz.errors import HparamError
 from nasviz.hparam import Index, index_size
 
@@ -153,6 +153,8 @@ class _DynamicNorm(DynamicModule):
 
     #: the dynamic attribute that counts the channels
     channel_attr: ClassVar[str]
+    trace_kind = "norm"
+    rule = RuleSpec("features")
 
     def _affine(self, detach: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         dims = {0: self.channel_attr}
@@ -298,6 +300,8 @@ class DynamicBatchNorm1d(_DynamicBatchNormBase, nn.BatchNorm1d):
 
     torch_cls = nn.BatchNorm1d
     layer_type = "nn.BatchNorm1d"
+    channel_axis = None
+    channel_pos_axis = 1
 
 
 @register_dynamic
@@ -316,6 +320,7 @@ class DynamicBatchNorm2d(_DynamicBatchNormBase, nn.BatchNorm2d):
 
     torch_cls = nn.BatchNorm2d
     layer_type = "nn.BatchNorm2d"
+    channel_axis = -3
 
 
 @register_dynamic
@@ -324,6 +329,7 @@ class DynamicBatchNorm3d(_DynamicBatchNormBase, nn.BatchNorm3d):
 
     torch_cls = nn.BatchNorm3d
     layer_type = "nn.BatchNorm3d"
+    channel_axis = -4
 
 
 @register_dynamic
@@ -337,6 +343,8 @@ class DynamicSyncBatchNorm(_DynamicBatchNormBase, nn.SyncBatchNorm):
 
     torch_cls = nn.SyncBatchNorm
     layer_type = "nn.SyncBatchNorm"
+    channel_axis = None
+    channel_pos_axis = 1
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.is_full():
@@ -391,6 +399,7 @@ class DynamicInstanceNorm1d(_DynamicInstanceNormBase, nn.InstanceNorm1d):
 
     torch_cls = nn.InstanceNorm1d
     layer_type = "nn.InstanceNorm1d"
+    channel_axis = -2
 
 
 @register_dynamic
@@ -399,6 +408,7 @@ class DynamicInstanceNorm2d(_DynamicInstanceNormBase, nn.InstanceNorm2d):
 
     torch_cls = nn.InstanceNorm2d
     layer_type = "nn.InstanceNorm2d"
+    channel_axis = -3
 
 
 @register_dynamic
@@ -407,6 +417,7 @@ class DynamicInstanceNorm3d(_DynamicInstanceNormBase, nn.InstanceNorm3d):
 
     torch_cls = nn.InstanceNorm3d
     layer_type = "nn.InstanceNorm3d"
+    channel_axis = -4
 
 
 @register_dynamic
@@ -421,6 +432,7 @@ class DynamicLayerNorm(_DynamicNorm, nn.LayerNorm):
 
     torch_cls = nn.LayerNorm
     layer_type = "nn.LayerNorm"
+    channel_axis = -1
     channel_attr = "normalized_shape"
     dynamic_attrs = {"normalized_shape": "out"}
     param_dims = {"weight": {0: "normalized_shape"}, "bias": {0: "normalized_shape"}}
@@ -483,6 +495,9 @@ class DynamicGroupNorm(_DynamicNorm, nn.GroupNorm):
 
     torch_cls = nn.GroupNorm
     layer_type = "nn.GroupNorm"
+    channel_axis = None
+    channel_pos_axis = 1
+    rule = RuleSpec("channels")
     channel_attr = "num_channels"
     dynamic_attrs = {"num_channels": "out"}
     param_dims = {"weight": {0: "num_channels"}, "bias": {0: "num_channels"}}
@@ -496,7 +511,7 @@ class DynamicGroupNorm(_DynamicNorm, nn.GroupNorm):
         self._check_attr(attr)
         return self.group_size
 
-    def choices_for(self, attr: str, rule: LayerConfig) -> list[int] | None:
+    def choices_for(self, attr: str, rule: WidthRule) -> list[int] | None:
         """The rule's widths, restricted to multiples of the group size."""
         self._check_attr(attr)
         return rule.choices_for(self.original_size(attr), multiple_of=self.group_size)

@@ -1,7 +1,8 @@
 """Modes: ``ModeDescriptor``, the mode registry, and (in their own modules) the built-in modes.
 
-The built-in modes live in ``nasviz.modes.fastnas`` and ``nasviz.modes.export``; they register
-themselves when imported, and :func:`get_mode` imports them on first need.
+The built-in modes register themselves when imported: ``"export"`` (``nasviz.modes.export``) and
+``"fastnas"`` (the algorithm package :mod:`nasviz.fastnas`); ``import nasviz`` imports both. This
+package imports neither (``nasviz.modes.fastnas`` is a re-export shim of ``nasviz.fastnas.mode``).
 """
 
 from __future__ import annotations

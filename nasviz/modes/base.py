@@ -10,14 +10,14 @@ rebuilds on a fresh model exactly what ``convert`` built) and the ordering rules
 
 Descriptors are registered once, by name, with the :func:`register_mode` class decorator; the
 state code looks them up with :func:`get_mode` when a mode is applied and when a saved model is
-restored. The built-in modes (``nasviz.modes.fastnas``, ``nasviz.modes.export``) are imported on
-the first lookup that needs them, so ``restore`` works without importing them first.
+restored. A mode module registers its modes when it is imported: ``import nasviz`` imports the
+built-in ones (``nasviz.fastnas`` registers ``"fastnas"``, ``nasviz.modes.export`` registers
+``"export"``), so ``restore`` finds them; this module imports none of them.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
@@ -25,7 +25,7 @@ from typing import Any, ClassVar, TypeVar
 from torch import nn
 
 from nasviz.config import ModeloptBaseConfig
-from nasviz.errors import ApplyModeError, NasvizError
+from nasviz.errors import ApplyModeError, NoSearchAlgorithmError
 
 __all__ = [
     "ConvertEntrypoint",
@@ -49,13 +49,6 @@ ConvertEntrypoint = Callable[..., ConvertReturnType]
 RestoreEntrypoint = Callable[[nn.Module, ModeloptBaseConfig, MetadataDict], nn.Module]
 #: ``update(model, config, metadata) -> None``; modifies config and metadata in place
 UpdateEntrypoint = Callable[[nn.Module, ModeloptBaseConfig, MetadataDict], None]
-
-#: modules that register the built-in modes; imported lazily on the first lookup that misses
-_BUILTIN_MODE_MODULES = ("nasviz.modes.fastnas", "nasviz.modes.export")
-
-
-class NoSearchAlgorithmError(NasvizError, NotImplementedError):
-    """A mode was asked for its search algorithm but has none (catch as either base class)."""
 
 
 def _no_update(model: nn.Module, config: ModeloptBaseConfig, metadata: MetadataDict) -> None:
@@ -277,22 +270,6 @@ class _ModeRegistry:
 ModeRegistry = _ModeRegistry("nasviz")
 register_mode = ModeRegistry.register_mode
 
-_builtins_loaded = False
-
-
-def _load_builtin_modes() -> None:
-    """Import the modules that register the built-in modes (once; missing modules are skipped)."""
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    _builtins_loaded = True
-    for module_name in _BUILTIN_MODE_MODULES:
-        try:
-            importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name != module_name:
-                raise
-
 
 def _registries(registry: _ModeRegistry | None) -> list[_ModeRegistry]:
     return [registry] if registry is not None else list(_ModeRegistry._all_registries)
@@ -300,7 +277,6 @@ def _registries(registry: _ModeRegistry | None) -> list[_ModeRegistry]:
 
 def registered_modes(registry: _ModeRegistry | None = None) -> list[str]:
     """Sorted names of the registered modes (of ``registry``, or of all registries)."""
-    _load_builtin_modes()
     return sorted({n for r in _registries(registry) for n in r.registered_modes()})
 
 
@@ -320,13 +296,10 @@ def get_mode(
             f"{type(name_or_descriptor).__name__} {name_or_descriptor!r}"
         )
     name = name_or_descriptor
-    for attempt in range(2):
-        for r in _registries(registry):
-            found = r.get(name)
-            if found is not None:
-                return found
-        if attempt == 0:
-            _load_builtin_modes()
+    for r in _registries(registry):
+        found = r.get(name)
+        if found is not None:
+            return found
     known = registered_modes(registry)
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

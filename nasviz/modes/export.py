@@ -17,11 +17,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
-from nasviz._build import export_dynamic_modules, get_record
+from nasviz._utils import parameter_users
 from nasviz.config import ExportConfig, ModeloptBaseConfig
-from nasviz.errors import ApplyModeError
+from nasviz.dynamic import DynamicModule
+from nasviz.dynamic.params import export_params, sliced_params
+from nasviz.errors import ApplyModeError, NasvizError
 from nasviz.modes.base import (
     ConvertEntrypoint,
     ConvertReturnType,
@@ -31,8 +34,61 @@ from nasviz.modes.base import (
     register_mode,
 )
 from nasviz.patch import PatchManager
+from nasviz.space import SPACE_ATTR, get_record
 
-__all__ = ["ExportModeDescriptor", "export_searchspace", "restore_export"]
+__all__ = [
+    "ExportModeDescriptor",
+    "export_dynamic_modules",
+    "export_searchspace",
+    "restore_export",
+]
+
+
+# -- replacing the dynamic layers ------------------------------------------------------------------
+
+
+def export_dynamic_modules(model: nn.Module) -> nn.Module:
+    """Replace every dynamic layer of ``model`` (in place) by its plain ``export()``."""
+    if isinstance(model, DynamicModule):
+        raise NasvizError("the model itself is a dynamic layer; export() it directly")
+    tied = parameter_users(model)
+    for m in list(model.modules()):
+        if sliced_params(m):
+            export_params(m)
+    done: dict[int, nn.Module] = {}
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, DynamicModule):
+                if id(child) not in done:
+                    done[id(child)] = child.export()
+                setattr(parent, child_name, done[id(child)])
+    for users in tied.values():
+        if len(users) > 1:
+            _retie(model, users)
+    model.__dict__.pop(SPACE_ATTR, None)
+    return model
+
+
+def _retie(model: nn.Module, users: list[tuple[str, str]]) -> None:
+    """Tie a weight the original model shared (an LM head and its embedding) again, if every
+    exported copy is the same slice of it."""
+    owners = [(model.get_submodule(mname), pname) for mname, pname in users]
+    first = getattr(owners[0][0], owners[0][1])
+    if not isinstance(first, nn.Parameter):
+        return
+    for owner, pname in owners[1:]:
+        other = getattr(owner, pname)
+        if other is first:
+            continue
+        if not isinstance(other, torch.Tensor) or other.shape != first.shape:
+            return
+        if not torch.equal(other, first):
+            return
+    for owner, pname in owners[1:]:
+        setattr(owner, pname, first)
+
+
+# -- the mode --------------------------------------------------------------------------------------
 
 
 def export_searchspace(model: nn.Module, config: ModeloptBaseConfig, **_: Any) -> ConvertReturnType:

@@ -1,13 +1,16 @@
 """Searching a converted model: constraints, events and history, searchers.
 
-``BinarySearcher`` is FastNAS's searcher (see :mod:`nasviz.search.binary`); ``Constraints`` parses
+The generic search machinery; FastNAS's ``BinarySearcher`` lives in :mod:`nasviz.fastnas.searcher`
+(``nv.BinarySearcher``), since this package never imports an algorithm. ``Constraints`` parses
 ``{"flops": "60%", "params": 2e5}``; every step is an event (:mod:`nasviz.search.events`).
+Three rooms: this generic core (searchers, constraints, events, checkpoints),
+:mod:`nasviz.search.scoring` (one ``Scorer``: ``score_func`` or the cached evaluator form) and
+:mod:`nasviz.search.executors` (in process, Dask).
 """
 
 from nasviz.search.base import BaseSearcher, IterativeSearcher
-from nasviz.search.binary import BinarySearcher
+from nasviz.search.checkpoint import load_search_state
 from nasviz.search.constraints import CONSTRAINT_KEYS, Constraints, Limit
-from nasviz.search.evaluator import Evaluator, EvaluatorPlan
 from nasviz.search.events import (
     BisectionStep,
     EventBus,
@@ -22,11 +25,11 @@ from nasviz.search.events import (
     SearchStarted,
 )
 from nasviz.search.executors import DaskExecutor, LocalExecutor, local_cluster, resolve_executor
+from nasviz.search.scoring import Evaluator, EvaluatorPlan, FuncScorer, Scorer
 
 __all__ = [
     "CONSTRAINT_KEYS",
     "BaseSearcher",
-    "BinarySearcher",
     "BisectionStep",
     "Constraints",
     "DaskExecutor",
@@ -34,6 +37,7 @@ __all__ = [
     "EvaluatorPlan",
     "EventBus",
     "FinalScore",
+    "FuncScorer",
     "GrowStep",
     "IterativeSearcher",
     "Limit",
@@ -41,10 +45,12 @@ __all__ = [
     "MapEntry",
     "MapFinished",
     "MapStarted",
+    "Scorer",
     "SearchEvent",
     "SearchFinished",
     "SearchHistory",
     "SearchStarted",
+    "load_search_state",
     "local_cluster",
     "resolve_executor",
 ]

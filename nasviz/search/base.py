@@ -3,9 +3,10 @@
 ``BaseSearcher.search(model, constraints, dummy_input, config)`` validates the config (keys
 ``data_loader``, ``score_func``, ``forward_loop``, ``checkpoint``, ``verbose``,
 ``max_iter_data_loader``, ``callbacks``, and the evaluator form's ``score_loader``, ``metric``,
-``cache_bytes``, ``skip``, ``skip_threshold`` - see :mod:`nasviz.search.evaluator`; unknown keys
-are refused), builds the forward loop used for BatchNorm re-calibration, then runs
-``before_search`` -> ``run_search`` -> ``after_search`` and returns the searcher's state dict.
+``cache_bytes``, ``skip``, ``skip_threshold`` - see :mod:`nasviz.search.scoring`; unknown keys
+are refused), builds its :class:`~nasviz.search.scoring.Scorer` (which owns the BatchNorm
+calibration loop), then runs ``before_search`` -> ``run_search`` -> ``after_search`` and returns
+the searcher's state dict.
 ``IterativeSearcher`` runs ``before_step`` -> ``sample`` -> ``after_step`` until ``early_stop`` or
 ``iterations``.
 
@@ -14,43 +15,31 @@ Every subnet is scored after its BatchNorm statistics were re-estimated on the c
 once and reused for every subnet, so a score is exactly the score its exported model has on the
 same data; without it each re-calibration is a full pass over the loader (a reshuffling loader
 then gives slightly different statistics each time).
-State is checkpointed atomically after every unit of work; a search started again with the same
-checkpoint resumes where it stopped.
+State is checkpointed atomically after every unit of work (:mod:`nasviz.search.checkpoint`); a
+search started again with the same checkpoint resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import nn
 
-from nasviz._utils import atomic_torch_save, device_of
 from nasviz.errors import SearchError
+from nasviz.patch import ForwardLoop
+from nasviz.search.checkpoint import read_checkpoint, write_checkpoint
 from nasviz.search.constraints import Constraints
-from nasviz.search.evaluator import EVALUATOR_DEFAULTS, Evaluator, validate_evaluator_config
 from nasviz.search.events import EventBus, SearchEvent, SearchHistory
+from nasviz.search.progress import TqdmProgress
+from nasviz.search.scoring import SCORING_DEFAULTS, Scorer, make_scorer, validate_scoring_config
 
 __all__ = ["BaseSearcher", "IterativeSearcher", "ScoreFunc"]
 
 ScoreFunc = Callable[[nn.Module], float]
-ForwardLoop = Callable[[nn.Module], None]
-
-_CONFIG_KEYS = (
-    "data_loader",
-    "score_func",
-    "forward_loop",
-    "checkpoint",
-    "verbose",
-    "max_iter_data_loader",
-    "callbacks",
-)
 
 
 class BaseSearcher(ABC):
@@ -60,9 +49,9 @@ class BaseSearcher(ABC):
     config: dict[str, Any]
     constraints: Constraints
     dummy_input: Any
+    scorer: Scorer
 
     def __init__(self) -> None:
-        self.evaluator: Evaluator | None = None
         self.bus = EventBus()
         self.history = SearchHistory()
         self.bus.subscribe(self.history)
@@ -71,16 +60,7 @@ class BaseSearcher(ABC):
     # -- config ---------------------------------------------------------------------------------
     @property
     def default_search_config(self) -> dict[str, Any]:
-        return {
-            "data_loader": None,
-            "score_func": None,
-            "forward_loop": None,
-            "checkpoint": None,
-            "verbose": False,
-            "max_iter_data_loader": None,
-            "callbacks": [],
-            **EVALUATOR_DEFAULTS,
-        }
+        return {"checkpoint": None, "verbose": False, "callbacks": [], **SCORING_DEFAULTS}
 
     @property
     @abstractmethod
@@ -97,22 +77,7 @@ class BaseSearcher(ABC):
                 f"{sorted(defaults)}"
             )
         merged = {**defaults, **config}
-        if validate_evaluator_config(config, merged):
-            pass
-        elif not callable(merged["score_func"]):
-            raise SearchError(
-                "config['score_func'] must be a callable model -> float (higher is better), got "
-                f"{merged['score_func']!r}; or give config['score_loader'] and config['metric'] "
-                "(the evaluator form, see nasviz.search.evaluator)"
-            )
-        fl, dl = merged["forward_loop"], merged["data_loader"]
-        if fl is not None and not callable(fl):
-            raise SearchError(f"config['forward_loop'] must be callable model -> None, got {fl!r}")
-        if dl is not None and not isinstance(dl, Iterable):
-            raise SearchError(f"config['data_loader'] must be iterable, got {type(dl).__name__}")
-        n = merged["max_iter_data_loader"]
-        if n is not None and (not isinstance(n, int) or n < 1):
-            raise SearchError(f"config['max_iter_data_loader'] must be a positive int, got {n!r}")
+        validate_scoring_config(config, merged)
         return merged
 
     # -- life cycle -----------------------------------------------------------------------------
@@ -130,16 +95,11 @@ class BaseSearcher(ABC):
             constraints if isinstance(constraints, Constraints) else Constraints(constraints)
         )
         self.dummy_input = dummy_input
-        self.evaluator = None
-        if self.config["score_loader"] is not None:
-            self.evaluator = Evaluator(model, self.config, self.emit)
-        self.forward_loop = self.construct_forward_loop()
+        self.scorer = make_scorer(model, self.config, self.emit)
         for cb in self.config["callbacks"]:
             self.bus.subscribe(cb)
         progress = None
         if self.config["verbose"]:
-            from nasviz.search.progress import TqdmProgress
-
             progress = TqdmProgress()
             self.bus.subscribe(progress)
         for k, v in self.default_state_dict.items():
@@ -153,8 +113,7 @@ class BaseSearcher(ABC):
         finally:
             if progress is not None:
                 progress.close()
-            if self.evaluator is not None:
-                self.evaluator.release()
+            self.scorer.release()
         return self.state_dict()
 
     def before_search(self) -> None:  # noqa: B027 - optional hook
@@ -171,87 +130,35 @@ class BaseSearcher(ABC):
         self.bus.emit(event)
 
     # -- scoring --------------------------------------------------------------------------------
-    def construct_forward_loop(self) -> ForwardLoop | None:
-        """The calibration loop: ``forward_loop`` if given, else one built on ``data_loader``."""
-        if self.evaluator is not None:
-            return self.evaluator.forward_loop if self.config["data_loader"] is not None else None
-        if self.config["forward_loop"] is not None:
-            loop: ForwardLoop = self.config["forward_loop"]
-            return loop
-        loader = self.config["data_loader"]
-        if loader is None:
-            return None
-        limit = self.config["max_iter_data_loader"]
-        # With a batch limit, the first `limit` batches are drawn once and reused, so every
-        # subnet is calibrated on the same data (a shuffled loader would otherwise add noise to
-        # every score and make the map depend on the order subnets were scored in).
-        fixed: list[Any] = []
-
-        def inputs() -> Iterable[Any]:
-            if limit is None:
-                for batch in loader:
-                    yield batch[0] if isinstance(batch, (tuple, list)) else batch
-                return
-            if not fixed:
-                for i, batch in enumerate(loader):
-                    if i >= limit:
-                        break
-                    fixed.append(batch[0] if isinstance(batch, (tuple, list)) else batch)
-            yield from fixed
-
-        def forward_loop(model: nn.Module) -> None:
-            device = device_of(model)
-            for x in inputs():
-                model(x.to(device) if isinstance(x, torch.Tensor) else x)
-
-        return forward_loop
+    @property
+    def forward_loop(self) -> ForwardLoop | None:
+        """The scorer's BatchNorm calibration loop (``None``: statistics are left as they are)."""
+        return self.scorer.forward_loop
 
     def eval_score(self, context: str = "") -> float:
         """Re-calibrate BatchNorm on the calibration data, then score the active subnet."""
-        if self.evaluator is not None:
-            return self.checked_score(self.evaluator.score_active, context)
-        from nasviz.patch import prep_for_eval
-
-        prep_for_eval(self.model, self.forward_loop)
-        with torch.no_grad():
-            return self.checked_score(lambda: self.config["score_func"](self.model), context)
+        return self.scorer.checked(self.scorer.score_active, context)
 
     def checked_score(self, scorer: Callable[[], Any], context: str = "") -> float:
         """``scorer()`` as a float; an error or NaN raises a SearchError naming ``context``."""
-        what = "score_func" if self.evaluator is None else "scoring with config['metric']"
-        try:
-            score = scorer()
-        except Exception as e:
-            if isinstance(e, SearchError) and self.evaluator is not None:
-                raise
-            where = f" while scoring {context}" if context else ""
-            raise SearchError(f"{what} raised {type(e).__name__}{where}: {e}") from e
-        try:
-            value = float(score)
-        except (TypeError, ValueError) as e:
-            raise SearchError(f"{what} must return a number, got {score!r}") from e
-        if math.isnan(value):
-            raise SearchError(f"{what} returned NaN{f' for {context}' if context else ''}")
-        return value
+        return self.scorer.checked(scorer, context)
 
     # -- state and checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The searcher's state: every key of ``default_state_dict`` plus the history."""
+        """The searcher's state: every key of ``default_state_dict``, the history, and what the
+        scorer reports."""
         state = {k: copy.deepcopy(getattr(self, k)) for k in self.default_state_dict}
         state["history"] = self.history.to_records()
-        if self.evaluator is not None:
-            state["evaluator"] = self.evaluator.report()
+        scorer: Scorer | None = getattr(self, "scorer", None)  # None before search()
+        if scorer is not None:
+            state.update(scorer.state_entries())
         return state
 
     def load_search_checkpoint(self) -> bool:
         """Load the checkpoint named in the config, if it exists; returns whether it did."""
-        path = self.config["checkpoint"]
-        if path is None or not Path(path).exists():
+        state = read_checkpoint(self.config["checkpoint"])
+        if state is None:
             return False
-        try:
-            state = torch.load(path, weights_only=True)
-        except Exception as e:
-            raise SearchError(f"checkpoint {str(path)!r} could not be read: {e}") from e
         self._load_state(state)
         return True
 
@@ -263,10 +170,8 @@ class BaseSearcher(ABC):
     def save_search_checkpoint(self) -> None:
         """Write the state to the checkpoint path atomically (temp file, then rename)."""
         path = self.config["checkpoint"]
-        if path is None:
-            return
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(self.state_dict(), path)
+        if path is not None:
+            write_checkpoint(self.state_dict(), path)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._started

@@ -1,4 +1,4 @@
-"""Constraints on a subnet's cost: upper bounds on its FLOPs and/or parameters.
+"""Constraints on a subnet's cost: upper bounds on its FLOPs, parameters and/or latency.
 
 A search is asked for the best subnet with, e.g., ``{"flops": "60%", "params": 3e6}``. Each
 value is either
@@ -7,8 +7,14 @@ value is either
   (``"2.5e6"``, ``"500k"``, ``"3M"``, ``"1.2G"``, ``"1T"``), or
 * *relative*: a percentage of the full model (``"60%"``, in ``(0%, 100%]``).
 
+A ``latency`` limit is a time with a unit (``"2.5ms"``, ``"800us"``, ``"0.01s"``) or a percentage
+of the full model's latency, measured on the model's device (see :mod:`nasviz.cost.latency`);
+its values are in seconds.
+
 Relative limits become absolute with :meth:`Constraints.resolve` (given the full model's FLOPs
-and params; it records them on the object and returns ``{key: absolute limit}``). Bad input
+and params; it records them on the object and returns ``{key: absolute limit}``). An absolute
+limit under 1% of the full model is refused there as a forgotten ``%`` (``"60"`` is 60 FLOPs);
+a limit that small is written as a percentage (``"0.5%"``). Bad input
 raises :class:`~nasviz.errors.ConstraintError` naming the key, the value and the fix;
 :meth:`Constraints.check_reachable` refuses, before any scoring, limits that even the smallest
 subnet exceeds.
@@ -36,13 +42,14 @@ from numbers import Real
 
 import pandas as pd
 
+from nasviz.cost import format_flops, format_params
+from nasviz.cost.latency import LATENCY_FORMS, format_latency, parse_duration
 from nasviz.errors import ConstraintError
-from nasviz.profile import format_flops, format_params
 
 __all__ = ["CONSTRAINT_KEYS", "Constraints", "Limit"]
 
 #: The quantities a constraint can bound.
-CONSTRAINT_KEYS = ("flops", "params")
+CONSTRAINT_KEYS = ("flops", "params", "latency")
 
 _NUMBER = r"([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)"
 _ABSOLUTE = re.compile(rf"^{_NUMBER}\s*([kKmMgGtT]?)$")
@@ -54,7 +61,23 @@ _HOW = (
 )
 
 
+#: an absolute limit under this fraction of the full model is taken for a missing '%'
+_PLAUSIBLE = 0.01
+
+
+def _implausible(lim: Limit, full: float) -> str:
+    unit = "FLOPs" if lim.key == "flops" else "params"
+    meant = f"for {lim.value:g}% of the model write '{lim.value:g}%'; " if lim.value <= 100 else ""
+    return (
+        f"constraints[{lim.key!r}] = {lim.spec!r} is {lim.value:g} {unit}, under 1% of the full "
+        f"model ({_fmt(lim.key, full)}): {meant}a limit this small is given as a percentage "
+        f"('{100 * lim.value / full:.2g}%')"
+    )
+
+
 def _fmt(key: str, value: float) -> str:
+    if key == "latency":
+        return format_latency(value)
     return format_flops(value) if key == "flops" else format_params(value)
 
 
@@ -91,11 +114,13 @@ def _parse(key: object, value: object) -> Limit:
         lower = str(key).lower()
         hint = f" (did you mean {lower!r}?)" if lower in CONSTRAINT_KEYS else ""
         raise ConstraintError(
-            f"unknown constraint {key!r} = {value!r}{hint}: nasviz can bound 'flops' and "
-            "'params'; rename or remove it"
+            f"unknown constraint {key!r} = {value!r}{hint}: nasviz can bound 'flops', "
+            "'params' and 'latency'; rename or remove it"
         )
     where = f"constraints[{key!r}] = {value!r}"
     name = str(key)
+    if key == "latency":
+        return _parse_latency(where, value)
     if isinstance(value, str):
         text = value.strip()
         pct = _PERCENT.match(text)
@@ -126,8 +151,27 @@ def _parse(key: object, value: object) -> Limit:
     return Limit(name, number, False, spec, number)
 
 
+def _parse_latency(where: str, value: object) -> Limit:
+    text = value.strip() if isinstance(value, str) else None
+    pct = None if text is None else _PERCENT.match(text)
+    if pct:
+        number = float(pct.group(1))
+        if not 0 < number <= 100:
+            raise ConstraintError(
+                f"{where} is out of range: a percentage of the full model must be above 0% "
+                f"and at most 100%; {LATENCY_FORMS}"
+            )
+        return Limit("latency", number, True, str(value), None)
+    seconds = None if text is None else parse_duration(text)
+    if seconds is None:
+        raise ConstraintError(f"{where} is not a latency: {LATENCY_FORMS}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConstraintError(f"{where} must be a positive, finite time: {LATENCY_FORMS}")
+    return Limit("latency", seconds, False, str(value), seconds)
+
+
 class Constraints:
-    """Upper bounds on a subnet's ``flops`` and/or ``params``.
+    """Upper bounds on a subnet's ``flops``, ``params`` and/or ``latency`` (seconds).
 
     Args:
         spec: ``{"flops": ..., "params": ...}`` (at least one key), or another ``Constraints``.
@@ -193,15 +237,25 @@ class Constraints:
         return f"Constraints({', '.join(str(lim) for lim in self)})"
 
     # -- resolution and checks -----------------------------------------------------------------
-    def resolve(self, full_flops: float, full_params: float) -> dict[str, float]:
-        """Turn percentages into absolute limits for a full model of this size.
+    def resolve(
+        self, full_flops: float, full_params: float, full_latency: float | None = None
+    ) -> dict[str, float]:
+        """Turn percentages into absolute limits for a full model of this size (and latency,
+        in seconds, needed for a relative latency limit).
 
         Records the limits on this object (so :meth:`check` and friends work afterwards; a
         second call re-resolves) and returns them as ``{key: absolute limit}``.
         """
         full = {"flops": float(full_flops), "params": float(full_params)}
+        full["latency"] = math.nan if full_latency is None else float(full_latency)
         resolved = {}
         for lim in self:
+            if lim.relative and full_latency is None and lim.key == "latency":
+                raise ConstraintError(
+                    f"cannot resolve constraints['latency'] = {lim.spec!r}: it is relative to "
+                    "the full model's latency; pass full_latency (seconds, measured with "
+                    "nasviz.cost.latency.measure_latency)"
+                )
             if lim.relative:
                 if not math.isfinite(full[lim.key]) or full[lim.key] <= 0:
                     raise ConstraintError(
@@ -209,6 +263,8 @@ class Constraints:
                         f"has {full[lim.key]:g} {lim.key}; give an absolute limit instead"
                     )
                 lim = replace(lim, absolute=lim.value / 100 * full[lim.key])
+            elif math.isfinite(full[lim.key]) and lim.value < _PLAUSIBLE * full[lim.key]:
+                raise ConstraintError(_implausible(lim, full[lim.key]))
             resolved[lim.key] = lim
         self._limits = resolved
         return self.limits
@@ -221,22 +277,37 @@ class Constraints:
             )
         return lim.absolute
 
-    def margins(self, flops: float, params: float) -> dict[str, float]:
-        """``{key: (limit - value) / limit}``: the headroom (>= 0 holds, < 0 is over)."""
+    def _values(self, flops: float, params: float, latency: float | None) -> dict[str, float]:
+        if latency is None and "latency" in self:
+            raise ConstraintError(
+                f"{self['latency']} needs the subnet's latency: pass latency= (seconds, "
+                "measured or predicted, see nasviz.cost.latency)"
+            )
         values = {"flops": float(flops), "params": float(params)}
+        if latency is not None:
+            values["latency"] = float(latency)
+        return values
+
+    def margins(
+        self, flops: float, params: float, latency: float | None = None
+    ) -> dict[str, float]:
+        """``{key: (limit - value) / limit}``: the headroom (>= 0 holds, < 0 is over)."""
+        values = self._values(flops, params, latency)
         out = {}
         for lim in self:
             limit = self._absolute(lim)
             out[lim.key] = (limit - values[lim.key]) / limit
         return out
 
-    def check(self, flops: float, params: float) -> bool:
-        """Whether a subnet of this size satisfies every limit."""
-        return all(m >= 0 for m in self.margins(flops, params).values())
+    def check(self, flops: float, params: float, latency: float | None = None) -> bool:
+        """Whether a subnet of this size (and latency, in seconds) satisfies every limit."""
+        return all(m >= 0 for m in self.margins(flops, params, latency).values())
 
-    def check_reachable(self, min_flops: float, min_params: float) -> None:
+    def check_reachable(
+        self, min_flops: float, min_params: float, min_latency: float | None = None
+    ) -> None:
         """Raise :class:`ConstraintError` if even the smallest subnet breaks a limit."""
-        values = {"flops": float(min_flops), "params": float(min_params)}
+        values = self._values(min_flops, min_params, min_latency)
         problems = []
         for lim in self:
             limit = self._absolute(lim)
@@ -253,10 +324,15 @@ class Constraints:
                 "constraint"
             )
 
-    def describe(self, flops: float | None = None, params: float | None = None) -> pd.DataFrame:
+    def describe(
+        self,
+        flops: float | None = None,
+        params: float | None = None,
+        latency: float | None = None,
+    ) -> pd.DataFrame:
         """One row per limit: ``constraint``, ``spec``, ``limit`` (NaN if unresolved) and
         ``limit_text``; given a subnet's size, also ``value``, ``margin`` and ``ok``."""
-        values = {"flops": flops, "params": params}
+        values = {"flops": flops, "params": params, "latency": latency}
         rows = []
         for lim in self:
             row: dict[str, object] = {
@@ -265,7 +341,7 @@ class Constraints:
                 "limit": math.nan if lim.absolute is None else lim.absolute,
                 "limit_text": "" if lim.absolute is None else _fmt(lim.key, lim.absolute),
             }
-            if flops is not None or params is not None:
+            if flops is not None or params is not None or latency is not None:
                 value = values[lim.key]
                 ok = lim.absolute is not None and value is not None
                 row["value"] = math.nan if value is None else float(value)

@@ -104,6 +104,7 @@ class BisectionStep(SearchEvent):
     params: float
     feasible: bool
     config: dict[str, int] = field(default_factory=dict)
+    latency: float | None = None  # predicted seconds, when a latency constraint is given
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class FinalScore(SearchEvent):
     flops: float
     params: float
     config: dict[str, int] = field(default_factory=dict)
+    latency: float | None = None  # measured seconds, when a latency constraint is given
 
 
 @dataclass(frozen=True)

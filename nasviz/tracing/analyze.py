@@ -275,11 +275,13 @@ class _Analyzer(PointwiseOps):
         args: Args,
         kwargs: Kwargs,
         cg: CapturedGraph,
-    ) -> Val:
+    ) -> Val | tuple[Val, Val]:
         use = self.layers.get(qual)
         if use is None:
             use = self.layers[qual] = LayerUse(qual, m, spec)
         x = args[0] if args and isinstance(args[0], Val) else None
+        if spec.kind == "attention":
+            return self._attention(node, qual, m, spec, use, args, kwargs, cg)
         for v in iter_vals((args[1:], kwargs)):
             if v.expr is not None:
                 self.c.fix_expr(v.expr, f"passed to '{qual}' as an extra argument")
@@ -323,6 +325,45 @@ class _Analyzer(PointwiseOps):
             if groups > 1:  # ... and so do its outputs
                 self.c.split(use.dims[spec.out_attr], groups, f"'{qual}': {why}")
         return Val(Sym(use.out_elem, out_size), out_axis, out_shape, True, f"'{qual}'")
+
+    def _attention(
+        self,
+        node: fx.Node,
+        qual: str,
+        m: nn.Module,
+        spec: LayerSpec,
+        use: LayerUse,
+        args: Args,
+        kwargs: Kwargs,
+        cg: CapturedGraph,
+    ) -> tuple[Val, Val]:
+        """``(out, weights) = attn(query, key, value, ...)``: the stream (``spec.in_attr``, the
+        last dim) passes from the query to the output; key and value share it when the layer
+        says so (``spec.shared``), else they stay static, like the masks."""
+        names = ("query", "key", "value")
+        qkv = [args[i] if len(args) > i else kwargs.get(n) for i, n in enumerate(names)]
+        x = qkv[0] if isinstance(qkv[0], Val) else None
+        in_expr, in_reason = self._input_layout(qual, spec, x, cg)
+        for name, v in zip(names[1:], qkv[1:]):
+            if not isinstance(v, Val) or v.expr is None:
+                continue
+            shared = name in spec.shared
+            if shared and in_expr is not None and v.axis == -1:
+                self.c.unify(in_expr, v.expr, f"'{qual}' attends over differently laid out inputs")
+            else:
+                why = f"the key/value of '{qual}'" + ("" if shared else " (its own kdim/vdim)")
+                self.c.fix_expr(v.expr, why)
+                if in_expr is not None and shared:
+                    self.c.fix_expr(in_expr, why)
+        skip = {id(v) for v in qkv if isinstance(v, Val)}
+        for v in iter_vals((args[3:], {k: a for k, a in kwargs.items() if k not in names})):
+            if v.expr is not None and id(v) not in skip:
+                self.c.fix_expr(v.expr, f"passed to '{qual}' as a mask")
+        self._merge(use, spec.in_attr, in_expr, in_reason)
+        weights = Val(None, None, None, True, f"the attention weights of '{qual}'")
+        if x is None or in_expr is None:
+            return self._untracked(node, cg, x.origin if x else f"'{qual}'"), weights
+        return Val(x.expr, -1, None, True, x.origin), weights
 
     def _input_layout(
         self, qual: str, spec: LayerSpec, x: Val | None, cg: CapturedGraph

@@ -356,11 +356,12 @@ def _static_rows(
     model: nn.Module, analysis: Analysis, c: Coupling, plan: Plan, reasons: dict[str, str]
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    layers = set(analysis.layers)
     for name, m in model.named_modules():
         spec = layer_spec(m)
         twin = dynamic_class_for(m)
-        if spec is None or twin is None:
-            continue
+        if spec is None or twin is None or _inside(name, layers):
+            continue  # (a child of a prunable layer, e.g. attention's out_proj, is its part)
         use = analysis.layers.get(name)
         for attr in dict.fromkeys((spec.in_attr, spec.out_attr)):
             configurable = any(attr == a for _, a, _ in _members_of(plan, name))
@@ -386,6 +387,11 @@ def static_for_lack_of_input(plan: Plan) -> list[str]:
     """``module.attr`` of every static layer dimension whose reason is only a missing
     dummy_input (tensor shapes or ranks tracing did not have)."""
     return [f"{r['module']}.{r['attr']}" for r in plan.static if NO_INPUT in str(r["reason"])]
+
+
+def _inside(name: str, layers: set[str]) -> bool:
+    parts = name.split(".")
+    return any(".".join(parts[:k]) in layers for k in range(1, len(parts)))
 
 
 def _members_of(plan: Plan, module: str) -> list[tuple[str, str, str]]:

@@ -23,7 +23,8 @@ kind            meaning
 =============== ==========================================================================
 
 :func:`layer_spec` describes the prunable layers themselves (which attributes are the input and
-output widths, and which tensor dimension carries the channels).
+output widths, and which tensor dimension carries the channels): each layer family declares that
+on its dynamic class (:mod:`nasviz.dynamic.family`), so no layer type is named here.
 """
 
 from __future__ import annotations
@@ -35,11 +36,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.conv import _ConvNd
-from torch.nn.modules.instancenorm import _InstanceNorm
 
 from nasviz.dynamic import dynamic_class_for  # importing nasviz.dynamic registers every twin
+from nasviz.dynamic.family import LayerSpec
 from nasviz.tracing.aten import aten_kind
 
 __all__ = [
@@ -217,52 +216,11 @@ def classify_module(m: nn.Module, qualname: str) -> OpKind:
     return OpKind("unknown", name)
 
 
-@dataclass(frozen=True)
-class LayerSpec:
-    """How a prunable layer maps tensor dimensions to its dynamic attributes.
-
-    ``kind`` is ``"linear"``, ``"conv"`` or ``"norm"``. ``in_attr``/``out_attr`` name the input
-    and output widths (a norm has one attribute for both). The channel dimension of the input
-    is ``axis`` (negative, from the end) when it does not depend on the rank, else ``pos_axis``
-    (from the front, e.g. GroupNorm's ``(N, C, *)``).
-    """
-
-    kind: str
-    in_attr: str
-    out_attr: str
-    axis: int | None
-    pos_axis: int | None = None
-    groups: int = 1
-
-
 def layer_spec(m: nn.Module) -> LayerSpec | None:
-    """The :class:`LayerSpec` of a module with a dynamic twin (``None`` for other modules)."""
+    """The :class:`LayerSpec` of a module with a dynamic twin (``None`` for other modules), as
+    its layer family declares it (:meth:`~nasviz.dynamic.DynamicModule.layer_spec`)."""
     twin = dynamic_class_for(m)
-    if twin is None:
-        return None
-    roles = twin.dynamic_attrs
-    channel = [a for a, r in roles.items() if r != "kernel"]
-    outs = [a for a, r in roles.items() if r == "out"]
-    ins = [a for a, r in roles.items() if r == "in"]
-    if isinstance(m, nn.Linear):
-        return LayerSpec("linear", "in_features", "out_features", -1)
-    if isinstance(m, _ConvNd):
-        spatial = len(m.kernel_size)
-        return LayerSpec("conv", "in_channels", "out_channels", -(spatial + 1), None, m.groups)
-    if not channel:
-        return None
-    attr = channel[0] if len(channel) == 1 else (outs or ins or channel)[0]
-    if isinstance(m, nn.LayerNorm):
-        return LayerSpec("norm", attr, attr, -1)
-    if isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)):
-        return LayerSpec("norm", attr, attr, -3)
-    if isinstance(m, (nn.BatchNorm3d, nn.InstanceNorm3d)):
-        return LayerSpec("norm", attr, attr, -4)
-    if isinstance(m, nn.InstanceNorm1d):
-        return LayerSpec("norm", attr, attr, -2)
-    if isinstance(m, (_BatchNorm, _InstanceNorm, nn.GroupNorm)):
-        return LayerSpec("norm", attr, attr, None, 1)
-    return None
+    return None if twin is None else twin.layer_spec(m)
 
 
 def has_custom_forward(m: nn.Module) -> bool:
@@ -270,4 +228,5 @@ def has_custom_forward(m: nn.Module) -> bool:
     twin = dynamic_class_for(m)
     if twin is None or isinstance(m, twin):
         return False
-    return type(m).forward is not twin.torch_cls.forward
+    plain = twin.plain_class(m)
+    return plain is not None and type(m).forward is not plain.forward

@@ -34,10 +34,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import ipywidgets as widgets
+from torch import nn
 
 from nasviz.errors import NasvizError
 from nasviz.profile import format_flops, format_params
+from nasviz.search.checkpoint import load_search_state
 from nasviz.search.events import SearchEvent, SearchHistory
+from nasviz.space import search_space
 
 __all__ = [
     "COLORS",
@@ -52,6 +55,7 @@ __all__ = [
     "fmt_params",
     "fmt_pct",
     "fmt_score",
+    "has_search_space",
     "history_of",
     "load_search_state",
     "locked_batch",
@@ -188,37 +192,15 @@ class ProgressBar(View):
             self.label.value = text
 
 
-def load_search_state(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
-    """A searcher's state dict, from itself or from its checkpoint file (loaded weights-only)."""
-    if isinstance(source, Mapping):
-        state = dict(source)
-    else:
-        import torch
-
-        path = Path(source)
-        if not path.is_file():
-            raise NasvizError(
-                f"search checkpoint {str(path)!r} does not exist; pass the path given as "
-                "config['checkpoint'] to nv.prune / BinarySearcher.search"
-            )
-        try:
-            state = torch.load(path, weights_only=True)
-        except Exception as e:
-            raise NasvizError(
-                f"search checkpoint {str(path)!r} could not be read: {e}; pass a file written by "
-                "a searcher (config['checkpoint'])"
-            ) from e
-        if not isinstance(state, dict):
-            raise NasvizError(
-                f"search checkpoint {str(path)!r} holds a {type(state).__name__}, not a "
-                "searcher's state dict"
-            )
-    if "history" not in state:
-        raise NasvizError(
-            f"search state has no 'history' (keys: {sorted(state)}); pass the state returned by "
-            "nv.prune / BinarySearcher.search or its checkpoint file"
-        )
-    return state
+def has_search_space(model: nn.Module) -> bool:
+    """Whether ``model`` carries a search space (converted, not exported): the one check the
+    views use before asking for ``nv.search_space(model)``. (``nv.is_converted`` is also true
+    for an exported model, whose modelopt state records the export.)"""
+    try:
+        search_space(model)
+    except NasvizError:
+        return False
+    return True
 
 
 def history_of(

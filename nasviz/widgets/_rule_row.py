@@ -20,7 +20,8 @@ from typing import Any
 import ipywidgets as widgets
 from pydantic import ValidationError
 
-from nasviz.config import LAYER_TYPES, FastNASConfig, LayerConfig
+from nasviz.config import LAYER_TYPES, LayerConfig
+from nasviz.fastnas import FastNASConfig
 from nasviz.widgets._base import COLORS
 
 __all__ = [

@@ -37,8 +37,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as widgets
@@ -50,20 +49,13 @@ from plotly.subplots import make_subplots
 from torch import nn
 
 import nasviz as nv
+from nasviz._utils import training_flags
 from nasviz.errors import NasvizError
-from nasviz.widgets._base import COLORS, UI_LOCK, View, locked_batch
+from nasviz.widgets._base import COLORS, UI_LOCK, View, has_search_space, locked_batch
 
 __all__ = ["ActivationViewer", "default_module_ids", "feature_panel"]
 
 _CONV_TYPES = (nn.modules.conv._ConvNd,)
-
-
-def _converted(model: nn.Module) -> bool:
-    try:
-        nv.search_space(model)
-    except NasvizError:
-        return False
-    return True
 
 
 def default_module_ids(full_model: nn.Module, subnet_model: nn.Module) -> list[str]:
@@ -74,7 +66,7 @@ def default_module_ids(full_model: nn.Module, subnet_model: nn.Module) -> list[s
     """
     both = dict(full_model.named_modules()).keys() & dict(subnet_model.named_modules()).keys()
     for model in (subnet_model, full_model):
-        if _converted(model):
+        if has_search_space(model):
             modules = dict(model.named_modules())
             members = {m.module for g in nv.search_space(model).groups for m in g.members}
             ids = [
@@ -89,19 +81,6 @@ def default_module_ids(full_model: nn.Module, subnet_model: nn.Module) -> list[s
         if ids:
             return ids
     return []
-
-
-@contextmanager
-def _eval_flags(*models: nn.Module) -> Iterator[None]:
-    """Eval mode by setting the flags directly (no patched ``train()`` hook fires), then back."""
-    flags = [(m, m.training) for model in models for m in model.modules()]
-    for m, _ in flags:
-        m.training = False
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def _json_safe(values: np.ndarray) -> list[Any]:
@@ -285,7 +264,7 @@ class ActivationViewer(View):
 
     def refresh(self) -> None:
         """Re-run both models (e.g. after another subnet was selected) and redraw everything."""
-        with torch.no_grad(), _eval_flags(self.full_model, self.subnet_model):
+        with torch.no_grad(), training_flags(self.full_model, self.subnet_model, mode=False):
             self.full_activations = self._grab(self.full_model)
             self.subnet_activations = self._grab(self.subnet_model)
             self.drift = nv.compare_activations(

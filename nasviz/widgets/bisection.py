@@ -4,17 +4,18 @@ After the sensitivity map, the binary searcher bisects the tolerated score drop:
 every group takes its smallest width whose drop is within ``mid``; a candidate that meets the
 constraints moves ``hi`` down to ``mid``, one that does not moves ``lo`` up. Then it grows the
 result into the unused budget, scores a few candidates for real and keeps the best
-(:mod:`nasviz.search.binary`).
+(:mod:`nasviz.fastnas.searcher`).
 
 The animation is one figure with a shared x axis, the **timeline** of the search: bisection
 steps, then grow steps, then the scored candidates, then the final choice.
 
 * top: the interval ``[lo, hi]`` as a shaded band and ``mid`` as a marker per bisection step,
   green when the candidate at ``mid`` fits the budget, red when it does not;
-* bottom: each candidate's FLOPs (or params: the toggle) against a horizontal line at the
-  constraint limit (``SearchStarted.limits``), bisection candidates coloured the same way, grow
-  steps in blue, scored candidates in purple (labelled with their real score), the final
-  choice as an orange star;
+* bottom: each candidate's FLOPs (or params, or latency where a latency constraint exists: the
+  toggle; bisection steps show the predicted latency, the final choice the measured one) against
+  a horizontal line at the constraint limit (``SearchStarted.limits``), bisection candidates
+  coloured the same way, grow steps in blue, scored candidates in purple (labelled with their
+  real score), the final choice as an orange star;
 * a vertical line marks the current frame; the text under the figure explains it.
 
 Frame ``k`` shows the first ``k`` timeline items (frame 0: nothing yet). ``Play`` + slider
@@ -33,6 +34,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from nasviz.cost.latency import format_latency
 from nasviz.errors import NasvizError
 from nasviz.search.events import (
     BisectionStep,
@@ -69,7 +72,7 @@ from nasviz.widgets._base import (
 
 __all__ = ["BisectionAnimation"]
 
-Metric = Literal["flops", "params"]
+Metric = Literal["flops", "params", "latency"]
 TimelineEvent = BisectionStep | GrowStep | CandidateScored | FinalScore
 # trace indices (fixed order)
 LO, HI, MID, BISECT, GROW, CAND, FINAL = range(7)
@@ -112,8 +115,10 @@ class BisectionAnimation(EventView):
     """
 
     def __init__(self, metric: Metric | None = None, *, interval_ms: int = 500) -> None:
-        if metric not in (None, "flops", "params"):
-            raise NasvizError(f"metric={metric!r}: use 'flops', 'params' or None (the limit's)")
+        if metric not in (None, "flops", "params", "latency"):
+            raise NasvizError(
+                f"metric={metric!r}: use 'flops', 'params', 'latency' or None (the limit's)"
+            )
         self.items: list[_Item] = []
         self.limits: dict[str, float] = {}
         self.final: FinalScore | None = None
@@ -133,7 +138,8 @@ class BisectionAnimation(EventView):
             button.on_click(lambda _b, target=target: self._go(target()))
             buttons.append(button)
         self.first_button, self.prev_button, self.next_button, self.last_button = buttons
-        self.metric_toggle = widgets.ToggleButtons(options=["flops", "params"], value="flops")
+        options = ["flops", "params"] + (["latency"] if metric == "latency" else [])
+        self.metric_toggle = widgets.ToggleButtons(options=options, value="flops")
         self.metric_toggle.style.button_width = "70px"
         if metric is not None:
             self.metric_toggle.value = metric
@@ -207,8 +213,16 @@ class BisectionAnimation(EventView):
             self.items = []
             self.final = None
             self.limits = dict(event.limits)
+            if "latency" in self.limits and "latency" not in self.metric_toggle.options:
+                self.metric_toggle.options = [*self.metric_toggle.options, "latency"]
             if not self._metric_fixed:
-                self.metric_toggle.value = "params" if set(self.limits) == {"params"} else "flops"
+                self.metric_toggle.value = (
+                    "latency"
+                    if "latency" in self.limits
+                    else "params"
+                    if set(self.limits) == {"params"}
+                    else "flops"
+                )
             limits = ", ".join(f"{k} <= {self._fmt(k, v)}" for k, v in self.limits.items())
             self.status.value = f"search started: {limits}; computing the sensitivity map"
             self._set_frames(0)
@@ -261,6 +275,8 @@ class BisectionAnimation(EventView):
         return value
 
     def _fmt(self, metric: str, value: float) -> str:
+        if metric == "latency":
+            return format_latency(value)
         return fmt_flops(value) if metric == "flops" else fmt_params(value)
 
     def _phase_text(self) -> str:
@@ -271,14 +287,25 @@ class BisectionAnimation(EventView):
         )
 
     def _cost(self, e: TimelineEvent) -> float:
+        """The shown metric of ``e``; latency: predicted for a bisection step, measured for the
+        final choice, NaN (not drawn) for events that carry none."""
+        if self.metric == "latency":
+            value = getattr(e, "latency", None)
+            return math.nan if value is None else float(value)
         return float(e.flops if self.metric == "flops" else e.params)
 
     def _hover(self, e: TimelineEvent) -> str:
         m = self.metric
-        cost = f"{m}: {self._fmt(m, self._cost(e))}"
+        if math.isnan(self._cost(e)):
+            return self._hover_text(e, f"{m}: not measured")
+        how = " (measured)" if isinstance(e, FinalScore) else " (predicted)"
+        cost = f"{m}{how if m == 'latency' else ''}: {self._fmt(m, self._cost(e))}"
         if m in self.limits:
             fits = self._cost(e) <= self.limits[m]
             cost += f" (limit {self._fmt(m, self.limits[m])}: {'fits' if fits else 'too big'})"
+        return self._hover_text(e, cost)
+
+    def _hover_text(self, e: TimelineEvent, cost: str) -> str:
         if isinstance(e, BisectionStep):
             head = (
                 f"<b>bisection step {e.step}</b><br>interval [{e.lo:.4g}, {e.hi:.4g}], "
@@ -369,7 +396,8 @@ class BisectionAnimation(EventView):
             pad = 0.05 * (hi - lo) or 0.01
             self.fig.update_yaxes(range=[lo - pad, hi + pad], row=1)
         costs = [self._cost(it.event) for it in self.items] + [self.limits.get(m, 0.0)]
-        self.fig.update_yaxes(range=[0.0, 1.1 * max(costs) or 1.0], row=2)
+        top = max((c for c in costs if not math.isnan(c)), default=0.0)
+        self.fig.update_yaxes(range=[0.0, 1.1 * top or 1.0], row=2)
 
     # -- results ----------------------------------------------------------------------------------
     @property

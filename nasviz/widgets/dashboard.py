@@ -36,7 +36,6 @@ import copy
 import html
 import os
 from collections.abc import Callable, Iterable, Mapping
-from itertools import islice
 from typing import Any
 
 import ipywidgets as widgets
@@ -45,6 +44,7 @@ from torch import nn
 
 import nasviz as nv
 from nasviz.errors import NasvizError
+from nasviz.patch import calibration_loop
 from nasviz.search.events import (
     BisectionStep,
     CandidateScored,
@@ -53,7 +53,7 @@ from nasviz.search.events import (
     SearchEvent,
     SearchFinished,
 )
-from nasviz.widgets._base import COLORS, ProgressBar, View, fmt_score
+from nasviz.widgets._base import COLORS, ProgressBar, View, fmt_score, has_search_space
 from nasviz.widgets.activations import ActivationViewer
 from nasviz.widgets.bisection import BisectionAnimation
 from nasviz.widgets.config_editor import RuleConfigEditor
@@ -65,29 +65,6 @@ __all__ = ["TABS", "Dashboard"]
 
 #: the tab titles, in order
 TABS = ("Config", "Search", "Explore", "Activations", "Export")
-
-
-def _converted(model: nn.Module) -> bool:
-    try:
-        nv.search_space(model)
-    except NasvizError:
-        return False
-    return True
-
-
-def _loader_loop(
-    loader: Iterable[Any] | None, max_iter: int | None
-) -> Callable[[nn.Module], None] | None:
-    """The BatchNorm calibration loop over ``loader`` (the searcher's, for the explorer)."""
-    if loader is None:
-        return None
-
-    def forward_loop(model: nn.Module) -> None:
-        with torch.no_grad():
-            for batch in islice(loader, max_iter):
-                model(batch[0] if isinstance(batch, tuple | list) else batch)
-
-    return forward_loop
 
 
 def _placeholder(text: str) -> widgets.HTML:
@@ -150,7 +127,7 @@ class Dashboard(View):
             None if search_state is None else dict(search_state)
         )
         max_iter = self.search_config.get("max_iter_data_loader")
-        self.forward_loop = _loader_loop(data_loader, max_iter)
+        self.forward_loop = calibration_loop(data_loader, max_iter)
         self.full_model: nn.Module | None = full_model
         self.explorer: SubnetExplorer | None = None
         self.activations: ActivationViewer | None = None
@@ -161,7 +138,7 @@ class Dashboard(View):
         else:
             self.heatmap, self.bisection = SensitivityHeatmap(), BisectionAnimation()
 
-        converted = _converted(model)
+        converted = has_search_space(model)
         if converted and config is None:
             config = self._converted_config()
         self.editor = RuleConfigEditor(
@@ -232,7 +209,7 @@ class Dashboard(View):
 
     def convert(self) -> nn.Module:
         """Convert the model in place with the editor's config; builds the model's views."""
-        if _converted(self.model):
+        if has_search_space(self.model):
             raise NasvizError("the model is converted already; build a Dashboard on a fresh model")
         nv.convert(self.model, mode=[("fastnas", self.config)], dummy_input=self.dummy_input)
         # the full model for the activations: converted (channels in the sorted order the
@@ -274,7 +251,7 @@ class Dashboard(View):
     def run_search(self) -> dict[str, Any]:
         """``nv.prune`` with the views as callbacks; leaves the best subnet selected and
         refreshes the explorer and the activations. Returns the search state."""
-        if not _converted(self.model):
+        if not has_search_space(self.model):
             raise NasvizError("convert the model first (Config tab, or dashboard.convert())")
         if self.score_func is None:
             raise NasvizError("run_search needs a score_func: Dashboard(..., score_func=f)")

@@ -5,10 +5,12 @@ group a slider over its valid choices, and (given a sensitivity map ``{hparam: {
 one global *tolerated drop* slider: every group takes its smallest choice whose score drop is at
 most the threshold, the rule FastNAS's binary searcher bisects over. Each change re-estimates the
 subnet's FLOPs and parameters with one :class:`~nasviz.profile.CostModel` (built once; the model is
-not run) and updates, in place, a bar chart of kept vs original channels per group and a bar of
-FLOPs/params against the constraints (red when over). *Evaluate* selects the subnet, re-calibrates
-BatchNorm on ``forward_loop`` and scores it with ``score_func``; :meth:`SubnetExplorer.export`
-returns the chosen subnet as a plain model.
+not run) - and, where a latency constraint is given (or a ``latency_model``), its latency predicted
+by a measured :class:`~nasviz.search.latency.LatencyModel` - and updates, in place, a bar chart
+of kept vs original channels per group and a bar of FLOPs/params (/latency) against the
+constraints (red when over). *Evaluate* selects the subnet, re-calibrates BatchNorm on
+``forward_loop`` and scores it with ``score_func``; :meth:`SubnetExplorer.export` returns the
+chosen subnet as a plain model.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import plotly.graph_objects as go
 from torch import nn
 
 import nasviz as nv
+from nasviz.cost.latency import format_latency
 from nasviz.errors import NasvizError
+from nasviz.fastnas.searcher import config_at_drop, drop_levels
 from nasviz.hparam import Hparam
-from nasviz.search.binary import config_at_drop, drop_levels
 from nasviz.search.constraints import Constraints
+from nasviz.search.latency import LatencyModel, build_latency_model
 from nasviz.widgets._base import (
     COLORS,
     UI_LOCK,
@@ -43,13 +47,18 @@ from nasviz.widgets._base import (
 __all__ = ["SubnetExplorer", "config_at_threshold", "threshold_levels"]
 
 SensitivityMap = Mapping[str, Mapping[Any, float]]
+_FMT: dict[str, Callable[[float], str]] = {
+    "flops": fmt_flops,
+    "params": fmt_params,
+    "latency": format_latency,
+}
 
 
 def config_at_threshold(
     sensitivity_map: SensitivityMap, hparams: Mapping[str, Hparam], threshold: float
 ) -> dict[str, int]:
     """Every hparam at its smallest choice whose drop is at most ``threshold`` (the searcher's
-    rule, :func:`nasviz.search.binary.config_at_drop`)."""
+    rule, :func:`nasviz.fastnas.searcher.config_at_drop`)."""
     return config_at_drop(sensitivity_map, hparams, threshold)
 
 
@@ -89,6 +98,7 @@ class SubnetExplorer(View):
         sensitivity_map: SensitivityMap | None = None,
         score_func: Callable[[nn.Module], float] | None = None,
         forward_loop: Callable[[nn.Module], Any] | None = None,
+        latency_model: LatencyModel | None = None,
     ) -> None:
         self.model = model
         self.score_func = score_func
@@ -107,10 +117,18 @@ class SubnetExplorer(View):
         self.cost_model = nv.CostModel.from_model(model, dummy_input)
         self.full = (self.cost_model.full_flops, self.cost_model.full_params)
         self.constraints = None if constraints is None else Constraints(constraints)
+        if latency_model is None and self.constraints is not None and "latency" in self.constraints:
+            latency_model, _ = build_latency_model(model, dummy_input, cost_model=self.cost_model)
+        self.latency_model = latency_model
+        full_latency = None if latency_model is None else latency_model.table.full
+        self._full: dict[str, float] = {"flops": self.full[0], "params": self.full[1]}
+        if full_latency is not None:
+            self._full["latency"] = full_latency
         if self.constraints is not None:
-            self.constraints.resolve(full_flops=self.full[0], full_params=self.full[1])
+            self.constraints.resolve(self.full[0], self.full[1], full_latency=full_latency)
         self.limits = {} if self.constraints is None else self.constraints.limits
         self.estimate: tuple[int, int] = self.full
+        self.latency: float | None = full_latency  # predicted seconds of the chosen subnet
         self.evaluations: list[dict[str, Any]] = []
         self._batch = False
 
@@ -204,7 +222,7 @@ class SubnetExplorer(View):
         """Whether the chosen subnet meets the constraints (``None`` without constraints)."""
         if self.constraints is None:
             return None
-        return bool(self.constraints.check(flops=self.estimate[0], params=self.estimate[1]))
+        return bool(self.constraints.check(*self.estimate, latency=self.latency))
 
     def select(self) -> None:
         """Make the chosen subnet the model's active subnet (``nv.select``)."""
@@ -273,26 +291,29 @@ class SubnetExplorer(View):
         config = self.value
         flops, params = self.cost_model.estimate(config)
         self.estimate = (flops, params)
+        values: dict[str, float] = {"flops": float(flops), "params": float(params)}
+        if self.latency_model is not None:
+            self.latency = values["latency"] = self.latency_model.predict(config)
         with UI_LOCK:
-            self.cost_label.value = self._cost_html(flops, params)
+            self.cost_label.value = self._cost_html(values)
             with locked_batch(self.channels_fig):
                 self.channels_fig.data[1].y = list(config.values())
-            pct = [100.0 * flops / self.full[0], 100.0 * params / self.full[1]]
-            over = [self._over("flops", flops), self._over("params", params)]
+            over = [self._over(k, v) for k, v in values.items()]
             with locked_batch(self.cost_fig):
                 bar = self.cost_fig.data[0]
-                bar.x = pct
+                bar.x = [100.0 * v / self._full[k] for k, v in values.items()]
                 bar.marker.color = [COLORS["infeasible" if o else "feasible"] for o in over]
-                bar.text = [fmt_flops(flops), fmt_params(params)]
+                bar.text = [_FMT[k](v) for k, v in values.items()]
 
     def _over(self, key: str, value: float) -> bool:
         return key in self.limits and value > self.limits[key]
 
-    def _cost_html(self, flops: int, params: int) -> str:
+    def _cost_html(self, values: Mapping[str, float]) -> str:
         parts = []
-        for key, value, fmt in (("flops", flops, fmt_flops), ("params", params, fmt_params)):
-            full = self.full[0 if key == "flops" else 1]
-            text = f"<b>{key}</b> {fmt(value)} ({fmt_pct(value, full)} of full)"
+        for key, value in values.items():
+            fmt, full = _FMT[key], self._full[key]
+            shown = "latency (predicted)" if key == "latency" else key
+            text = f"<b>{shown}</b> {fmt(value)} ({fmt_pct(value, full)} of full)"
             if key in self.limits:
                 colour = COLORS["infeasible" if self._over(key, value) else "feasible"]
                 sign = ">" if self._over(key, value) else "≤"
@@ -347,12 +368,12 @@ class SubnetExplorer(View):
         return fig
 
     def _cost_figure(self) -> go.FigureWidget:
-        keys = ["flops", "params"]
+        keys = list(self._full)
         fig = go.FigureWidget(
             data=[
                 go.Bar(
                     y=keys,
-                    x=[100.0, 100.0],
+                    x=[100.0] * len(keys),
                     orientation="h",
                     textposition="auto",
                     name="subnet",
@@ -370,7 +391,7 @@ class SubnetExplorer(View):
         )
         for i, key in enumerate(keys):
             if key in self.limits:
-                x = 100.0 * self.limits[key] / self.full[i]
+                x = 100.0 * self.limits[key] / self._full[key]
                 fig.add_shape(
                     type="line",
                     x0=x,

@@ -13,9 +13,16 @@ channels (:func:`nasviz.export`; the converted model stays searchable). The pane
    exported model on ``dummy_input`` (without one: every weight and buffer) and reports
    ``ok`` / ``mismatch`` with the max abs difference, or ``error`` with the reason.
 
+With a ``dummy_input`` the panel also offers the checked deployment exports next to the plain
+module (the **ONNX** and **torch.export** boxes): :func:`nasviz.export_onnx` and
+:func:`nasviz.export_program` write ``<path>.onnx`` / ``<path>.pt2`` only after the file
+reproduces the module's outputs (onnxruntime / a reloaded program); the table shows each file's
+size and max abs difference, or why it was refused (e.g. onnx not installed).
+
 Results are engine objects: :attr:`ExportPanel.exported` (the plain ``nn.Module``),
 :attr:`ExportPanel.path`, :attr:`ExportPanel.check` (a :class:`ReloadCheck`) and
-:attr:`ExportPanel.figures` (sizes and costs as a dict).
+:attr:`ExportPanel.figures` (sizes and costs as a dict), :attr:`ExportPanel.reports`
+(``{format: ExportReport}``) and :attr:`ExportPanel.report_errors` (``{format: message}``).
 
 Example::
 
@@ -29,7 +36,7 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -40,9 +47,16 @@ from torch import nn
 
 import nasviz as nv
 from nasviz.errors import NasvizError
+from nasviz.export import ExportReport
 from nasviz.widgets._base import COLORS, UI_LOCK, View, fmt_flops, fmt_params, fmt_pct
 
-__all__ = ["ExportPanel", "ReloadCheck", "max_abs_diff"]
+__all__ = ["FORMATS", "ExportPanel", "ReloadCheck", "max_abs_diff"]
+
+#: the checked deployment exports the panel offers: ``{name: (file suffix, engine function)}``
+FORMATS: dict[str, tuple[str, Callable[..., ExportReport]]] = {
+    "ONNX": (".onnx", nv.export_onnx),
+    "torch.export": (".pt2", nv.export_program),
+}
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,8 @@ class ExportPanel(View):
         factory: builds a fresh instance of the original model class for the reload check
             (default ``type(model)()``; pass one when the constructor needs arguments).
         tolerance: the largest max abs difference the check accepts.
+        formats: the deployment exports checked at first (``"ONNX"``, ``"torch.export"``);
+            they need a ``dummy_input``.
 
     Example::
 
@@ -122,8 +138,16 @@ class ExportPanel(View):
         *,
         factory: Callable[[], nn.Module] | None = None,
         tolerance: float = 1e-5,
+        formats: Sequence[str] = (),
     ) -> None:
         nv.search_space(model)  # refuses a model that is not converted, with the fix
+        unknown = [f for f in formats if f not in FORMATS]
+        if unknown:
+            raise NasvizError(f"formats: {unknown} unknown; use any of {list(FORMATS)}")
+        if formats and dummy_input is None:
+            raise NasvizError(
+                f"formats={list(formats)} need a dummy_input to export and check the files"
+            )
         if factory is not None and not callable(factory):
             raise NasvizError(
                 f"factory must be a callable returning a fresh model, got {factory!r}; e.g. "
@@ -136,7 +160,16 @@ class ExportPanel(View):
         self.check: ReloadCheck | None = None
         self.figures: dict[str, Any] = {}
         self.error: str | None = None
+        self.reports: dict[str, ExportReport] = {}
+        self.report_errors: dict[str, str] = {}
         self._full: nv.Profile | None = None
+        self.format_boxes = {
+            name: widgets.Checkbox(
+                value=name in formats, description=name, indent=False,
+                disabled=dummy_input is None, layout=widgets.Layout(width="auto"),
+            )
+            for name in FORMATS
+        }  # fmt: skip
 
         self.path_text = widgets.Text(value=os.fspath(default_path), description="path")
         self.export_button = widgets.Button(
@@ -146,7 +179,11 @@ class ExportPanel(View):
         self.status = widgets.HTML("<i>select a subnet, then press Export &amp; save</i>")
         self.table = widgets.HTML("")
         self.widget = widgets.VBox(
-            [widgets.HBox([self.path_text, self.export_button]), self.status, self.table]
+            [
+                widgets.HBox([self.path_text, *self.format_boxes.values(), self.export_button]),
+                self.status,
+                self.table,
+            ]
         )
 
     # -- engine ----------------------------------------------------------------------------------
@@ -197,9 +234,23 @@ class ExportPanel(View):
         message = f"max |diff| = {diff:.3g} ({'<=' if ok else '>'} {self.tolerance:g})"
         return ReloadCheck("ok" if ok else "mismatch", diff, compared, message)
 
-    def export(self, path: str | os.PathLike[str] | None = None) -> nn.Module:
-        """Export, save to ``path`` (default: the path box), run the reload check; returns the
-        exported model (also in :attr:`exported`)."""
+    def deploy(self, exported: nn.Module, path: Path, formats: Sequence[str]) -> None:
+        """The checked ONNX / torch.export files next to ``path`` (engine calls; a refusal is
+        recorded in :attr:`report_errors`, not raised)."""
+        self.reports, self.report_errors = {}, {}
+        for name in formats:
+            suffix, export_fn = FORMATS[name]
+            try:
+                self.reports[name] = export_fn(exported, self.dummy_input, path.with_suffix(suffix))
+            except NasvizError as e:
+                self.report_errors[name] = str(e)
+
+    def export(
+        self, path: str | os.PathLike[str] | None = None, formats: Sequence[str] | None = None
+    ) -> nn.Module:
+        """Export, save to ``path`` (default: the path box), run the reload check, write the
+        checked ``formats`` (default: the ticked boxes); returns the exported model (also in
+        :attr:`exported`)."""
         target = Path(path if path is not None else self.path_text.value).expanduser()
         if not target.name or target.is_dir():
             raise NasvizError(f"path {str(target)!r} is not a file name; e.g. 'pruned.pt'")
@@ -219,6 +270,11 @@ class ExportPanel(View):
             figures.update(params_full=full.params, params_exported=small.params)
         self.exported, self.path, self.figures = exported, target, figures
         self.check = self.reload_check(exported, target)
+        chosen = [n for n, box in self.format_boxes.items() if box.value]
+        wanted = list(formats) if formats is not None else chosen
+        if wanted and self.dummy_input is None:
+            raise NasvizError(f"formats={wanted} need a dummy_input; construct the panel with one")
+        self.deploy(exported, target, wanted)
         self.error = None
         self._render()
         return exported
@@ -255,6 +311,19 @@ class ExportPanel(View):
                     f"<b style='color:{color}'>{label}</b> · {html.escape(check.compared)} · "
                     f"{html.escape(check.message)}",
                 )
+            )
+        for name, rep in self.reports.items():
+            rows.append(
+                (
+                    name,
+                    f"<code>{html.escape(str(rep.path))}</code> ({rep.bytes / 1024:.1f} KiB) · "
+                    f"<b style='color:{COLORS['feasible']}'>OK</b> · max |diff| = "
+                    f"{rep.max_abs_diff:.3g} (&lt;= {rep.limit:.3g})",
+                )
+            )
+        for name, msg in self.report_errors.items():
+            rows.append(
+                (name, f"<b style='color:{COLORS['infeasible']}'>REFUSED</b> · {html.escape(msg)}")
             )
         body = "".join(
             f"<tr><td style='padding-right:1em'><b>{k}</b></td><td>{v}</td></tr>" for k, v in rows

@@ -21,8 +21,8 @@ import nasviz as nv
 from nasviz.datasets import digits_loaders, evaluate_accuracy, train_classifier
 from nasviz.demo import demo_config
 from nasviz.models import DigitsCNN
-from nasviz.widgets._base import fmt_flops
-from nasviz.widgets.explorer import SubnetExplorer
+from nasviz.profile import format_flops
+from nasviz.widgets import SubnetExplorer
 
 torch.set_num_threads(1)  # a tiny model: one thread is as fast, and immune to a busy CPU
 torch.manual_seed(0)
@@ -121,7 +121,7 @@ after = explorer.estimate[0]
 print(explorer.cost_label.value)
 assert after > before
 assert explorer.channels_fig.data[1].y[0] == stem.options[-1]
-assert fmt_flops(after) in explorer.cost_label.value
+assert format_flops(after) in explorer.cost_label.value
 
 # %% [markdown]
 # ## Evaluate it

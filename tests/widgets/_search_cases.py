@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nasviz.search import BinarySearcher
+from nasviz.fastnas import BinarySearcher
 from nasviz.search.events import (
     BisectionStep,
     CandidateScored,

@@ -144,8 +144,8 @@ def test_metric_toggle_and_params_constraint() -> None:
     anim = BisectionAnimation().replay([started, *STEPS])
     assert anim.metric == "params" and _shape(anim, "limit").y0 == 60.0
     assert BisectionAnimation(metric="flops").replay([started]).metric == "flops"
-    with pytest.raises(NasvizError, match="metric='latency'"):
-        BisectionAnimation(metric="latency")  # type: ignore[arg-type]
+    with pytest.raises(NasvizError, match="metric='energy'"):
+        BisectionAnimation(metric="energy")  # type: ignore[arg-type]
 
 
 def test_new_search_resets() -> None:

@@ -109,3 +109,39 @@ def test_max_abs_diff():
     assert max_abs_diff(a, b) == 2.0
     assert max_abs_diff(torch.ones(2), torch.ones(3)) == float("inf")
     assert max_abs_diff(torch.ones(2), (torch.ones(2), torch.ones(2))) == float("inf")
+
+
+def test_onnx_and_torch_export_next_to_the_plain_module(tmp_path):
+    pytest.importorskip("onnxruntime")
+    model, x = _digits()
+    panel = ExportPanel(model, x, tmp_path / "small.pt", factory=lambda: DigitsCNN(width=16),
+                        formats=["ONNX"])  # fmt: skip
+    assert panel.format_boxes["ONNX"].value and not panel.format_boxes["torch.export"].value
+    panel.format_boxes["torch.export"].value = True
+    panel._on_click(panel.export_button)
+    assert panel.error is None and panel.report_errors == {}
+    onnx, program = panel.reports["ONNX"], panel.reports["torch.export"]
+    assert onnx.path == tmp_path / "small.onnx" and program.path == tmp_path / "small.pt2"
+    assert onnx.bytes == onnx.path.stat().st_size and program.bytes == program.path.stat().st_size
+    assert onnx.max_abs_diff <= onnx.limit and program.max_abs_diff <= program.limit
+    assert "small.onnx" in panel.table.value and "max |diff|" in panel.table.value
+
+
+def test_a_missing_onnx_is_reported_per_format(tmp_path, monkeypatch):
+    import sys
+
+    model, x = _digits()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    panel = ExportPanel(model, x, tmp_path / "m.pt", factory=lambda: DigitsCNN(width=16))
+    panel.export(formats=["ONNX", "torch.export"])
+    assert "pip install nasviz[onnx]" in panel.report_errors["ONNX"]
+    assert panel.reports["torch.export"].path.is_file()
+    assert "REFUSED" in panel.table.value
+
+
+def test_formats_need_a_dummy_input():
+    model, _ = _digits()
+    with pytest.raises(NasvizError, match="need a dummy_input"):
+        ExportPanel(model, formats=["ONNX"])
+    with pytest.raises(NasvizError, match="unknown"):
+        ExportPanel(model, torch.zeros(1, 1, 8, 8), formats=["tflite"])

@@ -22,7 +22,7 @@ from nasviz.errors import (
     SearchError,
     TracingError,
 )
-from nasviz.export import ExportReport, export_onnx, export_program
+from nasviz.export import ExportReport, export_onnx, export_program, save_pretrained
 from nasviz.extension import (
     ActivationMapGrabber,
     HooksHandle,
@@ -108,6 +108,7 @@ __all__ = [
     "restore_from_modelopt_state",
     "sample",
     "save",
+    "save_pretrained",
     "search_space",
     "select",
 ]

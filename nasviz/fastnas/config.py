@@ -6,13 +6,21 @@ layer type in :data:`nasviz.config.LAYER_TYPES` with that type's defaults.
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from nasviz.config import ModeloptBaseRuleConfig, build_rule_config
 
 __all__ = ["FastNASConfig"]
 
 
 class _FastNASConfigBase(ModeloptBaseRuleConfig):
-    pass
+    #: one hparam per role across blocks (see :mod:`nasviz.fastnas.roles`)
+    tie_roles: bool = Field(
+        default=False,
+        description="Tie the same role across blocks (every block's FFN width one hparam, every "
+        "block's head count one hparam), so the result has uniform widths a Hugging Face config "
+        "can describe; roles are hparam names with block indices replaced by '*'",
+    )
 
 
 FastNASConfig: type[ModeloptBaseRuleConfig] = build_rule_config(
@@ -26,6 +34,9 @@ FastNASConfig: type[ModeloptBaseRuleConfig] = build_rule_config(
         >>> cfg = FastNASConfig(**{"nn.Conv2d": {"channel_divisor": 8}})
         >>> cfg.rule_for("nn.Conv2d", "layer1.0.conv1").rule.channel_divisor
         8
+
+    ``tie_roles=True`` gives the same role in every block one hparam (named by the role, e.g.
+    ``bert.encoder.layer.*.intermediate.dense.out_features``), see :mod:`nasviz.fastnas.roles`.
     """,
     _FastNASConfigBase,
     module=__name__,

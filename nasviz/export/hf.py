@@ -43,7 +43,7 @@ _HEAD_DIM = ("head_dim", "attention_head_size", "key_value_proj_dim")
 _QK = (("q_proj", "k_proj"), ("query", "key"), ("q", "k"))
 #: FFN config key -> (module-name suffixes of the first FFN projection, stack prefix or "")
 _FFN: dict[str, tuple[tuple[str, ...], str]] = {
-    "intermediate_size": (("intermediate.dense", "mlp.up_proj"), ""),
+    "intermediate_size": (("intermediate.dense", "mlp.up_proj", "mlp.fc1"), ""),
     "n_inner": (("mlp.c_fc",), ""),
     "d_ff": (("DenseReluDense.wi", "DenseReluDense.wi_0"), ""),
     "encoder_ffn_dim": (("fc1",), "encoder"),
@@ -205,6 +205,7 @@ def save_pretrained(
             "every block keeps the same widths, or keep per-layer widths with nv.save(model, "
             "path) / nv.restore(fresh_model, path)"
         )
+    _check_shapes(model)
     target = Path(path).expanduser()
     if not target.parent.is_dir():
         raise ExportError(
@@ -237,6 +238,29 @@ def save_pretrained(
     return ExportReport(
         "save_pretrained", target, size, diff, limit, "transformers", time.perf_counter() - t0
     )
+
+
+def _check_shapes(model: nn.Module) -> None:
+    """Refuse a model whose config, rebuilt empty, has other tensor shapes than its weights (a
+    config that derives the head size as hidden / heads cannot describe heads cut without the
+    stream)."""
+    with torch.device("meta"):
+        fresh = type(model)(model.config)  # type: ignore[operator]
+    want = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    wrong = [
+        f"{k} {tuple(v.shape)} (config gives {want[k]})"
+        for k, v in model.state_dict().items()
+        if k in want and tuple(v.shape) != want[k]
+    ]
+    if wrong:
+        raise ExportError(
+            f"the {type(model.config).__name__} cannot describe this {type(model).__name__}: "
+            f"{len(wrong)} tensor(s) differ from what the updated config builds, e.g. "
+            f"{'; '.join(wrong[:3])}. Configs that derive the head size as hidden size / heads "
+            "need heads and the stream cut together (keep hidden / heads at the original head "
+            "size), and one stream width per model; otherwise keep the result with "
+            "nv.save(model, path) / nv.restore(fresh_model, path)"
+        )
 
 
 def _forward(model: nn.Module, dummy_input: Any) -> Any:

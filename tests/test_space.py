@@ -16,7 +16,13 @@ import nasviz.space as nv
 from nasviz.config import LAYER_TYPES
 from nasviz.dynamic import DynamicModule
 from nasviz.dynamic.params import sliced_params
-from nasviz.errors import ApplyModeError, HparamError, NasvizError, TracingError
+from nasviz.errors import (
+    ApplyModeError,
+    HparamError,
+    MissingDummyInputWarning,
+    NasvizError,
+    TracingError,
+)
 from nasviz.fastnas import FastNASConfig, build_search_space
 from nasviz.models import REFERENCE_MODELS
 from nasviz.patch import PatchManager
@@ -198,7 +204,8 @@ def test_switching_off_the_head_shows_the_rule() -> None:
 
 def test_without_dummy_input_the_head_group_is_static_with_the_reason() -> None:
     model, x = REFERENCE_MODELS["vgg_like"]()
-    nv.convert(model, mode=[("fastnas", SMALL)])
+    with pytest.warns(MissingDummyInputWarning, match=r"3 layer dimension\(s\) of VGGLike"):
+        nv.convert(model, mode=[("fastnas", SMALL)])
     space = nv.search_space(model)
     assert "features.15.out_channels" not in space.hparams and len(space.hparams) == 5
     static = space.static_table().set_index(["module", "attr"])

@@ -103,12 +103,17 @@ class ShapeOps:
         that attribute (a literal: the channels stay static); any other size as read from a
         tensor (transformers' ``repeat_kv``). In fx graphs a literal int is always a literal.
         """
-        if not cg.exported:
-            return False
+        return cg.exported and self._literal_attr(node, size) is None
+
+    def _literal_attr(self, node: fx.Node, size: int) -> str | None:
+        """``"Class.attr"`` of an int attribute of the calling module equal to ``size``."""
         owner = self.modules.get(str(node.meta.get(MODULE_KEY, "")))
         if owner is None:
-            return False
-        return not any(type(v) is int and v == size for v in vars(owner).values())
+            return None
+        for name, v in vars(owner).items():
+            if type(v) is int and v == size:
+                return f"{type(owner).__name__}.{name}"
+        return None
 
     def _need_shapes(self, kind: OpKind, cg: CapturedGraph) -> str:
         return f"{kind.name} needs tensor shapes ({cg.no_shapes or 'shapes unknown'})"
@@ -258,8 +263,8 @@ class ShapeOps:
                 node,
                 cg,
                 x,
-                f"{what} and names the last size ({sizes[-1]}) instead of -1: a pruned width "
-                "would not fit",
+                f"{what} and names the last size ({_named(self._literal_attr(node, last), last)}) "
+                "instead of -1: a pruned width would not fit",
             )
         pieces = self.c.split(x.expr, math.prod(parts[:-1]), f"{what}: the parts cannot be coupled")
         if pieces is None:
@@ -464,6 +469,11 @@ class ShapeOps:
             return self._untracked(node, cg, f"the output of {kind.name}")
         axis = x.axis if keep else x.axis + sum(1 for d in dims if d is not None and d > x.axis)
         return self._out(node, x, axis)
+
+
+def _named(attr: str | None, size: int) -> str:
+    """``"16 = WhisperAttention.head_dim"`` where an attribute names the size, else ``"16"``."""
+    return f"{size} = {attr}" if attr else str(size)
 
 
 def _flattens_tail(x: Val, start: Any, end: Any) -> bool:

@@ -170,9 +170,16 @@ def test_bert_heads_are_whole_and_q_k_v_o_follow() -> None:
     name = "bert.encoder.layer.1.attention.self.heads"
     assert list(nv.search_space(model).hparams[name].choices) == [1, 2, 3, 4]
     nv.select(model, {name: 3})
-    layer = nv.export(model).bert.encoder.layer[1].attention
+    stream = "bert.embeddings.word_embeddings.embedding_dim"
+    nv.select(model, {stream: 32})
+    small = nv.export(model)
+    layer = small.bert.encoder.layer[1].attention
     widths = {layer.self.query.out_features, layer.self.key.out_features}
     assert widths | {layer.self.value.out_features, layer.output.dense.in_features} == {48}
+    # the tied LM head stays tied to the (pruned) word embeddings
+    emb = small.bert.embeddings.word_embeddings.weight
+    assert small.cls.predictions.decoder.weight is emb
+    assert emb.shape == (DIMS["vocab"], 32)
 
 
 def test_t5_position_bias_follows_the_heads_of_every_layer() -> None:
@@ -220,3 +227,10 @@ def test_a_train_mode_transformer_converts_and_stays_in_train_mode() -> None:
     nv.convert(model, mode=[("fastnas", CFG)], dummy_input=x)
     assert model.training
     assert "bert.encoder.layer.0.attention.self.heads" in nv.search_space(model).hparams
+
+
+def test_whisper_heads_stay_static_with_the_attribute_that_names_them() -> None:
+    model, _ = _converted("whisper")
+    static = nv.search_space(model).static.set_index(["module", "attr"])
+    why = static.loc[("model.encoder.layers.0.self_attn.k_proj", "out_features"), "reason"]
+    assert "names the last size (16 = WhisperAttention.head_dim)" in why

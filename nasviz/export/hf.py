@@ -107,7 +107,7 @@ def _uniform(key: str, values: dict[str, int], out: dict[str, int], bad: list[st
 def hf_widths(model: nn.Module) -> tuple[dict[str, int], list[str]]:
     """``(config updates, problems)``: the widths the exported ``model`` has, under the keys its
     config uses; ``problems`` names every key whose width differs per layer."""
-    cfg = model.config  # type: ignore[union-attr]
+    cfg = model.config
     out: dict[str, int] = {}
     bad: list[str] = []
     modules = dict(model.named_modules())
@@ -134,7 +134,8 @@ def hf_widths(model: nn.Module) -> tuple[dict[str, int], list[str]]:
     for key in ("head_dim", "d_kv"):
         if attn and isinstance(getattr(cfg, key, None), int):
             _uniform(key, {n: hd for n, _, _, _, hd in attn}, out, bad)
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    get_emb: Any = getattr(model, "get_input_embeddings", None)
+    emb = get_emb() if callable(get_emb) else None
     stream = getattr(emb, "embedding_dim", None)
     if stream is None:  # ViT: the patch projection
         proj = getattr(emb, "projection", None)
@@ -153,7 +154,7 @@ def sync_hf_config(model: nn.Module) -> dict[str, int]:
     if not is_hf_model(model):
         return {}
     widths, _ = hf_widths(model)
-    cfg = model.config  # type: ignore[union-attr]
+    cfg: Any = model.config
     changed = {k: v for k, v in widths.items() if getattr(cfg, k, None) != v}
     for key, value in changed.items():
         setattr(cfg, key, value)
@@ -245,7 +246,7 @@ def _check_shapes(model: nn.Module) -> None:
     config that derives the head size as hidden / heads cannot describe heads cut without the
     stream)."""
     with torch.device("meta"):
-        fresh = type(model)(model.config)  # type: ignore[operator]
+        fresh = type(model)(model.config)
     want = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
     wrong = [
         f"{k} {tuple(v.shape)} (config gives {want[k]})"

@@ -18,12 +18,13 @@ non-uniform) or no common choice stay untied, with a note in the plan.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from torch import nn
 
 from nasviz.dynamic import DynamicModule
 from nasviz.dynamic.params import slice_params
-from nasviz.hparam import Hparam
+from nasviz.hparam import DimSource, Hparam
 from nasviz.tracing import Plan
 from nasviz.tracing.plan import GroupInfo, apply_layout
 
@@ -76,7 +77,7 @@ def tie_plan(plan: Plan) -> dict[str, str]:
     return renamed
 
 
-def _rename(j: dict, renamed: dict[str, str]) -> dict:  # type: ignore[type-arg]
+def _rename(j: dict[str, Any], renamed: dict[str, str]) -> dict[str, Any]:
     if "hp" in j:
         return {"hp": renamed.get(j["hp"], j["hp"])}
     if "cat" in j:
@@ -91,8 +92,11 @@ def rebind(model: nn.Module, plan: Plan, old: dict[str, Hparam]) -> dict[str, Hp
     tied hparam's importance is the sum over its blocks' sorted importances."""
     hps = {g.name: Hparam(g.choices, g.original, g.name) for g in plan.hparams}
     for name, hp in hps.items():
-        parts = [o.importance for n, o in old.items() if role_of(n) == name and n != name]
-        parts = [p for p in parts if p is not None]
+        parts = [
+            imp
+            for n, o in old.items()
+            if role_of(n) == name and n != name and (imp := o.importance) is not None
+        ]
         if name in old:
             hp.importance = old[name].importance
         elif parts and all(p.shape == parts[0].shape for p in parts):
@@ -102,7 +106,7 @@ def rebind(model: nn.Module, plan: Plan, old: dict[str, Hparam]) -> dict[str, Hp
         if isinstance(layer, DynamicModule):
             for attr, j in dims.items():
                 layer.set_dim(attr, apply_layout(j, hps))
-    by_owner: dict[str, dict] = {}  # type: ignore[type-arg]
+    by_owner: dict[str, dict[str, tuple[int, DimSource]]] = {}
     for qual, spec in plan.params.items():
         owner, _, attr = qual.rpartition(".")
         by_owner.setdefault(owner, {})[attr] = (int(spec["dim"]), apply_layout(spec["layout"], hps))

@@ -47,7 +47,7 @@ CASES: dict[str, tuple[tuple[str, ...], dict[str, int]]] = {
             "num_key_value_heads": 1,
             "head_dim": 16,
         },
-    ),  # fmt: skip
+    ),
     "vit": (
         ("fc1", "heads", "projection"),
         {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2},

@@ -22,7 +22,7 @@ from nasviz.errors import (
     SearchError,
     TracingError,
 )
-from nasviz.export import ExportReport, export_onnx, export_program
+from nasviz.export import ExportReport, export_onnx, export_program, save_pretrained
 from nasviz.extension import (
     ActivationMapGrabber,
     HooksHandle,
@@ -118,6 +118,7 @@ __all__ = [
     "restore_from_modelopt_state",
     "sample",
     "save",
+    "save_pretrained",
     "save_sensitivity_map",
     "search_space",
     "search_with_pins",

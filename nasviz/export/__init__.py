@@ -7,7 +7,8 @@ lives in :mod:`nasviz.space` for now.
 """
 
 from nasviz.export._check import ExportReport
+from nasviz.export.hf import save_pretrained
 from nasviz.export.onnx import export_onnx
 from nasviz.export.program import export_program
 
-__all__ = ["ExportReport", "export_onnx", "export_program"]
+__all__ = ["ExportReport", "export_onnx", "export_program", "save_pretrained"]

@@ -40,6 +40,7 @@ from nasviz.dynamic import DynamicModule
 from nasviz.dynamic.norm import group_order
 from nasviz.dynamic.params import permute_param, sliced_params
 from nasviz.errors import MissingDummyInputWarning, TracingError
+from nasviz.fastnas.roles import rebind, tie_plan
 from nasviz.hparam import ConcatDim, DimSource, Hparam, RepeatDim
 from nasviz.space import SpaceRecord, attach_record, get_record
 from nasviz.tracing import Plan, analyze, apply_plan, capture, example_args, make_plan
@@ -93,6 +94,8 @@ def build_search_space(
         plan = make_plan(model, analysis, config)
         hparams = apply_plan(model, plan)
         (sort_channels if sort is None else sort)(model, plan, hparams)
+        if getattr(config, "tie_roles", False) and tie_plan(plan):
+            hparams = rebind(model, plan, hparams)
         if dummy_input is not None:
             _self_check(model, label, dummy_input, reference, hparams)
     except BaseException as e:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from nasviz.models.conv_nd import Conv1dNet, Conv3dNet
 from nasviz.models.convnext import ConvNeXtBlock, ConvNeXtLike, LayerNorm2d
+from nasviz.models.convnext_tv import CNBlock, ConvNeXtTV, LayerNorm2dTV
 from nasviz.models.data_dependent import DataDependentNet
 from nasviz.models.densenet import DenseLayer, DenseNetLike, Transition
 from nasviz.models.digits import DigitsCNN
@@ -34,29 +35,35 @@ from nasviz.models.resnet import (
     resnet_tiny,
 )
 from nasviz.models.shufflenet import ShuffleNetLike, ShuffleUnit, channel_shuffle
+from nasviz.models.swin_like import SwinBlock, SwinLike
 from nasviz.models.unet import DoubleConv, UNetLike
 from nasviz.models.vgg import VGGLike
 from nasviz.models.vit import Attention, Mlp, TransformerBlock, ViTLike
+from nasviz.models.vit_mha import EncoderBlock, ViTMHA
 
 __all__ = [
     "REFERENCE_MODELS",
     "Attention",
     "BasicBlock",
     "Bottleneck",
+    "CNBlock",
     "CausalSelfAttention",
     "Conv1dNet",
     "Conv3dNet",
     "ConvNeXtBlock",
     "ConvNeXtLike",
+    "ConvNeXtTV",
     "DataDependentNet",
     "DenseLayer",
     "DenseNetLike",
     "DigitsCNN",
     "DoubleConv",
+    "EncoderBlock",
     "GPTBlock",
     "GPTLike",
     "InvertedResidual",
     "LayerNorm2d",
+    "LayerNorm2dTV",
     "Mlp",
     "MobileNetV2Like",
     "ModelFactory",
@@ -65,11 +72,14 @@ __all__ = [
     "ShuffleNetLike",
     "ShuffleUnit",
     "SqueezeExcitation",
+    "SwinBlock",
+    "SwinLike",
     "TransformerBlock",
     "Transition",
     "UNetLike",
     "VGGLike",
     "ViTLike",
+    "ViTMHA",
     "channel_shuffle",
     "resnet50_like",
     "resnet_tiny",

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from nasviz.models.conv_nd import Conv1dNet, Conv3dNet
 from nasviz.models.convnext import ConvNeXtLike
+from nasviz.models.convnext_tv import ConvNeXtTV
 from nasviz.models.data_dependent import DataDependentNet
 from nasviz.models.densenet import DenseNetLike
 from nasviz.models.digits import DigitsCNN
@@ -22,9 +23,11 @@ from nasviz.models.gpt import GPTLike
 from nasviz.models.mobilenet import MobileNetV2Like
 from nasviz.models.resnet import Bottleneck, ResNet, ResNeXtBottleneck, resnet_tiny
 from nasviz.models.shufflenet import ShuffleNetLike
+from nasviz.models.swin_like import SwinLike
 from nasviz.models.unet import UNetLike
 from nasviz.models.vgg import VGGLike
 from nasviz.models.vit import ViTLike
+from nasviz.models.vit_mha import ViTMHA
 
 __all__ = ["REFERENCE_MODELS", "ModelFactory"]
 
@@ -72,6 +75,9 @@ REFERENCE_MODELS: dict[str, ModelFactory] = {
     "shufflenet_like": _reference(ShuffleNetLike, _images(3, 32, 32)),
     "convnext_like": _reference(ConvNeXtLike, _images(3, 32, 32)),
     "vit_like": _reference(ViTLike, _images(3, 32, 32)),
+    "vit_mha": _reference(ViTMHA, _images(3, 32, 32)),
+    "convnext_tv": _reference(ConvNeXtTV, _images(3, 32, 32)),
+    "swin_like": _reference(SwinLike, _images(3, 32, 32)),
     "gpt_like": _reference(GPTLike, _tokens(64, 16)),
     "conv1d_net": _reference(Conv1dNet, _images(3, 64)),
     "conv3d_net": _reference(Conv3dNet, _images(1, 8, 16, 16)),

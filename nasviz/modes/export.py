@@ -25,6 +25,7 @@ from nasviz.config import ExportConfig, ModeloptBaseConfig
 from nasviz.dynamic import DynamicModule
 from nasviz.dynamic.params import export_params, sliced_params
 from nasviz.errors import ApplyModeError, NasvizError
+from nasviz.export.hf import sync_hf_config
 from nasviz.modes.base import (
     ConvertEntrypoint,
     ConvertReturnType,
@@ -55,6 +56,8 @@ def export_dynamic_modules(model: nn.Module) -> nn.Module:
     for m in list(model.modules()):
         if sliced_params(m):
             export_params(m)
+            if isinstance(m, nn.Embedding):  # its weight was sliced: the attribute follows
+                m.embedding_dim = m.weight.shape[1]
     done: dict[int, nn.Module] = {}
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
@@ -66,6 +69,7 @@ def export_dynamic_modules(model: nn.Module) -> nn.Module:
         if len(users) > 1:
             _retie(model, users)
     model.__dict__.pop(SPACE_ATTR, None)
+    sync_hf_config(model)  # a transformers model's config carries the new widths
     return model
 
 

@@ -37,7 +37,15 @@ from nasviz.tracing.analyze import Analysis, ChannelParam, LayerUse
 from nasviz.tracing.groups import Cat, Coupling, Expr, Sym, expr_size, expr_syms
 from nasviz.tracing.rules import layer_spec
 
-__all__ = ["NO_INPUT", "GroupInfo", "Plan", "apply_plan", "make_plan", "static_for_lack_of_input"]
+__all__ = [
+    "NO_INPUT",
+    "GroupInfo",
+    "Plan",
+    "apply_layout",
+    "apply_plan",
+    "make_plan",
+    "static_for_lack_of_input",
+]
 
 #: the words every reason caused only by a missing dummy_input contains
 NO_INPUT = "no dummy_input"
@@ -383,15 +391,15 @@ def _static_rows(
     return rows
 
 
-def _inside(name: str, layers: set[str]) -> bool:
-    parts = name.split(".")
-    return any(".".join(parts[:k]) in layers for k in range(1, len(parts)))
-
-
 def static_for_lack_of_input(plan: Plan) -> list[str]:
     """``module.attr`` of every static layer dimension whose reason is only a missing
     dummy_input (tensor shapes or ranks tracing did not have)."""
     return [f"{r['module']}.{r['attr']}" for r in plan.static if NO_INPUT in str(r["reason"])]
+
+
+def _inside(name: str, layers: set[str]) -> bool:
+    parts = name.split(".")
+    return any(".".join(parts[:k]) in layers for k in range(1, len(parts)))
 
 
 def _members_of(plan: Plan, module: str) -> list[tuple[str, str, str]]:
@@ -417,6 +425,11 @@ def _source(j: dict[str, Any], hps: dict[str, Hparam]) -> DimSource:
         return ConcatDim([_source(p, hps) for p in j["cat"]])
     src, inner = j["rep"]
     return RepeatDim(_source(src, hps), int(inner))
+
+
+def apply_layout(j: dict[str, Any], hps: dict[str, Hparam]) -> DimSource:
+    """The dimension source a layout json describes, over the hparams ``hps`` (by name)."""
+    return _source(j, hps)
 
 
 def apply_plan(model: nn.Module, plan: Plan) -> dict[str, Hparam]:

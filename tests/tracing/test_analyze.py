@@ -83,6 +83,13 @@ EXPECTED_GROUPS = {
     "data_dependent_net": 1,
     # stem (+ both residual blocks), res_conv1, ir_expand (+ depthwise)
     "digits_cnn": 3,
+    # the stream (conv_proj; class token, position embedding and the MHA heads follow it) and
+    # the 2 MLP widths
+    "vit_mha": 3,
+    # the 4 MLP widths; the streams stay static behind the nn.LayerNorm-subclass LayerNorm2d
+    "convnext_tv": 4,
+    # the 2 MLP widths; the stream stays static behind torch.roll
+    "swin_like": 2,
 }
 
 

@@ -64,6 +64,8 @@ class HeadOps(ShapeOps):
         why = f"{what}: its width is not a whole number of heads of {head_dim}"
         if not self.c.unify(x.expr, make_rep(Sym(h, heads), head_dim), why):
             return self._untracked(node, cg, f"a tensor whose channels are static ({why})")
+        if cg.exported:  # the module's head count (num_heads) follows the heads
+            self._follow(node, heads, Sym(h, heads), heads=True)
         return Val(Sym(h, heads), axis, node_shape(node), True, x.origin, kept)
 
     def _batch_heads(

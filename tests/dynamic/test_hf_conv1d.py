@@ -113,10 +113,6 @@ def test_gpt2_mlp_width_becomes_prunable() -> None:
     torch.testing.assert_close(small(h), y)
 
 
-@pytest.mark.xfail(
-    reason="fx cannot trace GPT2Model's forward: needs the real-tensor capture of issue 14 item 1",
-    strict=True,
-)
 def test_gpt2_model_mlp_widths_become_prunable() -> None:
     model = _gpt2()
     ids = torch.randint(0, 64, (2, 8))

@@ -87,7 +87,7 @@ def test_dynamic_equals_export_for_random_widths(
 def _gpt2() -> Any:
     cfg = transformers.GPT2Config(
         n_layer=2, n_embd=32, n_head=4, n_positions=16, vocab_size=64, n_inner=64,
-        bos_token_id=0, eos_token_id=0,
+        bos_token_id=0, eos_token_id=0, use_cache=False,
     )  # fmt: skip
     torch.manual_seed(0)
     return transformers.GPT2Model(cfg).eval()

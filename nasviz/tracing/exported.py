@@ -106,10 +106,10 @@ def _rewrite(model: nn.Module, program: Any) -> fx.Graph:
     for node in program.graph.nodes:
         new: fx.Node | None = None
         if node in closed:
-            qual, x, last = closed[node]
+            closed_qual, x, last = closed[node]
             if node is not last:
                 continue  # an inner op of a layer's own forward: the call_module stands for it
-            new = graph.call_module(qual, (env[x],))
+            new = graph.call_module(closed_qual, (env[x],))
             layer_nodes.add(new)
         elif node.op == "placeholder":
             fqn = lifted.get(node.name)
@@ -208,7 +208,7 @@ def _closed_calls(
         escaping = [n for n in run if any(u not in inside for u in n.users)]
         if reads_weight and len(outside) == 1 and escaping == [run[-1]]:
             x = next(iter(outside))
-            found.update({n: (qual, x, run[-1]) for n in run})
+            found.update(dict.fromkeys(run, (qual, x, run[-1])))
     return found
 
 

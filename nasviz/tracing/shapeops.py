@@ -68,6 +68,7 @@ class ShapeOps:
 
     c: Coupling
     modules: dict[str, nn.Module]
+    attrs: dict[str, AttrUse]
 
     # provided by the analyzer
     def _untracked(self, node: fx.Node, cg: CapturedGraph, origin: str) -> Val:
@@ -235,7 +236,7 @@ class ShapeOps:
             isinstance(sizes[o0], int)
             and sizes[o0] != -1
             and not self._read_size(node, cg, sizes[o0])
-            and not (cg.exported and self._follow(node, sizes[o0], self._view_expr(x, ch, i0, i1)))
+            and not (cg.exported and self._follow(node, sizes[o0], _view_expr(x, ch, i0, i1)))
         ):
             return self._give_up(
                 node,
@@ -249,18 +250,7 @@ class ShapeOps:
             return self._give_up(
                 node, cg, x, f"{kind.name} merges the channels into a preceding dimension"
             )
-        return Val(self._view_expr(x, ch, i0, i1), o0 - n_out, out_shape, True, x.origin, kept)
-
-    @staticmethod
-    def _view_expr(x: Val, ch: int, i0: int, i1: int) -> Expr:
-        """The layout of the one output dim that merges input dims ``i0:i1`` (channels at ``ch``)."""
-        assert x.expr is not None
-        assert x.shape is not None
-        expr = make_rep(x.expr, math.prod(x.shape[ch + 1 : i1]))
-        outer = math.prod(x.shape[i0:ch])
-        if outer > 1:  # copies of the layout, one after the other
-            expr = make_cat([expr] * outer)
-        return expr
+        return Val(_view_expr(x, ch, i0, i1), o0 - n_out, out_shape, True, x.origin, kept)
 
     def _split_view(
         self,
@@ -547,6 +537,17 @@ class ShapeOps:
             return self._untracked(node, cg, f"the output of {kind.name}")
         axis = x.axis if keep else x.axis + sum(1 for d in dims if d is not None and d > x.axis)
         return self._out(node, x, axis)
+
+
+def _view_expr(x: Val, ch: int, i0: int, i1: int) -> Expr:
+    """The layout of the one output dim that merges input dims ``i0:i1`` (channels at ``ch``)."""
+    assert x.expr is not None
+    assert x.shape is not None
+    expr = make_rep(x.expr, math.prod(x.shape[ch + 1 : i1]))
+    outer = math.prod(x.shape[i0:ch])
+    if outer > 1:  # copies of the layout, one after the other
+        expr = make_cat([expr] * outer)
+    return expr
 
 
 def _named(attr: str | None, size: int) -> str:

@@ -22,6 +22,7 @@ class AttrUse:
     attr: str
     expr: Expr
 
+
 __all__ = ["AttrUse", "Many", "Val", "iter_vals", "node_is_tensor", "node_shape", "resolve_dim"]
 
 

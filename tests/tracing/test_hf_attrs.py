@@ -80,7 +80,7 @@ def _converted(impl: str) -> tuple[nn.Module, dict[str, torch.Tensor]]:
 
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
 def test_gpt2_heads_ffn_and_stream_are_searchable(impl: str) -> None:
-    model, x = _converted(impl)
+    model, _ = _converted(impl)
     space = nv.search_space(model)
     hps = space.hparams
     for i in range(2):

@@ -156,3 +156,18 @@ def test_whisper_heads_are_prunable_and_num_heads_follows() -> None:
     assert attn.num_heads == 2
     assert attn.k_proj.out_features == 32
     torch.testing.assert_close(_logits(small, x), y, atol=1e-5, rtol=0)
+
+
+def test_save_restore_rebuilds_the_following_attributes(tmp_path: Any) -> None:
+    torch.manual_seed(0)
+    model, x = gpt2()
+    nv.convert(model, mode=[("fastnas", CFG)], dummy_input=x)
+    nv.select(model, _half(nv.search_space(model).hparams))
+    y = _logits(model, x)
+    nv.save(model, tmp_path / "gpt2.pt")
+    torch.manual_seed(1)
+    fresh = nv.restore(gpt2()[0], tmp_path / "gpt2.pt")
+    attn = fresh.transformer.h[0].attn
+    assert set(followed_attrs(attn)) == {"num_heads", "split_size", "embed_dim"}
+    assert (attn.num_heads, attn.split_size) == (2, 32)
+    torch.testing.assert_close(_logits(fresh, x), y, atol=1e-5, rtol=0)

@@ -16,6 +16,9 @@ The exported aten graph is rewritten into the shape the analyzer reads from fx:
   ``nn_module_stack`` is that module's call: a ``call_module`` node with the input as its only
   argument. A layer whose parameters are used any other way keeps its aten op, and the
   analyzer sees its weight read directly (so it stays static, with that reason);
+* a layer whose own forward is several ops (transformers' ``Conv1D``: ``view`` ->
+  ``addmm(bias, x, weight)`` -> ``view``) is one ``call_module`` too, when those ops run
+  back to back, read its own weight, take one tensor from outside and give one out;
 * every other node keeps its aten target, classified by :mod:`nasviz.tracing.aten`;
 * each tensor-valued node carries its shape (from export's fake values) under ``SHAPE_KEY``.
 

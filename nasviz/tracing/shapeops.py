@@ -8,8 +8,13 @@ after an adaptive pool, whose output size is known (``Val.tail``: ``pool -> flat
 works without a dummy_input).
 
 In an exported graph (``torch.export``) every size is an int; :meth:`ShapeOps._read_size` says
-which of them count as read from a tensor. (The module is one piece, ~500 lines: the view,
-flatten and split rules share their block matching and are easier to check side by side.)
+which of them count as read from a tensor. A literal size equal to an int attribute of the
+calling module, used as a channel size (a view's channel count, ``view(b, -1, self.num_heads,
+head_dim)``, ``split(self.split_size, dim)`` into equal parts), is recorded by
+:meth:`ShapeOps._follow`: the attribute then follows the active width
+(:func:`~nasviz.dynamic.params.follow_attrs`), so the library code computes the subnet's shapes.
+(The module is one piece, ~590 lines: the view, flatten and split rules share their block
+matching and are easier to check side by side.)
 """
 
 from __future__ import annotations

@@ -171,3 +171,26 @@ def test_save_restore_rebuilds_the_following_attributes(tmp_path: Any) -> None:
     assert set(followed_attrs(attn)) == {"num_heads", "split_size", "embed_dim"}
     assert (attn.num_heads, attn.split_size) == (2, 32)
     torch.testing.assert_close(_logits(fresh, x), y, atol=1e-5, rtol=0)
+
+
+def test_t5_cross_attention_heads_follow_through_a_zeros_bias() -> None:
+    """``zeros((1, self.n_heads, q, k))``: the new tensor's heads are the module's heads (its
+    ``n_heads`` follows them), so cross-attention heads are searchable too."""
+    torch.manual_seed(0)
+    cfg = T.T5Config(
+        vocab_size=100, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4, use_cache=False
+    )
+    model = T.T5ForConditionalGeneration(cfg).eval()
+    ids = torch.randint(3, 100, (2, 8))
+    x = {"input_ids": ids, "decoder_input_ids": ids[:, :6]}
+    nv.convert(model, mode=[("fastnas", CFG)], dummy_input=x)
+    hps = nv.search_space(model).hparams
+    name = "decoder.block.0.layer.1.EncDecAttention.heads"
+    assert list(hps[name].choices) == [1, 2, 3, 4]
+    nv.select(model, {name: 3})
+    y = _logits(model, x)
+    small = nv.export(model)
+    for block in small.decoder.block:
+        cross = block.layer[1].EncDecAttention
+        assert (cross.n_heads, cross.q.out_features, cross.o.in_features) == (3, 48, 48)
+    torch.testing.assert_close(_logits(small, x), y, atol=1e-5, rtol=0)

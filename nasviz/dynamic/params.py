@@ -48,6 +48,8 @@ from nasviz.hparam import DimSource
 __all__ = [
     "active_param_numel",
     "export_params",
+    "follow_attrs",
+    "followed_attrs",
     "permute_param",
     "slice_params",
     "sliced_params",
@@ -58,6 +60,7 @@ __all__ = [
 _SLICED_CLASSES: dict[type[nn.Module], type[nn.Module]] = {}
 _DIMS = "_nv_param_dims"  # instance __dict__ key: {name: (dim, source)}
 _ORIG = "_nv_param_class"  # instance __dict__ key: the original class
+_ATTRS = "_nv_attr_sources"  # instance __dict__ key: {int attribute: source}
 
 
 class _SlicedParams(nn.Module):
@@ -91,6 +94,94 @@ def _sliced_class(original: type[nn.Module]) -> type[nn.Module]:
     return cls
 
 
+class _FollowedAttr:
+    """A data descriptor on a generated class: an int attribute that reads as the active size of
+    its source on the instances that follow it (:func:`follow_attrs`), as the instance's own value
+    on the others. Writes go to the instance's own value."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        source = obj.__dict__.get(_ATTRS, {}).get(self.name)
+        if source is not None:
+            return source.active_size()
+        try:
+            return obj.__dict__[self.name]
+        except KeyError:
+            raise AttributeError(self.name) from None
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.name] = value
+
+
+def _swap_class(module: nn.Module, original: type[nn.Module]) -> None:
+    if not isinstance(module, _SlicedParams):
+        module.__class__ = _sliced_class(original)
+        module.__dict__[_ORIG] = original
+        module.__dict__[_DIMS] = {}
+
+
+def follow_attrs(module: nn.Module, attrs: Mapping[str, DimSource]) -> None:
+    """Make the int attributes ``attrs`` of an ordinary module read as the active size of their
+    source (GPT-2's ``split_size`` and ``num_heads``, Whisper's ``num_heads``): library code that
+    uses them in ``forward`` then computes the active subnet's shapes. The stored value stays the
+    original; :func:`export_params` writes the active values, :func:`unslice_params` drops the
+    following. Each attribute must be an int equal to its source's full size.
+
+    Example::
+
+        >>> class Heads(nn.Module):
+        ...     def __init__(self) -> None:
+        ...         super().__init__()
+        ...         self.num_heads = 4
+        >>> from nasviz.hparam import Hparam
+        >>> m, hp = Heads(), Hparam([2, 4], name="heads")
+        >>> follow_attrs(m, {"num_heads": hp})
+        >>> hp.active = 2
+        >>> m.num_heads, export_params(m).num_heads, type(m).__name__
+        (2, 2, 'Heads')
+    """
+    if not isinstance(module, nn.Module) or isinstance(module, DynamicModule):
+        raise HparamError(
+            f"follow_attrs needs an ordinary nn.Module, got {type(module).__name__}; a dynamic "
+            "layer's widths follow its dynamic attributes (set_dim)"
+        )
+    original = _original_class(module)
+    for name, source in attrs.items():
+        value = module.__dict__.get(name)
+        if type(value) is not int:
+            raise HparamError(
+                f"{original.__name__}.{name} is {value!r}, not an int attribute of the instance; "
+                "only an int attribute can follow a width"
+            )
+        if not isinstance(source, DimSource) or source.full != value:
+            raise HparamError(
+                f"{original.__name__}.{name} = {value} cannot follow {source!r}: the source's full "
+                f"size must equal the attribute ({value})"
+            )
+        if any(name in klass.__dict__ for klass in original.__mro__):
+            raise HparamError(
+                f"{original.__name__}.{name} is shadowed by a class attribute; follow_attrs "
+                "can only follow a plain instance attribute"
+            )
+    if not attrs:
+        return
+    _swap_class(module, original)
+    cls = type(module)
+    for name in attrs:
+        if not isinstance(cls.__dict__.get(name), _FollowedAttr):
+            setattr(cls, name, _FollowedAttr(name))
+    module.__dict__.setdefault(_ATTRS, {}).update(attrs)
+
+
+def followed_attrs(module: nn.Module) -> dict[str, DimSource]:
+    """``{attribute: source}`` of the int attributes ``module`` follows (empty for most)."""
+    return dict(module.__dict__.get(_ATTRS, {}))
+
+
 def _original_class(module: nn.Module) -> type[nn.Module]:
     original: type[nn.Module] = module.__dict__.get(_ORIG, type(module))
     return original
@@ -119,10 +210,7 @@ def slice_params(module: nn.Module, dims: Mapping[str, tuple[int, DimSource]]) -
     checked = {name: _check(module, original, name, entry) for name, entry in dims.items()}
     if not checked:
         return
-    if not isinstance(module, _SlicedParams):
-        module.__class__ = _sliced_class(original)
-        module.__dict__[_ORIG] = original
-        module.__dict__[_DIMS] = {}
+    _swap_class(module, original)
     module.__dict__[_DIMS].update(checked)
 
 
@@ -198,6 +286,8 @@ def export_params(module: nn.Module) -> nn.Module:
             module._parameters[name] = nn.Parameter(value, requires_grad=keep_grad)
         else:
             module._buffers[name] = value
+    for name, source in followed_attrs(module).items():
+        module.__dict__[name] = source.active_size()
     unslice_params(module)
     return module
 
@@ -208,6 +298,7 @@ def unslice_params(module: nn.Module) -> None:
     if original is None:
         return
     module.__dict__.pop(_DIMS, None)
+    module.__dict__.pop(_ATTRS, None)
     module.__class__ = original
 
 

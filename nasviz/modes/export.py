@@ -23,7 +23,7 @@ from torch import nn
 from nasviz._utils import parameter_users
 from nasviz.config import ExportConfig, ModeloptBaseConfig
 from nasviz.dynamic import DynamicModule
-from nasviz.dynamic.params import export_params, sliced_params
+from nasviz.dynamic.params import export_params, followed_attrs, sliced_params
 from nasviz.errors import ApplyModeError, NasvizError
 from nasviz.export.hf import sync_hf_config
 from nasviz.modes.base import (
@@ -54,7 +54,7 @@ def export_dynamic_modules(model: nn.Module) -> nn.Module:
         raise NasvizError("the model itself is a dynamic layer; export() it directly")
     tied = parameter_users(model)
     for m in list(model.modules()):
-        if sliced_params(m):
+        if sliced_params(m) or followed_attrs(m):
             export_params(m)
             if isinstance(m, nn.Embedding):  # its weight was sliced: the attribute follows
                 m.embedding_dim = m.weight.shape[1]

@@ -40,7 +40,7 @@ from nasviz.tracing.rules import (
     has_custom_forward,
     layer_spec,
 )
-from nasviz.tracing.values import Val, iter_vals, node_is_tensor, node_shape
+from nasviz.tracing.values import AttrUse, Val, iter_vals, node_is_tensor, node_shape
 
 __all__ = ["Analysis", "ChannelParam", "LayerUse", "analyze"]
 
@@ -87,6 +87,9 @@ class Analysis:
     notes: list[str]
     #: channel parameters met (qualified name -> where), see ``_Analyzer._channel_param``
     params: dict[str, ChannelParam] = field(default_factory=dict)
+    #: int attributes that follow a channel size (qualified name -> use), see
+    #: ``ShapeOps._follow``
+    attrs: dict[str, AttrUse] = field(default_factory=dict)
 
 
 def analyze(model: nn.Module, captured: Capture) -> Analysis:
@@ -111,7 +114,7 @@ def analyze(model: nn.Module, captured: Capture) -> Analysis:
         else:
             reasons[name] = _unreached_reason(name, captured, a.called)
     notes = [*captured.export_failed.values(), *captured.untraced.values()]
-    return Analysis(a.c, a.layers, reasons, notes, a.params)
+    return Analysis(a.c, a.layers, reasons, notes, a.params, a.attrs)
 
 
 def _unreached_reason(name: str, captured: Capture, called: dict[str, str]) -> str:
@@ -137,6 +140,7 @@ class _Analyzer(PointwiseOps):
         #: qualified name -> op name of every non-prunable module called as one op
         self.called: dict[str, str] = {}
         self.params: dict[str, ChannelParam] = {}
+        self.attrs: dict[str, AttrUse] = {}
         self._cur_module: nn.Module | None = None
         self._cur_qual = ""
 

@@ -10,7 +10,9 @@ vocabulary. Kinds found only here:
 * ``select`` - ``aten.select.int(x, dim, index)`` (``x[:, i]``); ``index`` -
   ``aten.index.Tensor(x, [i])`` (``weight[position_ids]``);
 * ``create`` - a new tensor whose tensor arguments give only dtype/device/shape
-  (``new_zeros``, ``zeros_like`` ...): nothing is coupled, nothing fixed.
+  (``new_zeros``, ``zeros_like`` ...): nothing is coupled, nothing fixed;
+* ``fill`` - a new tensor of literal sizes (``aten.zeros``, ``aten.ones`` ...): untracked,
+  unless one size is the calling module's head count (T5's ``zeros(1, self.n_heads, q, k)``).
 
 Layer calls (``aten.linear`` on a ``Linear``'s own weight ...) never reach this table: the
 exported graph turns them into ``call_module`` nodes first.
@@ -63,6 +65,7 @@ _GROUPS: dict[str, str] = {
     "select": "select",
     "index": "index",
     "sdpa": "scaled_dot_product_attention",
+    "fill": "zeros ones empty full",
     "interpolate": (
         "upsample_nearest1d upsample_nearest2d upsample_nearest3d upsample_linear1d "
         "upsample_bilinear2d upsample_bicubic2d upsample_trilinear3d _upsample_nearest_exact2d"

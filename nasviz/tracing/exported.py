@@ -16,6 +16,9 @@ The exported aten graph is rewritten into the shape the analyzer reads from fx:
   ``nn_module_stack`` is that module's call: a ``call_module`` node with the input as its only
   argument. A layer whose parameters are used any other way keeps its aten op, and the
   analyzer sees its weight read directly (so it stays static, with that reason);
+* a layer whose own forward is several ops (transformers' ``Conv1D``: ``view`` ->
+  ``addmm(bias, x, weight)`` -> ``view``) is one ``call_module`` too, when those ops run
+  back to back, read its own weight, take one tensor from outside and give one out;
 * every other node keeps its aten target, classified by :mod:`nasviz.tracing.aten`;
 * each tensor-valued node carries its shape (from export's fake values) under ``SHAPE_KEY``.
 
@@ -102,9 +105,16 @@ def _rewrite(model: nn.Module, program: Any) -> fx.Graph:
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     layer_nodes: set[fx.Node] = set()
+    closed = _closed_calls(program.graph, lifted, modules, params)
     for node in program.graph.nodes:
         new: fx.Node | None = None
-        if node.op == "placeholder":
+        if node in closed:
+            closed_qual, x, last = closed[node]
+            if node is not last:
+                continue  # an inner op of a layer's own forward: the call_module stands for it
+            new = graph.call_module(closed_qual, (env[x],))
+            layer_nodes.add(new)
+        elif node.op == "placeholder":
             fqn = lifted.get(node.name)
             new = graph.get_attr(fqn) if fqn is not None else graph.placeholder(node.name)
         elif node.op == "output":
@@ -156,6 +166,53 @@ def _rewrite(model: nn.Module, program: Any) -> fx.Graph:
             if where is not None:
                 n.meta[MODULE_KEY] = where
     return graph
+
+
+def _closed_calls(
+    graph: fx.Graph,
+    lifted: dict[str, str],
+    modules: dict[str, nn.Module],
+    params: dict[str, nn.Parameter],
+) -> dict[fx.Node, tuple[str, fx.Node, fx.Node]]:
+    """Layers whose own forward is several ops (transformers' ``Conv1D``: ``view`` ->
+    ``addmm(bias, x, weight)`` -> ``view``): a run of consecutive nodes called from the same
+    prunable layer that reads the layer's own weight, takes one tensor input from outside and
+    gives one output is that layer's call. Maps each node of such a run to
+    ``(qualified name, input, last node)``."""
+    runs: list[tuple[str, list[fx.Node]]] = []
+    for node in graph.nodes:
+        qual = _innermost(node) if node.op == "call_function" else None
+        if qual is None or aten_name(node.target) in _LAYER_OPS:
+            qual = None
+        if qual is not None and runs and runs[-1][0] == qual and runs[-1][1][-1].next is node:
+            runs[-1][1].append(node)
+        elif qual is not None:
+            runs.append((qual, [node]))
+    found: dict[fx.Node, tuple[str, fx.Node, fx.Node]] = {}
+    for qual, run in runs:
+        m = modules.get(qual)
+        own = getattr(m, "weight", None)
+        if m is None or own is None or layer_spec(m) is None:
+            continue
+        inside = set(run)
+        own_params = {id(p) for p in m.parameters(recurse=False)}
+        outside: set[fx.Node] = set()
+        reads_weight = False
+        for n in run:
+            for a in n.all_input_nodes:
+                fqn = lifted.get(a.name) if a.op == "placeholder" else None
+                p = params.get(fqn) if fqn is not None else None
+                if p is not None and id(p) in own_params:
+                    reads_weight = reads_weight or p is own
+                    if any(u not in inside for u in a.users):
+                        outside.add(a)  # the weight is also used elsewhere: not closed
+                elif a not in inside:
+                    outside.add(a)
+        escaping = [n for n in run if any(u not in inside for u in n.users)]
+        if reads_weight and len(outside) == 1 and escaping == [run[-1]]:
+            x = next(iter(outside))
+            found.update(dict.fromkeys(run, (qual, x, run[-1])))
+    return found
 
 
 def _layer_call(

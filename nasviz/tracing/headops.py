@@ -64,6 +64,8 @@ class HeadOps(ShapeOps):
         why = f"{what}: its width is not a whole number of heads of {head_dim}"
         if not self.c.unify(x.expr, make_rep(Sym(h, heads), head_dim), why):
             return self._untracked(node, cg, f"a tensor whose channels are static ({why})")
+        if cg.exported:  # the module's head count (num_heads) follows the heads
+            self._follow(node, heads, Sym(h, heads), heads=True)
         return Val(Sym(h, heads), axis, node_shape(node), True, x.origin, kept)
 
     def _batch_heads(
@@ -102,6 +104,29 @@ class HeadOps(ShapeOps):
     ) -> Val:
         """A new tensor (``new_zeros``, ``zeros_like``): its inputs give only dtype and shape."""
         return self._untracked(node, cg, f"a new tensor ({kind.name})")
+
+    def _op_fill(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        """``zeros((1, self.n_heads, q, k))`` (T5's position bias without a bias of its own): a
+        new tensor whose one size is the calling module's head count has a heads axis, coupled
+        with the module's heads through that attribute (which follows them)."""
+        sizes = args[0] if args else kwargs.get("size")
+        if not cg.exported or not isinstance(sizes, (list, tuple)):
+            return self._untracked(node, cg, f"a new tensor ({kind.name})")
+        at = [
+            i
+            for i, n in enumerate(sizes)
+            if type(n) is int and n > 1 and self._literal_attr(node, n, heads=True) is not None
+        ]
+        if len(at) != 1:
+            return self._untracked(node, cg, f"a new tensor ({kind.name})")
+        heads = int(sizes[at[0]])
+        owner = str(node.meta.get(MODULE_KEY) or "")
+        sym = Sym(self.c.new(heads, None, f"the heads of a new tensor in '{owner}'"), heads)
+        if not self._follow(node, heads, sym, heads=True):
+            return self._untracked(node, cg, f"a new tensor ({kind.name})")
+        return Val(sym, at[0] - len(sizes), node_shape(node), True, f"a new tensor ({kind.name})")
 
     def _op_slice(
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph

@@ -30,7 +30,7 @@ from torch import nn
 from nasviz._utils import parameter_users
 from nasviz.config import LayerConfig, ModeloptBaseRuleConfig
 from nasviz.dynamic import DynamicModule, dynamic_class_for
-from nasviz.dynamic.params import slice_params
+from nasviz.dynamic.params import follow_attrs, slice_params
 from nasviz.errors import TracingError
 from nasviz.hparam import ConcatDim, DimSource, Hparam, RepeatDim
 from nasviz.tracing.analyze import Analysis, ChannelParam, LayerUse
@@ -81,6 +81,9 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     #: channel parameter (qualified name) -> {"dim": int, "layout": layout json}
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: int attribute of an ordinary module (qualified name) -> {"layout": layout json}: it reads
+    #: as the layout's active size (``follow_attrs``)
+    attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -100,6 +103,7 @@ class Plan:
                 list(d["static"]),
                 list(d.get("notes", [])),
                 {k: dict(v) for k, v in d.get("params", {}).items()},
+                {k: dict(v) for k, v in d.get("attrs", {}).items()},
             )
         except (KeyError, TypeError) as e:
             raise TracingError(
@@ -237,6 +241,10 @@ def make_plan(model: nn.Module, analysis: Analysis, config: ModeloptBaseRuleConf
             group = by_name.get(names.get(c.find(s.elem), ""))
             if group is not None and (cp.owner, cp.attr, "param") not in group.members:
                 group.members.append((cp.owner, cp.attr, "param"))
+    for qual, au in analysis.attrs.items():
+        layout = _to_json(au.expr, c, names)
+        if "fixed" not in layout:
+            plan.attrs[qual] = {"layout": layout}
     plan.static = _static_rows(model, analysis, c, plan, reasons)
     return plan
 
@@ -450,6 +458,12 @@ def apply_plan(model: nn.Module, plan: Plan) -> dict[str, Hparam]:
         by_owner.setdefault(owner, {})[attr] = (int(spec["dim"]), _source(spec["layout"], hps))
     for owner, dims_ in by_owner.items():
         slice_params(_module(model, owner), dims_)
+    followers: dict[str, dict[str, DimSource]] = {}
+    for qual, spec in plan.attrs.items():
+        owner, _, attr = qual.rpartition(".")
+        followers.setdefault(owner, {})[attr] = _source(spec["layout"], hps)
+    for owner, attrs in followers.items():
+        follow_attrs(_module(model, owner), attrs)
     return hps
 
 

@@ -8,8 +8,13 @@ after an adaptive pool, whose output size is known (``Val.tail``: ``pool -> flat
 works without a dummy_input).
 
 In an exported graph (``torch.export``) every size is an int; :meth:`ShapeOps._read_size` says
-which of them count as read from a tensor. (The module is one piece, ~500 lines: the view,
-flatten and split rules share their block matching and are easier to check side by side.)
+which of them count as read from a tensor. A literal size equal to an int attribute of the
+calling module, used as a channel size (a view's channel count, ``view(b, -1, self.num_heads,
+head_dim)``, ``split(self.split_size, dim)`` into equal parts), is recorded by
+:meth:`ShapeOps._follow`: the attribute then follows the active width
+(:func:`~nasviz.dynamic.params.follow_attrs`), so the library code computes the subnet's shapes.
+(The module is one piece, ~590 lines: the view, flatten and split rules share their block
+matching and are easier to check side by side.)
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ from torch import nn
 
 from nasviz.tracing.exported import MODULE_KEY
 from nasviz.tracing.graph import CapturedGraph
-from nasviz.tracing.groups import Coupling, make_cat, make_rep
+from nasviz.tracing.groups import Coupling, Expr, make_cat, make_rep
 from nasviz.tracing.rules import OpKind
-from nasviz.tracing.values import Many, Val, node_shape, resolve_dim
+from nasviz.tracing.values import AttrUse, Many, Val, node_shape, resolve_dim
 
 __all__ = ["ShapeOps", "match_blocks"]
 
@@ -68,6 +73,7 @@ class ShapeOps:
 
     c: Coupling
     modules: dict[str, nn.Module]
+    attrs: dict[str, AttrUse]
 
     # provided by the analyzer
     def _untracked(self, node: fx.Node, cg: CapturedGraph, origin: str) -> Val:
@@ -105,15 +111,42 @@ class ShapeOps:
         """
         return cg.exported and self._literal_attr(node, size) is None
 
-    def _literal_attr(self, node: fx.Node, size: int) -> str | None:
-        """``"Class.attr"`` of an int attribute of the calling module equal to ``size``."""
+    def _literal_attr(self, node: fx.Node, size: int, heads: bool = False) -> str | None:
+        """``"Class.attr"`` of an int attribute of the calling module equal to ``size``
+        (``heads``: only one named for heads)."""
         owner = self.modules.get(str(node.meta.get(MODULE_KEY, "")))
         if owner is None:
             return None
         for name, v in vars(owner).items():
-            if type(v) is int and v == size:
+            if type(v) is int and v == size and (not heads or "head" in name.lower()):
                 return f"{type(owner).__name__}.{name}"
         return None
+
+    def _follow(self, node: fx.Node, size: int, expr: Expr, heads: bool = False) -> bool:
+        """Record the int attributes of the calling module equal to ``size`` as following
+        ``expr`` (a literal channel size in an exported graph: the attribute will be set from
+        the active width); whether there was one. ``heads``: only attributes named for heads
+        (``num_heads``), for a head count the graph inferred. Indices (``layer_idx``) never."""
+        qual = str(node.meta.get(MODULE_KEY, ""))
+        owner = self.modules.get(qual)
+        if owner is None:
+            return False
+        found = False
+        for name, v in vars(owner).items():
+            if type(v) is not int or v != size or name.startswith("_"):
+                continue
+            low = name.lower()
+            named_heads = "head" in low and "dim" not in low and "size" not in low
+            if low.endswith(("idx", "index", "_id")) or (heads and not named_heads):
+                continue
+            key = f"{qual}.{name}"
+            known = self.attrs.get(key)
+            if known is None:
+                self.attrs[key] = AttrUse(key, qual, name, expr)
+            else:
+                self.c.unify(known.expr, expr, f"{key} names two different widths")
+            found = True
+        return found
 
     def _need_shapes(self, kind: OpKind, cg: CapturedGraph) -> str:
         return f"{kind.name} needs tensor shapes ({cg.no_shapes or 'shapes unknown'})"
@@ -208,6 +241,7 @@ class ShapeOps:
             isinstance(sizes[o0], int)
             and sizes[o0] != -1
             and not self._read_size(node, cg, sizes[o0])
+            and not (cg.exported and self._follow(node, sizes[o0], _view_expr(x, ch, i0, i1)))
         ):
             return self._give_up(
                 node,
@@ -221,11 +255,7 @@ class ShapeOps:
             return self._give_up(
                 node, cg, x, f"{kind.name} merges the channels into a preceding dimension"
             )
-        expr = make_rep(x.expr, math.prod(x.shape[ch + 1 : i1]))
-        outer = math.prod(x.shape[i0:ch])
-        if outer > 1:  # copies of the layout, one after the other
-            expr = make_cat([expr] * outer)
-        return Val(expr, o0 - n_out, out_shape, True, x.origin, kept)
+        return Val(_view_expr(x, ch, i0, i1), o0 - n_out, out_shape, True, x.origin, kept)
 
     def _split_view(
         self,
@@ -254,6 +284,19 @@ class ShapeOps:
             and last > 0
         ):
             return self._heads_view(node, x, parts, o1 - 2 - n_out, kept, what, cg)
+        if (
+            len(parts) == 2
+            and cg.exported
+            and isinstance(last, int)
+            and last > 0
+            and isinstance(sizes[0], int)
+            and sizes[0] > 0
+            and self._literal_attr(node, sizes[0], heads=True) is not None
+        ):  # view(b, -1, self.num_heads, head_dim): the heads, their count an attribute
+            out = self._heads_view(node, x, parts, o1 - 2 - n_out, kept, what, cg)
+            if out.expr is not None:
+                self._follow(node, sizes[0], out.expr, heads=True)
+            return out
         if not all(isinstance(v, int) and v > 0 for v in sizes[:-1]):
             return self._give_up(
                 node, cg, x, f"{what} with a computed group count: it would change with the width"
@@ -411,6 +454,9 @@ class ShapeOps:
         if d == x.axis:
             count = args[1] if len(args) > 1 else kwargs.get("chunks", kwargs.get("sections"))
             by_count = kind.name.endswith(("chunk", "tensor_split"))
+            split = self._split_by_attr(node, kind, x, count, cg)
+            if split is not None:
+                return split
             if not by_count or isinstance(count, bool) or not isinstance(count, int):
                 why = (
                     f"consumed by {kind.name}: it splits the channels into pieces of a fixed "
@@ -425,6 +471,33 @@ class ShapeOps:
             return Many(Val(pieces[0], x.axis, None, True, x.origin))
         axis = x.axis + 1 if unbind and d > x.axis else x.axis
         return Many(Val(x.expr, axis, None, True, x.origin))
+
+    def _split_by_attr(
+        self, node: fx.Node, kind: OpKind, x: Val, size: Any, cg: CapturedGraph
+    ) -> Many | None:
+        """``split(self.split_size, dim)`` on the channels, the width a multiple of the size and
+        the size an int attribute of the calling module: equal parts (like ``chunk``), and the
+        attribute follows the width of one part."""
+        if not (
+            kind.name.endswith(".split")
+            and cg.exported
+            and type(size) is int
+            and size > 0
+            and x.shape is not None
+            and x.expr is not None
+            and x.axis is not None
+            and self._literal_attr(node, size) is not None
+        ):
+            return None
+        total = x.shape[x.axis]
+        if total % size or total == size:
+            return None
+        count = total // size
+        pieces = self.c.split(x.expr, count, f"{kind.name}({size}) cannot split these channels")
+        if pieces is None:
+            return Many(self._untracked(node, cg, f"the output of {kind.name}"))
+        self._follow(node, size, pieces[0])
+        return Many(Val(pieces[0], x.axis, None, True, x.origin))
 
     def _op_expand(
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
@@ -469,6 +542,17 @@ class ShapeOps:
             return self._untracked(node, cg, f"the output of {kind.name}")
         axis = x.axis if keep else x.axis + sum(1 for d in dims if d is not None and d > x.axis)
         return self._out(node, x, axis)
+
+
+def _view_expr(x: Val, ch: int, i0: int, i1: int) -> Expr:
+    """The layout of the one output dim that merges input dims ``i0:i1`` (channels at ``ch``)."""
+    assert x.expr is not None
+    assert x.shape is not None
+    expr = make_rep(x.expr, math.prod(x.shape[ch + 1 : i1]))
+    outer = math.prod(x.shape[i0:ch])
+    if outer > 1:  # copies of the layout, one after the other
+        expr = make_cat([expr] * outer)
+    return expr
 
 
 def _named(attr: str | None, size: int) -> str:

@@ -11,7 +11,19 @@ import torch.fx as fx
 from nasviz.tracing.graph import SHAPE_KEY
 from nasviz.tracing.groups import Expr
 
-__all__ = ["Many", "Val", "iter_vals", "node_is_tensor", "node_shape", "resolve_dim"]
+
+@dataclass(frozen=True)
+class AttrUse:
+    """An int attribute of an ordinary module that a graph used as a channel size (GPT-2's
+    ``split_size``, Whisper's ``num_heads``): it follows ``expr``'s active size."""
+
+    qual: str
+    owner: str
+    attr: str
+    expr: Expr
+
+
+__all__ = ["AttrUse", "Many", "Val", "iter_vals", "node_is_tensor", "node_shape", "resolve_dim"]
 
 
 @dataclass(frozen=True)

@@ -102,8 +102,8 @@ FAMILIES: dict[str, tuple[Callable[[], tuple[nn.Module, dict[str, torch.Tensor]]
     # the encoder's hidden state is a model output (encoder_last_hidden_state): stream static
     "bart": (bart, {"heads", "ffn"}),
     "t5": (t5, {"heads", "ffn"}),
-    # Whisper names its head count (view(b, -1, num_heads, head_dim)): heads static
-    "whisper": (whisper, {"ffn", "stream"}),
+    # Whisper names its head count (view(b, -1, self.num_heads, head_dim)): num_heads follows
+    "whisper": (whisper, {"heads", "ffn", "stream"}),
 }
 
 
@@ -229,8 +229,9 @@ def test_a_train_mode_transformer_converts_and_stays_in_train_mode() -> None:
     assert "bert.encoder.layer.0.attention.self.heads" in nv.search_space(model).hparams
 
 
-def test_whisper_heads_stay_static_with_the_attribute_that_names_them() -> None:
+def test_whisper_heads_are_searchable_with_the_attribute_that_names_them() -> None:
     model, _ = _converted("whisper")
-    static = nv.search_space(model).static.set_index(["module", "attr"])
-    why = static.loc[("model.encoder.layers.0.self_attn.k_proj", "out_features"), "reason"]
-    assert "names the last size (16 = WhisperAttention.head_dim)" in why
+    space = nv.search_space(model)
+    assert "model.encoder.layers.0.self_attn.heads" in space.hparams
+    static = space.static.set_index(["module", "attr"])
+    assert ("model.encoder.layers.0.self_attn.k_proj", "out_features") not in static.index

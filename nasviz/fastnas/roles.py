@@ -23,7 +23,7 @@ from typing import Any
 from torch import nn
 
 from nasviz.dynamic import DynamicModule
-from nasviz.dynamic.params import slice_params
+from nasviz.dynamic.params import follow_attrs, slice_params
 from nasviz.hparam import DimSource, Hparam
 from nasviz.tracing import Plan
 from nasviz.tracing.plan import GroupInfo, apply_layout
@@ -74,6 +74,9 @@ def tie_plan(plan: Plan) -> dict[str, str]:
     plan.params = {
         k: {**v, "layout": _rename(v["layout"], renamed)} for k, v in plan.params.items()
     }
+    plan.attrs = {
+        k: {**v, "layout": _rename(v["layout"], renamed)} for k, v in plan.attrs.items()
+    }
     return renamed
 
 
@@ -112,4 +115,10 @@ def rebind(model: nn.Module, plan: Plan, old: dict[str, Hparam]) -> dict[str, Hp
         by_owner.setdefault(owner, {})[attr] = (int(spec["dim"]), apply_layout(spec["layout"], hps))
     for owner, dims_ in by_owner.items():
         slice_params(model.get_submodule(owner), dims_)
+    followers: dict[str, dict[str, DimSource]] = {}
+    for qual, spec in plan.attrs.items():
+        owner, _, attr = qual.rpartition(".")
+        followers.setdefault(owner, {})[attr] = apply_layout(spec["layout"], hps)
+    for owner, attrs in followers.items():
+        follow_attrs(model.get_submodule(owner), attrs)
     return hps

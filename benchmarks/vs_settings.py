@@ -83,7 +83,7 @@ def make_setting(
     else:
         model = ResNet(BasicBlock, [1, 1, 1], [16, 32, 64], in_channels=1, stem_stride=2)
         what = "ResNet(BasicBlock, [1,1,1], [16,32,64], stride-2 stem) at 64x64"
-    calib = Resized(digits_loaders(batch_size=16, seed=0).train, size)
+    calib = Resized(digits_loaders(batch_size=16, seed=0).train, size)  # type: ignore[assignment]  # test data typed loosely
     return Setting(
         name, model, Resized(loaders.train, size), Resized(loaders.val, size),
         Resized(loaders.test, size), calib, None,

@@ -37,7 +37,7 @@ def convnet(seed: int = 0) -> tuple[nn.Module, torch.Tensor, list[torch.Tensor]]
         for _ in range(3):
             model(torch.randn(8, 3, 8, 8) * 2 + 1)
     cfg = nv.FastNASConfig.with_divisor(4)
-    model = nv.convert(model, mode=[("fastnas", cfg)], dummy_input=x)
+    model = nv.convert(model, mode=[("fastnas", cfg)], dummy_input=x)  # type: ignore[assignment]  # test data typed loosely
     loader = [torch.randn(4, 3, 8, 8) for _ in range(3)]
     return model, x, loader
 

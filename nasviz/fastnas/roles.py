@@ -74,9 +74,7 @@ def tie_plan(plan: Plan) -> dict[str, str]:
     plan.params = {
         k: {**v, "layout": _rename(v["layout"], renamed)} for k, v in plan.params.items()
     }
-    plan.attrs = {
-        k: {**v, "layout": _rename(v["layout"], renamed)} for k, v in plan.attrs.items()
-    }
+    plan.attrs = {k: {**v, "layout": _rename(v["layout"], renamed)} for k, v in plan.attrs.items()}
     return renamed
 
 

@@ -107,7 +107,7 @@ def test_save_pretrained_round_trip(family: str, tmp_path: Path) -> None:
     assert torch.allclose(_logits(small, x), y, atol=1e-5)
     report = nv.save_pretrained(small, tmp_path / "out", x)
     assert report.max_abs_diff <= 1e-5 and report.bytes > 0
-    loaded = type(small).from_pretrained(tmp_path / "out").eval()
+    loaded = type(small).from_pretrained(tmp_path / "out").eval()  # type: ignore[attr-defined]  # test data typed loosely
     assert {k: getattr(loaded.config, k) for k in expected} == expected
     assert torch.allclose(_logits(loaded, x), y, atol=1e-5)
     assert not list(tmp_path.glob(".out.*"))  # the temporary directory is gone

@@ -93,13 +93,13 @@ def test_front_with_pins_and_a_callable_cost(mlp: tuple) -> None:
     def width_sum(names: list[str], values: np.ndarray) -> np.ndarray:
         return values.sum(axis=1)
 
-    front = pareto_front(SMAP, hps, width_sum, pins={FC1: 8})
+    front = pareto_front(SMAP, hps, width_sum, pins={FC1: 8})  # type: ignore[arg-type]  # test data typed loosely
     assert front.attrs["candidates"] == 4
     assert set(front[FC1]) == {8}
     assert list(front["cost"]) == [8 + b for b in front[FC2]]
     assert "flops" not in front
     with pytest.raises(HparamError, match=r"pin fc1.out_features=5.*\[4, 8, 12, 16\]"):
-        pareto_front(SMAP, hps, width_sum, pins={FC1: 5})
+        pareto_front(SMAP, hps, width_sum, pins={FC1: 5})  # type: ignore[arg-type]  # test data typed loosely
     with pytest.raises(NasvizError, match="returned 1 values for 16"):
         pareto_front(SMAP, hps, lambda n, v: np.zeros(1))
 

@@ -89,7 +89,7 @@ def test_an_interrupted_prune_resumes_from_its_checkpoint_to_the_same_subnet(
     tmp_path: Path,
 ) -> None:
     ckpt = tmp_path / "search.pt"
-    reference = _prune(convnet()[0], *convnet()[1:], score)
+    reference = _prune(convnet()[0], *convnet()[1:], score)  # type: ignore[call-arg]  # test data typed loosely
     model, x, loader = convnet()
     with pytest.raises(KeyboardInterrupt):
         _prune(model, x, loader, Interrupting(5), checkpoint=str(ckpt))

@@ -125,7 +125,7 @@ def test_map_file_from_a_bare_map(tmp_path: Path) -> None:
 def test_bad_map_files_name_the_field(tmp_path: Path, edit: object, match: str) -> None:
     path = save_sensitivity_map(SMAP, tmp_path / "m.json", choices=CHOICES)
     doc = json.loads(path.read_text())
-    edit(doc)  # type: ignore[operator]
+    edit(doc)
     path.write_text(json.dumps(doc))
     with pytest.raises(SearchError, match=match):
         load_sensitivity_map(path)

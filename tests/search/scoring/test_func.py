@@ -50,7 +50,7 @@ def _search(config: dict[str, Any]) -> tuple[dict[str, Any], list[list[torch.Ten
         stats = []
         for b in m.modules():
             if isinstance(b, _BatchNorm):
-                mean, var, _ = b._running_stats(update=False)  # type: ignore[operator]
+                mean, var, _ = b._running_stats(update=False)
                 stats += [mean.clone(), var.clone()]
         seen.append(stats)
         return -float(m(probe).square().mean())
@@ -78,8 +78,8 @@ def test_cached_calibration_equals_full_recalibration() -> None:
     n = 1 + len(map_c)
     assert len(seen_c) >= n and len(seen_f) >= n
     for sc, sf in zip(seen_c[:n], seen_f[:n]):
-        for a, b in zip(sc, sf):
-            assert torch.allclose(a, b, atol=1e-6, rtol=1e-6)
+        for a, b in zip(sc, sf):  # type: ignore[assignment]  # test data typed loosely
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-6)  # type: ignore[arg-type]  # test data typed loosely
     assert cached["best"]["config"] == full["best"]["config"]
     assert cached["best"]["score"] == pytest.approx(full["best"]["score"], abs=1e-6)
 

@@ -92,6 +92,27 @@ class CachedEvaluation:
     _prefix: dict[tuple[str, int, int], PrefixSlot]
     _prefix_key: tuple[str, ...]
 
+    def _init_cache_state(self) -> None:
+        """Empty cache state (no plan, nothing cached or remembered), set by each scorer's
+        ``__init__``."""
+        self._plan = None
+        self._reason = None
+        self._calib_vals = {}
+        self._calib_joined = {}  # the values joined along dim 0
+        self._score_vals = {}
+        self._cached = {}
+        self._modules = {}
+        self._uncached = {}
+        self._hparams = {}
+        self._bn_state = {}
+        self._dirty = set()
+        self._runner = None
+        self._memo = ScoreMemo()
+        self._prefix = {}
+        self._prefix_key = ()
+        self.stats = {"cached_scores": 0, "full_scores": 0, "cache_bytes": 0, "cache_peak": 0,
+                      "prefix_peak": 0}  # fmt: skip
+
     def _calib_loop(self) -> ForwardLoop | None:
         """The calibration loop, or ``None`` without a ``data_loader``."""
         return self._calibrate if self._calib_loader is not None else None

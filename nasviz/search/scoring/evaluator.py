@@ -85,7 +85,6 @@ from typing import Any, cast
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasviz._utils import device_of
 from nasviz.errors import MetricError, SearchError
@@ -108,11 +107,6 @@ from nasviz.search.scoring._evalconfig import (
     neg_cross_entropy,
     same_output,
     validate_evaluator_config,
-)
-from nasviz.search.scoring._memo import ScoreMemo
-from nasviz.search.scoring._prefix import PrefixSlot
-from nasviz.search.scoring._subgraph import (
-    SubgraphPlan,
 )
 from nasviz.search.scoring.base import Scorer, ScorerSpec
 
@@ -189,23 +183,7 @@ class Evaluator(CachedEvaluation, Scorer):
         )
         self._skip = (str(config["skip"]), config["skip_threshold"])
         self._emit = emit or (lambda _e: None)
-        self._plan: SubgraphPlan | None = None
-        self._reason: str | None = None
-        self._calib_vals: dict[fx.Node, list[Any]] = {}
-        self._calib_joined: dict[fx.Node, torch.Tensor] = {}  # the values joined along dim 0
-        self._score_vals: dict[fx.Node, list[Any]] = {}
-        self._cached: dict[str, list[_BatchNorm]] = {}
-        self._modules: dict[tuple[str, ...], CachedSub] = {}
-        self._uncached: dict[str, str] = {}
-        self._hparams: dict[str, Hparam] = {}
-        self._bn_state: dict[_BatchNorm, dict[str, torch.Tensor]] = {}
-        self._dirty: set[_BatchNorm] = set()
-        self._runner: fx.GraphModule | None = None
-        self._memo = ScoreMemo()
-        self._prefix: dict[tuple[str, int, int], PrefixSlot] = {}
-        self._prefix_key: tuple[str, ...] = ()
-        self.stats = {"cached_scores": 0, "full_scores": 0, "cache_bytes": 0, "cache_peak": 0,
-                      "prefix_peak": 0}  # fmt: skip
+        self._init_cache_state()
 
     def skip_rule(self) -> SkipRule:
         """The skip rule with its threshold resolved (see the module docstring)."""

@@ -35,18 +35,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.fx as fx
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasviz.hparam import Hparam
 from nasviz.patch import ForwardLoop, prep_for_eval
 from nasviz.search.events import SearchEvent
-from nasviz.search.scoring._cached import CachedEvaluation, CachedSub
+from nasviz.search.scoring._cached import CachedEvaluation
 from nasviz.search.scoring._evalconfig import DEFAULT_CACHE_BYTES, Batches
-from nasviz.search.scoring._memo import ScoreMemo
-from nasviz.search.scoring._prefix import PrefixSlot
-from nasviz.search.scoring._subgraph import SubgraphPlan
 from nasviz.search.scoring.base import Scorer, ScorerSpec
 
 __all__ = ["DEFAULT_MAX_ITER_DATA_LOADER", "FuncScorer", "FuncSpec"]
@@ -116,23 +111,7 @@ class FuncScorer(CachedEvaluation, Scorer):
         self._limit = max_iter_data_loader
         self.budget = cache_bytes
         self.data = Batches(self._calib_loader, max_iter_data_loader, None, cache_bytes)
-        self._plan: SubgraphPlan | None = None
-        self._reason: str | None = None
-        self._calib_vals: dict[fx.Node, list[Any]] = {}
-        self._calib_joined: dict[fx.Node, torch.Tensor] = {}
-        self._score_vals: dict[fx.Node, list[Any]] = {}
-        self._cached: dict[str, list[_BatchNorm]] = {}
-        self._modules: dict[tuple[str, ...], CachedSub] = {}
-        self._uncached: dict[str, str] = {}
-        self._hparams: dict[str, Hparam] = {}
-        self._bn_state: dict[_BatchNorm, dict[str, torch.Tensor]] = {}
-        self._dirty: set[_BatchNorm] = set()
-        self._runner: fx.GraphModule | None = None
-        self._memo = ScoreMemo()
-        self._prefix: dict[tuple[str, int, int], PrefixSlot] = {}
-        self._prefix_key: tuple[str, ...] = ()
-        self.stats = {"cached_scores": 0, "full_scores": 0, "cache_bytes": 0, "cache_peak": 0,
-                      "prefix_peak": 0}  # fmt: skip
+        self._init_cache_state()
 
     @classmethod
     def from_config(cls, model: nn.Module, config: dict[str, Any]) -> FuncScorer:

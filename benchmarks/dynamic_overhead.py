@@ -124,7 +124,8 @@ def convert_by_hand(model: SmallResNet) -> list[Hparam]:
 
 def export_model(model: nn.Module, keep: tuple[type, ...] = ()) -> nn.Module:
     """A copy of ``model`` with every dynamic layer, except instances of ``keep``, replaced by its
-    plain export."""
+    plain export.
+    """
     out = copy.deepcopy(model)
     for name, module in list(out.named_modules()):
         if isinstance(module, DynamicModule) and not isinstance(module, keep):
@@ -165,7 +166,8 @@ def main() -> None:
 
     with torch.no_grad():
         if not torch.equal(converted(x), plain(x)):
-            raise SystemExit("the converted model at full size differs from the plain model")
+            msg = "the converted model at full size differs from the plain model"
+            raise SystemExit(msg)
         full_convs_only = export_model(converted, keep=(DynamicConv2d, DynamicLinear))
         full = time_interleaved(
             {
@@ -182,7 +184,8 @@ def main() -> None:
         convs_only = export_model(converted, keep=(DynamicConv2d, DynamicLinear))
         for model in (exported, convs_only):
             if not torch.equal(model(x), converted(x)):
-                raise SystemExit("an exported subnet differs from the dynamic subnet")
+                msg = "an exported subnet differs from the dynamic subnet"
+                raise SystemExit(msg)
         sub = time_interleaved(
             {
                 "exported": lambda: exported(x),

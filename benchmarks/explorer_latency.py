@@ -107,7 +107,8 @@ def _in_kernel(changes: int) -> list[dict[str, Any]]:
         km.shutdown_kernel(now=True)
     text = "".join(out)
     if "RESULT" not in text:
-        raise RuntimeError(f"the kernel did not report a result:\n{text}")
+        msg = f"the kernel did not report a result:\n{text}"
+        raise RuntimeError(msg)
     result: list[dict[str, Any]] = json.loads(text.split("RESULT", 1)[1].strip().splitlines()[0])
     return result
 

@@ -162,7 +162,8 @@ def run_worker(name: str, mode: str, weights: Path) -> dict[str, Any]:
         check=False,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"{name}/{mode} failed:\n{proc.stderr}")
+        msg = f"{name}/{mode} failed:\n{proc.stderr}"
+        raise RuntimeError(msg)
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 

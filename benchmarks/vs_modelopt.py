@@ -212,7 +212,8 @@ def run_worker(
     cmd = [sys.executable, __file__, "--worker", run, setting, str(weights), str(epochs)]
     proc = subprocess.run([*cmd, *map(str, calib)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"{run} failed:\n{proc.stderr}")
+        msg = f"{run} failed:\n{proc.stderr}"
+        raise RuntimeError(msg)
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 

@@ -57,7 +57,8 @@ def make_setting(
     name: str, epochs: int, calib_bs: int = 16, calib_batches: int = 50, advance: bool = True
 ) -> Setting:
     """The untrained model and the loaders of setting ``name`` (``advance``: move digits8's
-    shuffling generator past ``epochs`` training epochs, as training in the parent left it)."""
+    shuffling generator past ``epochs`` training epochs, as training in the parent left it).
+    """
     from nasviz.datasets import digits_loaders
     from nasviz.models import DigitsCNN
     from nasviz.models.resnet import BasicBlock, ResNet

@@ -55,34 +55,36 @@ def plain(obj: Any, where: str) -> Any:
         out = {}
         for k, v in obj.items():
             if not isinstance(k, (str, int, float, bool)):
-                raise NasvizError(
-                    f"{where} has a key of type {type(k).__name__} ({k!r}); use str or int keys"
-                )
+                msg = f"{where} has a key of type {type(k).__name__} ({k!r}); use str or int keys"
+                raise NasvizError(msg)
             out[k] = plain(v, f"{where}[{k!r}]")
         return out
     if isinstance(obj, (list, tuple)):
         items = [plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
         return tuple(items) if isinstance(obj, tuple) else items
-    raise NasvizError(
+    msg = (
         f"{where} is a {type(obj).__name__} ({obj!r:.80}); modelopt state may hold only "
         "str/int/float/bool/None, tensors, lists, tuples and dicts; convert it in the mode's "
         "convert or update_for_save"
     )
+    raise NasvizError(msg)
 
 
 def load_weights(work: nn.Module, saved: Any) -> None:
     if not isinstance(saved, Mapping):
-        raise RestoreError(f"model_state_dict must be a dict, got {type(saved).__name__}")
+        msg = f"model_state_dict must be a dict, got {type(saved).__name__}"
+        raise RestoreError(msg)
     expected = work.state_dict()
     missing = [k for k in expected if k not in saved]
     unexpected = [k for k in saved if k not in expected]
     if missing or unexpected:
-        raise RestoreError(
+        msg = (
             f"the saved weights do not fit the restored architecture: missing keys "
             f"{missing[:5]}{' ...' if len(missing) > 5 else ''}, unexpected keys "
             f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}; build the fresh model "
             "with the same constructor arguments as the saved one"
         )
+        raise RestoreError(msg)
     for key, value in expected.items():
         other = saved[key]
         if (
@@ -90,15 +92,17 @@ def load_weights(work: nn.Module, saved: Any) -> None:
             and isinstance(other, torch.Tensor)
             and tuple(value.shape) != tuple(other.shape)
         ):
-            raise RestoreError(
+            msg = (
                 f"weight {key!r} has shape {tuple(other.shape)} in the file but "
                 f"{tuple(value.shape)} in the restored model; build the fresh model with "
                 "the same constructor arguments as the saved one"
             )
+            raise RestoreError(msg)
     try:
         work.load_state_dict(saved, strict=True)
     except RuntimeError as e:
-        raise RestoreError(f"loading the saved weights failed: {e}") from e
+        msg = f"loading the saved weights failed: {e}"
+        raise RestoreError(msg) from e
 
 
 def transplant(src: nn.Module, dst: nn.Module) -> None:
@@ -118,9 +122,10 @@ def transplant(src: nn.Module, dst: nn.Module) -> None:
         try:
             dst.__class__ = type(src)
         except TypeError as e:
-            raise RestoreError(
+            msg = (
                 f"cannot turn the given {type(dst).__name__} into a {type(src).__name__} in "
                 f"place ({e}); use the model returned by the restored mode instead"
-            ) from e
+            )
+            raise RestoreError(msg) from e
     dst.__dict__.clear()
     dst.__dict__.update(new_dict)

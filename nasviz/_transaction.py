@@ -31,7 +31,8 @@ __all__ = ["ModelSnapshot", "transaction"]
 def _copy_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     """A copy of an object's attributes whose dict/list/set values are copied one level deep (a
     module's ``_parameters``, ``_buffers``, ``_modules`` and hook dicts); restoring uses a fresh
-    copy too, so a snapshot can be restored more than once."""
+    copy too, so a snapshot can be restored more than once.
+    """
     return {k: (v.copy() if isinstance(v, (dict, list, set)) else v) for k, v in attrs.items()}
 
 
@@ -46,7 +47,8 @@ class _Tensor:
 @dataclass
 class ModelSnapshot:
     """What :meth:`restore` puts back: objects with their classes and attributes, tensors with
-    their values."""
+    their values.
+    """
 
     objects: list[tuple[object, type, dict[str, Any]]] = field(default_factory=list)
     tensors: list[_Tensor] = field(default_factory=list)
@@ -91,7 +93,8 @@ class ModelSnapshot:
 @contextmanager
 def transaction(model: nn.Module, also: Iterable[object] = ()) -> Iterator[ModelSnapshot]:
     """Run the ``with`` block on ``model``; if it raises anything, restore ``model`` (and the
-    objects ``also``) to what they were before it, then re-raise."""
+    objects ``also``) to what they were before it, then re-raise.
+    """
     snap = ModelSnapshot.take(model, also)
     try:
         yield snap

@@ -71,7 +71,8 @@ def _pid_alive(pid: int) -> bool:
 
 def _clean_orphans(target: Path) -> None:
     """Remove temp files that interrupted saves to ``target`` left behind: ours whose process is
-    gone, and ``mkstemp`` ones of the previous format once they are old."""
+    gone, and ``mkstemp`` ones of the previous format once they are old.
+    """
     ours = re.compile(re.escape(f".{target.name}.nasviz-") + r"(\d+)-[0-9a-f]+\.tmp")
     legacy = re.compile(re.escape(f".{target.name}.") + r"[a-z0-9_]{8}\.tmp")
     try:
@@ -96,7 +97,8 @@ def _append_hash(f: io.BufferedRandom) -> None:
     f.seek(-_EOCD_LEN, os.SEEK_END)
     eocd = f.read(_EOCD_LEN)
     if eocd[:4] != _EOCD_SIG or eocd[-2:] != b"\x00\x00":
-        raise NasvizError("torch.save wrote no zip end record without a comment; cannot hash it")
+        msg = "torch.save wrote no zip end record without a comment; cannot hash it"
+        raise NasvizError(msg)
     f.seek(-2, os.SEEK_END)
     f.write(_TRAILER_LEN.to_bytes(2, "little"))
     f.seek(0)
@@ -188,16 +190,18 @@ def read_checked(path: str | os.PathLike[str]) -> tuple[bytes, bool]:
         return data, False
     body = data[:-_TRAILER_LEN]
     if hashlib.sha256(body).hexdigest().encode("ascii") != trailer[len(_HASH_MAGIC) :]:
-        raise CorruptFileError(
+        msg = (
             f"{os.fspath(path)!r} does not match its content hash: the file was changed or "
             "damaged after nasviz wrote it. Use another copy, or save the model again"
         )
+        raise CorruptFileError(msg)
     return data, True
 
 
 def parameter_users(model: nn.Module) -> dict[int, list[tuple[str, str]]]:
     """``id(parameter)`` -> every ``(module name, parameter name)`` holding it (tied weights
-    have several)."""
+    have several).
+    """
     users: dict[int, list[tuple[str, str]]] = {}
     for mname, m in model.named_modules(remove_duplicate=False):
         for pname, p in m.named_parameters(recurse=False):

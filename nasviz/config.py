@@ -100,23 +100,25 @@ class ModeloptBaseConfig(BaseModel):
 
 def _check_ratios(value: list[float], field: str) -> list[float]:
     if not value:
-        raise ValueError(f"{field} must list at least one ratio in (0, 1], got []; e.g. [0.5, 1.0]")
+        msg = f"{field} must list at least one ratio in (0, 1], got []; e.g. [0.5, 1.0]"
+        raise ValueError(msg)
     for r in value:
         if isinstance(r, bool) or not isinstance(r, (int, float)):
-            raise ValueError(f"{field} must hold numbers in (0, 1], got {r!r}; e.g. [0.5, 1.0]")
+            msg = f"{field} must hold numbers in (0, 1], got {r!r}; e.g. [0.5, 1.0]"
+            raise ValueError(msg)
         if not 0.0 < float(r) <= 1.0:
-            raise ValueError(
+            msg = (
                 f"{field} must hold ratios in (0, 1], got {r!r}; use a fraction of the original "
                 "width such as 0.25 (1.0 keeps the full width)"
             )
+            raise ValueError(msg)
     return [float(r) for r in value]
 
 
 def _check_divisor(value: int, field: str) -> int:
     if value < 1:
-        raise ValueError(
-            f"{field} must be an integer >= 1, got {value!r}; use 1 to allow any width"
-        )
+        msg = f"{field} must be an integer >= 1, got {value!r}; use 1 to allow any width"
+        raise ValueError(msg)
     return value
 
 
@@ -190,10 +192,11 @@ class _FeaturesRule(LayerConfig):
 def _check_kernel(v: list[int]) -> list[int]:
     for k in v:
         if k < 1 or k % 2 == 0:
-            raise ValueError(
+            msg = (
                 f"kernel_size entries must be odd positive integers, got {k!r}; kernels are "
                 "centre-cropped, so use e.g. [1, 3, 5] (or [] to keep the kernel size fixed)"
             )
+            raise ValueError(msg)
     return sorted(set(v))
 
 
@@ -227,7 +230,8 @@ _DERIVED: dict[type[DynamicModule], type[LayerConfig]] = {}
 
 def _derive_layer_config(family: type[DynamicModule]) -> type[LayerConfig]:
     """The per-layer config class of a layer family, from its declared :class:`RuleSpec`
-    (``DynamicConv2d`` -> ``DynamicConv2dConfig``)."""
+    (``DynamicConv2d`` -> ``DynamicConv2dConfig``).
+    """
     cls = _DERIVED.get(family)
     if cls is not None:
         return cls
@@ -255,7 +259,8 @@ def _derive_layer_config(family: type[DynamicModule]) -> type[LayerConfig]:
 
 class _LayerTypes(Mapping[str, type[LayerConfig]]):
     """``{rule key: per-layer config class}`` of every registered layer family, in registration
-    order; a live view, so a family registered later (a plugin, a test) shows up too."""
+    order; a live view, so a family registered later (a plugin, a test) shows up too.
+    """
 
     def __getitem__(self, key: str) -> type[LayerConfig]:
         family = registered_layer_types().get(key)
@@ -283,7 +288,8 @@ def __getattr__(name: str) -> type[LayerConfig]:
     for family in registered_layer_types().values():
         if f"{family.__name__}Config" == name:
             return _derive_layer_config(family)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
 
 
 def layer_config_class(layer_type: str) -> type[LayerConfig]:
@@ -308,7 +314,8 @@ def _unknown_layer_type_message(key: str) -> str:
 @dataclass(frozen=True)
 class RuleMatch:
     """Which rule applies to one module: the effective layer config (``None`` = switched off)
-    and the glob that won (``None`` if no glob matched the module name)."""
+    and the glob that won (``None`` if no glob matched the module name).
+    """
 
     rule: LayerConfig | None
     pattern: str | None
@@ -320,10 +327,11 @@ class RuleMatch:
 
 def _check_glob(glob: Any, layer_type: str) -> str:
     if not isinstance(glob, str) or not glob or glob != glob.strip():
-        raise ValueError(
+        msg = (
             f"{layer_type}: glob {glob!r} is malformed; use a non-empty pattern without "
             "surrounding spaces such as '*' or 'layer1.*'"
         )
+        raise ValueError(msg)
     depth = 0
     for ch in glob:
         if ch == "[":
@@ -333,10 +341,11 @@ def _check_glob(glob: Any, layer_type: str) -> str:
         if depth < 0 or depth > 1:
             break
     if depth != 0:
-        raise ValueError(
+        msg = (
             f"{layer_type}: glob {glob!r} has unbalanced brackets; close every '[' with ']' "
             "(write '[[]' to match a literal '[')"
         )
+        raise ValueError(msg)
     return glob
 
 
@@ -344,17 +353,19 @@ def _refuse_field_typos(
     layer_type: str, cls_name: str, cfg_fields: set[str], value: Mapping[Any, Any]
 ) -> None:
     """A key whose value is no rule (not a layer config, not None) was meant as a field: say
-    which field, rather than reading it as a glob."""
+    which field, rather than reading it as a glob.
+    """
     for key, rule in value.items():
         if key in cfg_fields or rule is None or isinstance(rule, (Mapping, LayerConfig)):
             continue
         close = difflib.get_close_matches(str(key), sorted(cfg_fields), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else "."
-        raise ValueError(
+        msg = (
             f"{layer_type}: {key!r} is not a field of {cls_name} (its fields: "
             f"{', '.join(sorted(cfg_fields))}){hint} A key holding a layer config or None is "
             f"a glob, as in {{'layer1.*': {{...}}}}; {key!r} holds {rule!r}"
         )
+        raise ValueError(msg)
 
 
 def _normalise_rules(
@@ -366,10 +377,11 @@ def _normalise_rules(
     if isinstance(value, LayerConfig):
         return {"*": value}
     if not isinstance(value, Mapping):
-        raise ValueError(
+        msg = (
             f"{layer_type} must be a layer config, None, or {{glob: layer config | None}}, "
             f"got {type(value).__name__} {value!r}"
         )
+        raise ValueError(msg)
     cfg_fields = set(cfg_cls.model_fields)
     keys = set(value)
     if keys and keys <= cfg_fields:
@@ -380,13 +392,15 @@ def _normalise_rules(
     for glob, rule in value.items():
         _check_glob(glob, layer_type)
         if glob in cfg_fields:
-            raise ValueError(
+            msg = (
                 f"{layer_type}: {glob!r} is a field of {cfg_cls.__name__}, not a glob; either "
                 "give the whole layer config unnested or nest it under a glob: "
                 f"{{'*': {{{glob!r}: ...}}}}"
             )
+            raise ValueError(msg)
         if rule is not None and not isinstance(rule, (Mapping, LayerConfig)):
-            raise ValueError(f"{layer_type}[{glob!r}] must be a layer config or None, got {rule!r}")
+            msg = f"{layer_type}[{glob!r}] must be a layer config or None, got {rule!r}"
+            raise ValueError(msg)
         out[glob] = rule
     return out
 
@@ -410,10 +424,11 @@ class ModeloptBaseRuleConfig(ModeloptBaseConfig):
                 if key not in known:
                     if isinstance(key, str) and key.startswith("nn."):
                         raise ValueError(_unknown_layer_type_message(key))
-                    raise ValueError(
+                    msg = (
                         f"unknown config key {key!r}; {cls.__name__} takes the layer types "
                         f"{', '.join(sorted(known_aliases))}"
                     )
+                    raise ValueError(msg)
         return data
 
     @classmethod
@@ -492,10 +507,11 @@ def _make_rule_validator(layer_type: str, cfg_cls: type[LayerConfig]) -> Any:
                 except ValidationError as e:
                     first = e.errors()[0]
                     loc = ".".join(str(p) for p in first["loc"])
-                    raise ValueError(
+                    msg = (
                         f"{layer_type}[{glob!r}].{loc}: {first['msg']}"
                         f" (input {first.get('input')!r})"
-                    ) from e
+                    )
+                    raise ValueError(msg) from e
         return out
 
     return validate
@@ -510,7 +526,8 @@ def build_rule_config(
 ) -> type:
     """Create a rule-config class with one field per layer type of ``layer_types`` (default:
     every registered one, :data:`LAYER_TYPES`, as of this call); an algorithm's config, e.g.
-    :class:`nasviz.fastnas.FastNASConfig`, is built with it."""
+    :class:`nasviz.fastnas.FastNASConfig`, is built with it.
+    """
     fields: dict[str, Any] = {}
     layer_fields: dict[str, str] = {}
     for layer_type, cfg_cls in dict(LAYER_TYPES if layer_types is None else layer_types).items():

@@ -86,7 +86,8 @@ class DigitsLoaders(NamedTuple):
 
 def _check_fraction(name: str, value: float) -> None:
     if not 0.0 < value < 1.0:
-        raise NasvizError(f"{name}={value!r} must lie strictly between 0 and 1 (e.g. 0.15)")
+        msg = f"{name}={value!r} must lie strictly between 0 and 1 (e.g. 0.15)"
+        raise NasvizError(msg)
 
 
 def load_digits_splits(
@@ -99,18 +100,20 @@ def load_digits_splits(
     _check_fraction("val_fraction", val_fraction)
     _check_fraction("test_fraction", test_fraction)
     if val_fraction + test_fraction >= 1.0:
-        raise NasvizError(
+        msg = (
             f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves no training "
             "data; make their sum smaller than 1"
         )
+        raise NasvizError(msg)
     try:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
     except ImportError as e:
-        raise NasvizError(
+        msg = (
             "the digits dataset needs scikit-learn, which is not installed; "
             "install it with `pip install scikit-learn` (or `pip install nasviz[dev]`)"
-        ) from e
+        )
+        raise NasvizError(msg) from e
 
     data = load_digits()
     images = torch.as_tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
@@ -153,7 +156,8 @@ def digits_loaders(
     """
     for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
         if value < 1:
-            raise NasvizError(f"{name}={value!r} must be a positive integer (e.g. 64)")
+            msg = f"{name}={value!r} must be a positive integer (e.g. 64)"
+            raise NasvizError(msg)
     if splits is None:
         splits = load_digits_splits(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -205,14 +209,18 @@ def train_classifier(
         (1, 1)
     """
     if epochs < 1:
-        raise NasvizError(f"epochs={epochs!r} must be at least 1")
+        msg = f"epochs={epochs!r} must be at least 1"
+        raise NasvizError(msg)
     if not lr > 0:
-        raise NasvizError(f"lr={lr!r} must be a positive learning rate (e.g. 1e-2)")
+        msg = f"lr={lr!r} must be a positive learning rate (e.g. 1e-2)"
+        raise NasvizError(msg)
     if schedule not in ("cosine", "constant"):
-        raise NasvizError(f"schedule={schedule!r} is not 'cosine' or 'constant'")
+        msg = f"schedule={schedule!r} is not 'cosine' or 'constant'"
+        raise NasvizError(msg)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise NasvizError("train_classifier: the model has no trainable parameters")
+        msg = "train_classifier: the model has no trainable parameters"
+        raise NasvizError(msg)
     device = device_of(model)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = len(train_loader) if isinstance(train_loader, Sized) else None
@@ -239,7 +247,8 @@ def train_classifier(
                 total += float(loss.detach()) * len(labels)
                 count += len(labels)
             if count == 0:
-                raise NasvizError("train_classifier: train_loader yielded no batches")
+                msg = "train_classifier: train_loader yielded no batches"
+                raise NasvizError(msg)
             val_acc = evaluate_accuracy(model, val_loader) if val_loader is not None else None
             result = EpochResult(epoch, total / count, lr_now, val_acc)
             history.append(result)
@@ -271,5 +280,6 @@ def evaluate_accuracy(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]])
     finally:
         model.train(was_training)
     if count == 0:
-        raise NasvizError("evaluate_accuracy: the loader yielded no samples")
+        msg = "evaluate_accuracy: the loader yielded no samples"
+        raise NasvizError(msg)
     return correct / count

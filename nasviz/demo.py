@@ -71,19 +71,22 @@ def check_demo_args(
         ("threads", 1 if threads is None else threads, 1),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise NasvizError(f"--{name} {value!r} must be an integer of at least {low}")
+            msg = f"--{name} {value!r} must be an integer of at least {low}"
+            raise NasvizError(msg)
     if isinstance(width, bool) or not isinstance(width, int) or width < 2 * divisor:
-        raise NasvizError(
+        msg = (
             f"--width {width!r} is too small: the DigitsCNN width must be an integer of at least "
             f"{2 * divisor} (twice the channel divisor {divisor}) so there is something to prune"
         )
+        raise NasvizError(msg)
     try:
         limits = Constraints({"flops": flops})  # syntax and percentage range
         if not limits["flops"].relative:  # an absolute limit: against the model's cost
             cost = nv.profile(DigitsCNN(width=width), torch.zeros(_DIGIT))
             limits.resolve(full_flops=cost.flops, full_params=cost.params)
     except ConstraintError as e:
-        raise NasvizError(f"--flops {flops} is invalid: {e}") from e
+        msg = f"--flops {flops} is invalid: {e}"
+        raise NasvizError(msg) from e
 
 
 def run_demo(
@@ -230,7 +233,8 @@ def _restore_in_fresh_process(ckpt: Path, check: Path, width: int) -> dict[str, 
         check=False,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"restoring in a fresh process failed:\n{proc.stderr}")
+        msg = f"restoring in a fresh process failed:\n{proc.stderr}"
+        raise RuntimeError(msg)
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 

@@ -56,7 +56,8 @@ class SearchError(NasvizError):
 
 class UntraceableError(TracingError):
     """The model cannot be evaluated as one fx graph (the message says why); the evaluator then
-    scores every entry without its sub-graph cache."""
+    scores every entry without its sub-graph cache.
+    """
 
 
 class NoSearchAlgorithmError(NasvizError, NotImplementedError):

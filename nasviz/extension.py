@@ -80,7 +80,8 @@ class HooksHandle(nn.Module, abc.ABC):
     def __init__(self, model: nn.Module, module_ids: Iterable[str] | None = None) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
-            raise NasvizError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            msg = f"model must be a torch.nn.Module, got {type(model).__name__}"
+            raise NasvizError(msg)
         self.wrapped_model: nn.Module = model
         self.hook_handles: dict[str, RemovableHandle] = {}
         self._module_ids: list[str] = []
@@ -106,10 +107,11 @@ class HooksHandle(nn.Module, abc.ABC):
         """Get the sub-module of ``wrapped_model`` named ``m_id``; raises ``ModuleIdError``."""
         modules = dict(self.wrapped_model.named_modules(remove_duplicate=False))
         if not isinstance(m_id, str) or m_id not in modules:
-            raise ModuleIdError(
+            msg = (
                 f"module id {m_id!r} is not a sub-module of {type(self.wrapped_model).__name__}; "
                 f"{_suggest(str(m_id), modules)}. Use a qualified name from model.named_modules()."
             )
+            raise ModuleIdError(msg)
         return cast(nn.Module, modules[m_id])
 
     def register_submodule(self, module_id: str) -> None:
@@ -124,10 +126,11 @@ class HooksHandle(nn.Module, abc.ABC):
     def unregister_submodule(self, module_id: str) -> None:
         """Unregister a sub-module and remove its hook; raises ``ModuleIdError`` if unknown."""
         if module_id not in self._module_ids:
-            raise ModuleIdError(
+            msg = (
                 f"module id {module_id!r} is not registered with this handle; "
                 f"{_suggest(str(module_id), self._module_ids)}."
             )
+            raise ModuleIdError(msg)
         self._module_ids.remove(module_id)
         handle = self.hook_handles.pop(module_id, None)
         if handle is not None:
@@ -181,10 +184,11 @@ class HooksHandle(nn.Module, abc.ABC):
     def _run_model(self, *inps: Any) -> Any:
         """Run ``wrapped_model`` with the hooks recording; refuse to run with removed hooks."""
         if not self._attached and self._module_ids:
-            raise NasvizError(
+            msg = (
                 f"{type(self).__name__}: its hooks were removed (remove_hooks() or the end of a "
                 "with block); call attach_hooks() or use it inside `with handle:` again"
             )
+            raise NasvizError(msg)
         self._recording = True
         try:
             return self.wrapped_model(*inps)
@@ -222,7 +226,8 @@ class ActivationMapGrabber(HooksHandle):
         detach: bool = False,
     ) -> None:
         if capture not in ("last", "all"):
-            raise NasvizError(f"capture must be 'last' or 'all', got {capture!r}")
+            msg = f"capture must be 'last' or 'all', got {capture!r}"
+            raise NasvizError(msg)
         super().__init__(model, module_ids)
         self.capture: Capture = capture
         self.detach = detach
@@ -314,19 +319,21 @@ class ModelExtender(ActivationMapGrabber):
 
     def _check_new(self, name: str, module_id: str, model: nn.Module, taken: set[str]) -> None:
         if not isinstance(name, str) or not name or "." in name:
-            raise NasvizError(f"extension name {name!r} must be a non-empty str without '.'")
+            msg = f"extension name {name!r} must be a non-empty str without '.'"
+            raise NasvizError(msg)
         if name in taken:
             where = [m for m, ns in self._name_registrations.items() if name in ns]
-            raise NasvizError(
+            msg = (
                 f"extension name {name!r} is already registered (at {where or 'this call'}); "
                 "names are unique across all sub-modules: pick another or unregister it first"
             )
+            raise NasvizError(msg)
         if name in vars(self.extension_models):  # e.g. 'training': would break .train()
-            raise NasvizError(f"extension name {name!r} clashes with an nn.ModuleDict attribute")
+            msg = f"extension name {name!r} clashes with an nn.ModuleDict attribute"
+            raise NasvizError(msg)
         if not isinstance(model, nn.Module):
-            raise NasvizError(
-                f"extension {name!r} must be an nn.Module, got {type(model).__name__}"
-            )
+            msg = f"extension {name!r} must be an nn.Module, got {type(model).__name__}"
+            raise NasvizError(msg)
         self.get_module_by_id(module_id)
 
     def register_extension(self, name: str, module_id: str, model: nn.Module) -> None:
@@ -351,9 +358,10 @@ class ModelExtender(ActivationMapGrabber):
     def unregister_extension(self, name: str) -> None:
         """Unregister extension ``name``; a sub-module left without extensions is unhooked."""
         if name not in self.extension_models:
-            raise ExtensionNameError(
+            msg = (
                 f"extension {name!r} is not registered; {_suggest(str(name), self.extension_names)}"
             )
+            raise ExtensionNameError(msg)
         del self.extension_models[name]
         module_id = next(m for m, ns in self._name_registrations.items() if name in ns)
         self._name_registrations[module_id].remove(name)
@@ -364,10 +372,11 @@ class ModelExtender(ActivationMapGrabber):
     def unregister_submodule(self, module_id: str) -> None:
         """Unregister a sub-module; refused while extensions still read from it."""
         if self._name_registrations.get(module_id):
-            raise NasvizError(
+            msg = (
                 f"module {module_id!r} feeds extensions {self._name_registrations[module_id]}; "
                 "unregister them with unregister_extension() instead"
             )
+            raise NasvizError(msg)
         super().unregister_submodule(module_id)
 
     def forward(  # type: ignore[override]
@@ -417,10 +426,11 @@ class ModelStump(HooksHandle):
     def register_submodule(self, module_id: str) -> None:
         """A stump has exactly one head; registering a second sub-module is refused."""
         if self._module_ids and module_id not in self._module_ids:
-            raise NasvizError(
+            msg = (
                 f"a ModelStump has one head ({self._module_ids[0]!r}); "
                 f"create another ModelStump for {module_id!r}"
             )
+            raise NasvizError(msg)
         super().register_submodule(module_id)
 
     def _on_output(self, module_id: str, output: Any) -> None:
@@ -442,10 +452,11 @@ class ModelStump(HooksHandle):
         finally:
             for m, flag in flags:
                 m.training = flag
-        raise NasvizError(
+        msg = (
             f"stump head {self.stump_head!r} did not run in the forward pass of "
             f"{type(self.wrapped_model).__name__}; pick a sub-module on the forward path"
         )
+        raise NasvizError(msg)
 
     def extra_repr(self) -> str:
         return f"stump_head={self.stump_head!r}, hooks_attached={self._attached}"
@@ -462,10 +473,11 @@ def _stats(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float]:
 
 def _compare_one(a: Any, b: Any, module_id: str, channel_dim: int) -> dict[str, Any]:
     if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
-        raise NasvizError(
+        msg = (
             f"module {module_id!r} returned {type(a).__name__}/{type(b).__name__}, not tensors; "
             "compare a sub-module whose output is a single tensor"
         )
+        raise NasvizError(msg)
     row: dict[str, Any] = {"module_id": module_id, "shape_a": tuple(a.shape)}
     row["shape_b"] = tuple(b.shape)
     if a.shape == b.shape:
@@ -524,7 +536,8 @@ def compare_activations(
     for m_id in ids:
         for side, got in zip("ab", acts):
             if m_id not in got:
-                raise NasvizError(f"module {m_id!r} did not run in model_{side} on these inputs")
+                msg = f"module {m_id!r} did not run in model_{side} on these inputs"
+                raise NasvizError(msg)
         rows.append(_compare_one(acts[0][m_id], acts[1][m_id], m_id, channel_dim))
     columns = ["module_id", "shape_a", "shape_b", "compared", "rel_l2", "cosine", "max_abs_diff"]
     return cast(pd.DataFrame, pd.DataFrame(rows, columns=columns))

@@ -88,16 +88,19 @@ class Hparam:
         vals = sorted({_as_int(c, name) for c in choices})
         if original is None:
             if not vals:
-                raise HparamError(f"{name or 'hparam'}: needs at least one choice or an original")
+                msg = f"{name or 'hparam'}: needs at least one choice or an original"
+                raise HparamError(msg)
             original = vals[-1]
         original = _as_int(original, name)
         if original < 1:
-            raise HparamError(f"{name or 'hparam'}: original must be >= 1, got {original}")
+            msg = f"{name or 'hparam'}: original must be >= 1, got {original}"
+            raise HparamError(msg)
         bad = [c for c in vals if c < 1 or c > original]
         if bad:
-            raise HparamError(
+            msg = (
                 f"{name or 'hparam'}: choices must lie in [1, {original}] (the original), got {bad}"
             )
+            raise HparamError(msg)
         self._choices: tuple[int, ...] = tuple(sorted({*vals, original}))
         self._original = original
         self._active = original
@@ -141,10 +144,11 @@ class Hparam:
     def active(self, value: int) -> None:
         v = _as_int(value, self.name)
         if v not in self._choices:
-            raise HparamError(
+            msg = (
                 f"{self.name or 'hparam'}: {value!r} is not a valid choice; "
                 f"choose one of {list(self._choices)}"
             )
+            raise HparamError(msg)
         if v != self._active:
             self._active = v
             self._bump()
@@ -168,10 +172,11 @@ class Hparam:
         if value is not None:
             value = value.detach().flatten().to(torch.float32).cpu()
             if value.numel() != self._original:
-                raise HparamError(
+                msg = (
                     f"{self.name or 'hparam'}: importance needs {self._original} entries "
                     f"(one per channel), got {value.numel()}"
                 )
+                raise HparamError(msg)
         self._importance = value
 
     @property
@@ -195,10 +200,11 @@ class Hparam:
         if t.numel() != self._original or not torch.equal(
             torch.sort(t).values, torch.arange(self._original)
         ):
-            raise HparamError(
+            msg = (
                 f"{self.name or 'hparam'}: an order must be a permutation of "
                 f"0..{self._original - 1}"
             )
+            raise HparamError(msg)
         self._order = None if torch.equal(t, torch.arange(self._original)) else t
         self._bump()
 
@@ -243,11 +249,12 @@ class Hparam:
     def merge(self, other: Hparam) -> Hparam:
         """A new hparam for two coupled dimensions: common choices, summed importance."""
         if other.original != self.original:
-            raise HparamError(
+            msg = (
                 f"cannot couple {self.name or 'hparam'} (size {self.original}) with "
                 f"{other.name or 'hparam'} (size {other.original}): coupled dimensions must have "
                 "the same original size"
             )
+            raise HparamError(msg)
         common = set(self.choices) & set(other.choices)
         merged = Hparam(common, original=self.original, name=self.name or other.name)
         if self._importance is not None and other._importance is not None:
@@ -271,7 +278,8 @@ class ConcatDim:
 
     def __init__(self, parts: Sequence[DimSource]) -> None:
         if not parts:
-            raise HparamError("ConcatDim needs at least one part")
+            msg = "ConcatDim needs at least one part"
+            raise HparamError(msg)
         self.parts = list(parts)
         self._full = sum(p.full for p in self.parts)
         self._cache: tuple[tuple[int, ...], Index] | None = None
@@ -315,7 +323,8 @@ class RepeatDim:
 
     def __init__(self, source: DimSource, inner: int) -> None:
         if inner < 1:
-            raise HparamError(f"RepeatDim needs inner >= 1, got {inner}")
+            msg = f"RepeatDim needs inner >= 1, got {inner}"
+            raise HparamError(msg)
         self.source = source
         self.inner = inner
         self._cache: tuple[tuple[int, ...], Index] | None = None
@@ -359,5 +368,6 @@ def _to_tensor(idx: Index, full: int) -> torch.Tensor:
 
 def _as_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise HparamError(f"{name or 'hparam'}: {value!r} is not an integer")
+        msg = f"{name or 'hparam'}: {value!r} is not an integer"
+        raise HparamError(msg)
     return int(value)  # type: ignore[call-overload,unused-ignore]

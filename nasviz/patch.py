@@ -56,10 +56,11 @@ _PATCHED = {
 def _data(model: nn.Module) -> dict[str, Any]:
     data: dict[str, Any] | None = model.__dict__.get(_PATCH_ATTR)
     if data is None:
-        raise NasvizError(
+        msg = (
             f"this {type(model).__name__} is not patched; convert it with a mode that patches "
             "it (e.g. 'fastnas') or call SomePatchManager(model).patch()"
         )
+        raise NasvizError(msg)
     return data
 
 
@@ -107,7 +108,8 @@ class PatchManager(ABC):  # noqa: B024
 
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):
-            raise NasvizError(f"a patch manager needs an nn.Module, got {type(model).__name__}")
+            msg = f"a patch manager needs an nn.Module, got {type(model).__name__}"
+            raise NasvizError(msg)
         self._model = model
 
     def __repr__(self) -> str:
@@ -150,10 +152,11 @@ class PatchManager(ABC):  # noqa: B024
         model = self._model
         if self.is_patched(model):
             owner = _data(model)["manager_class"].__name__
-            raise NasvizError(
+            msg = (
                 f"this {type(model).__name__} is already patched by {owner}; call "
                 "PatchManager.get_manager(model).unpatch() before patching it again"
             )
+            raise NasvizError(msg)
         originals = {n: model.__dict__[n] for n in _PATCHED if n in model.__dict__}
         data = {"manager_class": type(self), "originals": originals, "in_post_eval": False}
         data.update(self._default_patch_data())
@@ -271,7 +274,8 @@ class AutoNASPatchManager(PatchManager):
     @sample_func.setter
     def sample_func(self, func: Callable[[nn.Module], Any] | None) -> None:
         if func is not None and not callable(func):
-            raise NasvizError(f"sample_func must be callable as sample_func(model), got {func!r}")
+            msg = f"sample_func must be callable as sample_func(model), got {func!r}"
+            raise NasvizError(msg)
         self.patch_data["sample_func"] = func
 
     @property
@@ -283,7 +287,8 @@ class AutoNASPatchManager(PatchManager):
     @forward_loop.setter
     def forward_loop(self, loop: ForwardLoop | None) -> None:
         if loop is not None and not callable(loop):
-            raise NasvizError(f"forward_loop must be callable as forward_loop(model), got {loop!r}")
+            msg = f"forward_loop must be callable as forward_loop(model), got {loop!r}"
+            raise NasvizError(msg)
         self.patch_data["forward_loop"] = loop
 
     def _hook_pre_forward(self, *args: Any, **kwargs: Any) -> None:

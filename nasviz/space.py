@@ -171,7 +171,8 @@ class SearchSpace:
         """One row per hparam: name, kind, original, active, choices, members and ``per_unit``:
         how many channels of its producer one unit stands for (1, except for a producer whose
         width is several coupled parts: the halves before a channel shuffle, the groups of a
-        grouped conv, attention heads - there the hparam counts the channels of one part)."""
+        grouped conv, attention heads - there the hparam counts the channels of one part).
+        """
         rows = [
             {
                 "name": g.name,
@@ -228,13 +229,15 @@ class SearchSpace:
 
 def _record(model: nn.Module) -> SpaceRecord:
     if not isinstance(model, nn.Module):
-        raise NasvizError(f"expected an nn.Module, got {type(model).__name__}")
+        msg = f"expected an nn.Module, got {type(model).__name__}"
+        raise NasvizError(msg)
     record = get_record(model)
     if record is None:
-        raise NasvizError(
+        msg = (
             f"this {type(model).__name__} has no search space: convert it first with "
             "nv.convert(model, mode='fastnas', dummy_input=x) (an exported model has none left)"
         )
+        raise NasvizError(msg)
     return record
 
 
@@ -274,22 +277,21 @@ def select(model: nn.Module, config: Mapping[str, int]) -> None:
     """
     hps = _record(model).hparams
     if not isinstance(config, Mapping):
-        raise HparamError(
+        msg = (
             f"select needs a dict {{hparam name: value}}, got {type(config).__name__}; e.g. "
             f"{ {n: hp.max for n, hp in list(hps.items())[:1]} }"
         )
+        raise HparamError(msg)
     for name, value in config.items():
         if name not in hps:
             close = difflib.get_close_matches(str(name), list(hps), n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise HparamError(
-                f"unknown hparam {name!r}.{hint} Valid names: {', '.join(hps) or 'none'}"
-            )
+            msg = f"unknown hparam {name!r}.{hint} Valid names: {', '.join(hps) or 'none'}"
+            raise HparamError(msg)
         hp = hps[name]
         if isinstance(value, bool) or not isinstance(value, int) or value not in hp.choices:
-            raise HparamError(
-                f"{name}: {value!r} is not a valid choice; choose one of {list(hp.choices)}"
-            )
+            msg = f"{name}: {value!r} is not a valid choice; choose one of {list(hp.choices)}"
+            raise HparamError(msg)
     _reset_before_sample(model)
     for name, value in config.items():
         hps[name].active = value
@@ -313,9 +315,8 @@ def sample(model: nn.Module, strategy: str = "random", seed: int | None = None) 
     * ``"centroid"``: the middle choice, ``choices[len(choices) // 2]`` (the upper median).
     """
     if strategy not in STRATEGIES:
-        raise NasvizError(
-            f"unknown sampling strategy {strategy!r}; use one of {', '.join(STRATEGIES)}"
-        )
+        msg = f"unknown sampling strategy {strategy!r}; use one of {', '.join(STRATEGIES)}"
+        raise NasvizError(msg)
     rng = random.Random(seed)
     config = {n: _pick(hp, strategy, rng) for n, hp in _record(model).hparams.items()}
     select(model, config)

@@ -128,10 +128,11 @@ def _check_order(
         if desc.is_export_mode:
             if not stack or stack[-1] != desc.name:
                 owed = f"the pending export mode is {stack[-1]!r}" if stack else "none is pending"
-                raise ApplyModeError(
+                msg = (
                     f"export mode {desc.name!r} cannot be applied here: it exports a mode whose "
                     f"export_mode is {desc.name!r}, and {owed}. Apply the mode it exports first."
                 )
+                raise ApplyModeError(msg)
             stack.pop()
         if desc.export_mode is not None:
             stack.append(desc.export_mode)
@@ -148,49 +149,56 @@ def _make_config(desc: ModeDescriptor, config: Any) -> ModeloptBaseConfig:
     if isinstance(config, cls):
         return config.model_copy(deep=True)
     if isinstance(config, ModeloptBaseConfig):
-        raise ApplyModeError(
+        msg = (
             f"mode {desc.name!r} takes a {cls.__name__}, got a {type(config).__name__}; pass "
             f"{cls.__name__}(...), a dict of its fields, or None for the defaults"
         )
+        raise ApplyModeError(msg)
     if config is not None and not isinstance(config, Mapping):
-        raise ApplyModeError(
+        msg = (
             f"config of mode {desc.name!r} must be a {cls.__name__}, a dict or None, got "
             f"{type(config).__name__} {config!r}"
         )
+        raise ApplyModeError(msg)
     try:
         return cls.model_validate(dict(config or {}))
     except ValidationError as e:
-        raise ApplyModeError(
+        msg = (
             f"invalid config for mode {desc.name!r} ({cls.__name__}): {_h.pydantic_message(e)}. "
             f"Fix these fields; {cls.__name__}.model_json_schema() lists them all."
-        ) from e
+        )
+        raise ApplyModeError(msg) from e
 
 
 def parse_modes(
     mode: ModeLike, registry: _ModeRegistry | None = None
 ) -> list[tuple[ModeDescriptor, Any]]:
     """``mode`` as a list of ``(registered descriptor, config or None)``; a malformed spec or an
-    unknown mode raises :class:`~nasviz.errors.ApplyModeError`."""
+    unknown mode raises :class:`~nasviz.errors.ApplyModeError`.
+    """
     items: Sequence[Any] = [mode] if isinstance(mode, (str, ModeDescriptor)) else mode
     if isinstance(items, Mapping) or not isinstance(items, Sequence):
-        raise ApplyModeError(
+        msg = (
             f"mode must be a name, a ModeDescriptor, or a list of names or (name, config) pairs, "
             f"got {type(mode).__name__} {mode!r}"
         )
+        raise ApplyModeError(msg)
     out: list[tuple[ModeDescriptor, Any]] = []
     for item in items:
         if isinstance(item, tuple):
             if len(item) != 2:
-                raise ApplyModeError(f"a mode entry is a (name, config) pair, got {item!r}")
+                msg = f"a mode entry is a (name, config) pair, got {item!r}"
+                raise ApplyModeError(msg)
             name, config = item
         else:
             name, config = item, None
         desc = get_mode(name, registry)
         if get_mode(desc.name, registry) is not desc:
-            raise ApplyModeError(
+            msg = (
                 f"{type(desc).__name__} is not the registered mode {desc.name!r}; register it "
                 "with @register_mode so that save/restore can find it"
             )
+            raise ApplyModeError(msg)
         out.append((desc, config))
     return out
 
@@ -212,18 +220,21 @@ def apply_mode(
     or is interrupted, ``model`` is left as it was (same Parameter objects, same values).
     """
     if not isinstance(model, nn.Module):
-        raise ApplyModeError(f"apply_mode needs an nn.Module, got {type(model).__name__}")
+        msg = f"apply_mode needs an nn.Module, got {type(model).__name__}"
+        raise ApplyModeError(msg)
     applied = _mode_names(model)
     if init_state is True and applied:
-        raise ApplyModeError(
+        msg = (
             f"init_state=True needs an unconverted model, but modes {applied} were applied; "
             "pass a fresh model or init_state=None"
         )
+        raise ApplyModeError(msg)
     if init_state is False and not applied:
-        raise ApplyModeError(
+        msg = (
             "init_state=False needs a model that already carries modes; this one has none. "
             "Pass init_state=None to start a new state"
         )
+        raise ApplyModeError(msg)
     planned = [(d, _make_config(d, c)) for d, c in parse_modes(mode, registry)]
     _check_order(applied, [d for d, _ in planned], registry)
     kwargs = dict(mode_kwargs or {})
@@ -247,16 +258,15 @@ def _apply_planned(
             )
         result = desc.convert(model, config, **kwargs)
         if not (isinstance(result, tuple) and len(result) == 2):
-            raise ApplyModeError(
-                f"mode {desc.name!r}: convert must return (model, metadata), got {result!r}"
-            )
+            msg = f"mode {desc.name!r}: convert must return (model, metadata), got {result!r}"
+            raise ApplyModeError(msg)
         new_model, metadata = result
         if not isinstance(new_model, nn.Module):
-            raise ApplyModeError(f"mode {desc.name!r} failed to convert the model")
+            msg = f"mode {desc.name!r} failed to convert the model"
+            raise ApplyModeError(msg)
         if not isinstance(metadata, dict):
-            raise ApplyModeError(
-                f"mode {desc.name!r}: convert must return a metadata dict, got {metadata!r}"
-            )
+            msg = f"mode {desc.name!r}: convert must return a metadata dict, got {metadata!r}"
+            raise ApplyModeError(msg)
         model = new_model
         state["modes"].append((desc.name, {"config": config, "metadata": metadata}))
         model.__dict__[_STATE_ATTR] = state
@@ -327,18 +337,20 @@ def _load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise RestoreError(
+        msg = (
             f"{where} could not be loaded with torch.load(weights_only=True) "
             f"({type(e).__name__}: {e}); nasviz reads only files written by nasviz.save and "
             "never executes code from a file"
-        ) from e
+        )
+        raise RestoreError(msg) from e
     found = set(payload) if isinstance(payload, dict) else None
     if found is None or found not in (_FILE_KEYS_V1, _FILE_KEYS):
         shown = sorted(map(str, found)) if found is not None else type(payload).__name__
-        raise RestoreError(
+        msg = (
             f"{where} is not a nasviz checkpoint: expected keys {sorted(_FILE_KEYS)}, found "
             f"{shown}; write checkpoints with nasviz.save(model, path)"
         )
+        raise RestoreError(msg)
     if found == _FILE_KEYS_V1:
         warnings.warn(
             f"{where} was written by nasviz <= 0.1 and has no content hash, so damage to it "
@@ -347,15 +359,17 @@ def _load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             stacklevel=3,
         )
     elif payload["file_version"] != FILE_VERSION:
-        raise RestoreError(
+        msg = (
             f"{where} has file version {payload['file_version']!r}; this nasviz reads versions "
             f"1 and {FILE_VERSION}. Restore it with the nasviz that wrote it, or upgrade nasviz"
         )
+        raise RestoreError(msg)
     elif not hashed:
-        raise RestoreError(
+        msg = (
             f"{where} has no valid content hash although nasviz.save wrote it (its last bytes "
             "were changed or cut off), so it may be damaged; use another copy or save again"
         )
+        raise RestoreError(msg)
     return cast(dict[str, Any], payload)
 
 
@@ -369,10 +383,11 @@ def restore(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     payload = _load_file(path)
     saved_cls, actual_cls = payload["model_class"], _h.class_name(type(model))
     if saved_cls != actual_cls:
-        raise RestoreError(
+        msg = (
             f"{os.fspath(path)!r} was saved from a {saved_cls} but the model is a {actual_cls}; "
             f"restore onto a fresh instance of {saved_cls}, built with the same arguments"
         )
+        raise RestoreError(msg)
     work = _replay(model, payload["modelopt_state"])
     _h.load_weights(work, payload["model_state_dict"])
     _h.transplant(work, model)
@@ -388,50 +403,58 @@ def restore_from_modelopt_state(model: nn.Module, modelopt_state: dict[str, Any]
 def _replay(model: nn.Module, state: Any) -> nn.Module:
     """Validate ``state`` and replay its modes on a deep copy of ``model``; return the copy."""
     if not isinstance(model, nn.Module):
-        raise RestoreError(f"restore needs an nn.Module, got {type(model).__name__}")
+        msg = f"restore needs an nn.Module, got {type(model).__name__}"
+        raise RestoreError(msg)
     if is_converted(model):
-        raise RestoreError(
+        msg = (
             f"restore needs an unconverted model, but modes {_mode_names(model)} were already "
             f"applied to this {type(model).__name__}; restore onto a fresh instance"
         )
+        raise RestoreError(msg)
     if not isinstance(state, dict) or not isinstance(state.get("modes"), (list, tuple)):
-        raise RestoreError(
+        msg = (
             "not a nasviz modelopt state: expected a dict with 'nasviz_version', 'state_version' "
             "and a 'modes' list; build it with nasviz.state.modelopt_state(model)"
         )
+        raise RestoreError(msg)
     version = state.get("state_version")
     if version not in _SUPPORTED_STATE_VERSIONS:
-        raise RestoreError(
+        msg = (
             f"modelopt state version {version!r} (written by nasviz "
             f"{state.get('nasviz_version')!r}) is not readable by nasviz {_NASVIZ_VERSION}, which "
             f"reads versions {sorted(_SUPPORTED_STATE_VERSIONS)}; restore it with the nasviz "
             "version that wrote it, or upgrade nasviz"
         )
+        raise RestoreError(msg)
     entries: list[tuple[ModeDescriptor, ModeloptBaseConfig, dict[str, Any]]] = []
     for i, item in enumerate(state["modes"]):
         ok = isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[1], dict)
         if not ok or not isinstance(item[1].get("config"), dict):
-            raise RestoreError(f"modelopt state entry {i} is malformed: {item!r:.200}")
+            msg = f"modelopt state entry {i} is malformed: {item!r:.200}"
+            raise RestoreError(msg)
         name, entry = item
         try:
             desc = get_mode(name)
         except ApplyModeError as e:
-            raise RestoreError(
+            msg = (
                 f"the state uses mode {name!r}, which is not registered ({e}); import the module "
                 "that registers it before restoring"
-            ) from e
+            )
+            raise RestoreError(msg) from e
         try:
             config = desc.config_class.model_validate(entry["config"])
         except ValidationError as e:
-            raise RestoreError(
+            msg = (
                 f"saved config of mode {name!r} is invalid for {desc.config_class.__name__}: "
                 f"{_h.pydantic_message(e)}; the file was written by an incompatible version"
-            ) from e
+            )
+            raise RestoreError(msg) from e
         entries.append((desc, config, copy.deepcopy(dict(entry.get("metadata") or {}))))
     try:
         _check_order([], [d for d, _, _ in entries], None)
     except ApplyModeError as e:
-        raise RestoreError(f"the saved modes are in an invalid order: {e}") from e
+        msg = f"the saved modes are in an invalid order: {e}"
+        raise RestoreError(msg) from e
 
     work = copy.deepcopy(model)
     record: dict[str, Any] = {"model_class": _h.class_name(type(model)), "modes": []}
@@ -441,12 +464,14 @@ def _replay(model: nn.Module, state: Any) -> nn.Module:
         except RestoreError:
             raise
         except Exception as e:
-            raise RestoreError(
+            msg = (
                 f"restoring mode {desc.name!r} (entry {i}) failed: {type(e).__name__}: {e}; "
                 "the given model was left untouched"
-            ) from e
+            )
+            raise RestoreError(msg) from e
         if not isinstance(result, nn.Module):
-            raise RestoreError(f"mode {desc.name!r} failed to restore the model (got {result!r})")
+            msg = f"mode {desc.name!r} failed to restore the model (got {result!r})"
+            raise RestoreError(msg)
         work = result
         record["modes"].append((desc.name, {"config": config, "metadata": metadata}))
         work.__dict__[_STATE_ATTR] = record

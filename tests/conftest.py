@@ -11,7 +11,8 @@ import torch
 @pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
     """One torch thread for a module's tests: tiny models run much faster on one thread than on
-    a contended pool (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    a contended pool (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``).
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -283,7 +283,8 @@ def _click_a_front_point(page: Any) -> str:
 
     def landed() -> Any:
         """``None`` once the current choice sits on a front point it was not on before (the
-        clicked one, or a neighbour plotly found nearer the mouse)."""
+        clicked one, or a neighbour plotly found nearer the mouse).
+        """
         for _ in range(12):
             page.wait_for_timeout(500)
             cur = page.evaluate(_CURRENT_CHOICE_JS, target["k"])

@@ -27,7 +27,8 @@ REFERENCE = Path(__file__).parent / "data" / "fastnas_default_config.json"
 
 def test_default_config_equals_reference_json() -> None:
     """The 16 reference layer types keep the reference defaults exactly; nasviz's further layer
-    families (attention, RMSNorm, transformers' Conv1D) follow them."""
+    families (attention, RMSNorm, transformers' Conv1D) follow them.
+    """
     reference = json.loads(REFERENCE.read_text())
     dump = FastNASConfig().model_dump()
     assert {k: dump[k] for k in reference} == reference

@@ -1,5 +1,6 @@
 """Rule fields vs globs (issue #15, item 8): a mistyped layer-config field is not read as a glob
-silently; the error names the field it was probably meant to be."""
+silently; the error names the field it was probably meant to be.
+"""
 
 from __future__ import annotations
 

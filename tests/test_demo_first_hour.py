@@ -1,5 +1,6 @@
 """The demo's first hour (issue #15, item 9): arguments are checked before any work, progress
-goes to stderr, and the files land in the output directory."""
+goes to stderr, and the files land in the output directory.
+"""
 
 from __future__ import annotations
 

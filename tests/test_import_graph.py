@@ -61,7 +61,8 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
     """Every nasviz module ``name`` imports (anywhere in the file), with the parent packages of
     each target. A parent package that is also an ancestor of ``name`` is not an edge (it was
     imported before ``name`` started running); the target itself always is, so a submodule that
-    imports its own package explicitly still counts."""
+    imports its own package explicitly still counts.
+    """
     is_package = path.name == "__init__.py"
     package = name if is_package else name.rpartition(".")[0]
     ancestors = set(_with_parents(name)[:-1])

@@ -55,7 +55,8 @@ def test_import_nasviz_registers_the_built_in_modes_and_restores_a_saved_model(
     tmp_path: Path,
 ) -> None:
     """Modes register by explicit import from ``nasviz/__init__`` (no importlib strings): a fresh
-    process that only imports nasviz restores a saved fastnas + export model."""
+    process that only imports nasviz restores a saved fastnas + export model.
+    """
     model, _ = searchable_mlp()
     nv.select(model, {"fc1.out_features": 8})
     small = nv.export(model)

@@ -1,5 +1,6 @@
 """The README's ten-line API snippet runs exactly as printed (issue #15, item 9), on a small
-DigitsCNN, and prunes the BatchNorm-coupled channel groups."""
+DigitsCNN, and prunes the BatchNorm-coupled channel groups.
+"""
 
 from __future__ import annotations
 

@@ -346,7 +346,6 @@ def test_an_exported_language_model_keeps_its_tied_weights(cache: _Cache) -> Non
 
 def test_the_search_space_object_selects_and_prices_its_model() -> None:
     """What a searcher uses of a space: ``hparams``, ``select`` and ``cost_model``."""
-
     model, x = searchable_mlp()
     space = nv.search_space(model)
     space.select({FC1: 8, FC2: 12})

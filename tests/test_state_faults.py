@@ -1,7 +1,8 @@
 """Fault test of ``nv.save`` (issue #15, item 6): a forked child process saves two different
 models to one path in a loop and is killed with SIGKILL at random moments; the file is then
 always one of the two complete, hash-checked files, and the next save removes the temp file the
-killed save left behind."""
+killed save left behind.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def _model(fill: float) -> nn.Module:
 
 def _saving_child(models: list[nn.Module], target: Path) -> int:
     """Fork a child that saves ``models`` to ``target`` in turn forever; return its pid once the
-    first save is complete."""
+    first save is complete.
+    """
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest

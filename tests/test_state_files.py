@@ -1,6 +1,7 @@
 """The files ``nv.save`` writes (issue #15, item 4): a content hash that ``restore`` checks, the
 target's mode kept, symlinks written through, orphaned temp files cleaned, errors naming the
-target, files of the previous format still read."""
+target, files of the previous format still read.
+"""
 
 from __future__ import annotations
 

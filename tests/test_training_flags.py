@@ -1,5 +1,6 @@
 """Training flags (issue #15, item 8): ``grabber.stump()`` and a failing ``prep_for_eval`` leave
-the model's train/eval flags as they were."""
+the model's train/eval flags as they were.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Transactions (issue #15, case 5): an operation that fails or is interrupted leaves the model as
 it was - the same Parameter and buffer objects holding the same values, the same modules, the same
-training flags. ``nv.convert`` is one; ``nasviz._transaction`` is the helper behind it."""
+training flags. ``nv.convert`` is one; ``nasviz._transaction`` is the helper behind it.
+"""
 
 from __future__ import annotations
 

@@ -72,7 +72,8 @@ _DURATION = re.compile(r"^([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(s|ms|us|
 
 def parse_duration(text: str) -> float | None:
     """``"2.5ms" -> 0.0025`` (seconds); ``None`` when ``text`` is not a number with a time unit.
-    Sign and range are the caller's to check."""
+    Sign and range are the caller's to check.
+    """
     match = _DURATION.match(text.strip())
     if match is None:
         return None
@@ -134,18 +135,22 @@ def measure_latency(
     ``timer`` replaces the clock (for tests).
     """
     if not math.isfinite(min_run_time) or min_run_time <= 0:
-        raise NasvizError(f"min_run_time={min_run_time!r} must be a positive number of seconds")
+        msg = f"min_run_time={min_run_time!r} must be a positive number of seconds"
+        raise NasvizError(msg)
     if statistic not in ("min", "median"):
-        raise NasvizError(f"statistic={statistic!r}: use 'min' or 'median'")
+        msg = f"statistic={statistic!r}: use 'min' or 'median'"
+        raise NasvizError(msg)
     device = _device(model)
     if clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
-        raise NasvizError(
+        msg = (
             f"clock='cpu' measures one CPU thread, but the model runs on {device} with "
             f"{torch.get_num_threads()} thread(s); use clock='wall', or "
             "torch.set_num_threads(1) on a CPU model"
         )
+        raise NasvizError(msg)
     if clock not in ("wall", "cpu"):
-        raise NasvizError(f"clock={clock!r}: use 'wall' or 'cpu'")
+        msg = f"clock={clock!r}: use 'wall' or 'cpu'"
+        raise NasvizError(msg)
     now = timer or (time.thread_time if clock == "cpu" else time.perf_counter)
     sync: Callable[[], None] = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     args, kwargs = _split(dummy_input)
@@ -188,7 +193,8 @@ def latency_key(
 ) -> LatencyKey:
     """The cache key of ``model`` measured on ``dummy_input`` with these hparam choices: the
     architecture fingerprint covers the model's class, every parameter's name and shape, the
-    hparams' names and choices, and ``extra`` (how the table is measured and fitted)."""
+    hparams' names and choices, and ``extra`` (how the table is measured and fitted).
+    """
     h = hashlib.sha256(f"{type(model).__qualname__}|{extra}".encode())
     for name, p in model.named_parameters():
         h.update(f"{name}:{tuple(p.shape)}:{p.dtype};".encode())
@@ -216,7 +222,8 @@ def cached_table(
     """The table for ``key``: from memory, else from ``cache_dir``, else ``build()`` (and stored
     in both). Returns ``(table, where)`` with ``where`` in ``"memory"``, ``"disk"``, ``"built"``.
     A cached table is returned as a copy with ``scale`` reset to 1 (a search's corrections stay
-    with that search)."""
+    with that search).
+    """
     hit = _CACHE.get(key)
     if hit is not None:
         return LatencyTable.from_json({**hit.to_json(), "scale": 1.0}), "memory"
@@ -226,9 +233,8 @@ def cached_table(
             data = json.loads(path.read_text())
             table = LatencyTable.from_json({**data, "scale": 1.0})
         except (ValueError, TypeError, KeyError) as e:
-            raise NasvizError(
-                f"latency cache file {str(path)!r} could not be read ({e}); delete it to rebuild"
-            ) from e
+            msg = f"latency cache file {str(path)!r} could not be read ({e}); delete it to rebuild"
+            raise NasvizError(msg) from e
         if table.key == asdict(key):
             _CACHE[key] = table
             return LatencyTable.from_json(table.to_json()), "disk"

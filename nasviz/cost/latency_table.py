@@ -59,7 +59,8 @@ def format_latency(seconds: float) -> str:
 @dataclass
 class LatencyTable:
     """Measured latencies of single-hparam subnets, and the prediction they give (see module
-    docstring). Seconds throughout; ``choices``/``original`` describe the hparams measured."""
+    docstring). Seconds throughout; ``choices``/``original`` describe the hparams measured.
+    """
 
     choices: dict[str, list[int]]
     original: dict[str, int]
@@ -115,7 +116,8 @@ class LatencyTable:
     def tighten(self, predicted: float, measured: float, margin: float = 0.02) -> float:
         """Raise ``scale`` after a subnet predicted at ``predicted`` seconds measured
         ``measured``: the next predictions of that subnet land ``margin`` above its measurement.
-        Returns the new scale (never lowered)."""
+        Returns the new scale (never lowered).
+        """
         if predicted > 0 and measured > predicted:
             self.scale = max(self.scale, self.scale * measured / predicted * (1.0 + margin))
         return self.scale
@@ -141,7 +143,8 @@ class LatencyTable:
 
 def _spread(choices: Sequence[int], k: int) -> list[int]:
     """Up to ``k`` choices evenly spread over ``choices`` (without the last, the original),
-    always including the smallest."""
+    always including the smallest.
+    """
     reduced = list(choices[:-1])
     if len(reduced) <= k:
         return reduced
@@ -190,9 +193,11 @@ def build_latency_table(
     measurements (the smallest subnet, the entries, the calibration subnets, each paired).
     """
     if max_choices < 1:
-        raise NasvizError(f"max_choices={max_choices!r} must be at least 1")
+        msg = f"max_choices={max_choices!r} must be at least 1"
+        raise NasvizError(msg)
     if calibration < 0:
-        raise NasvizError(f"calibration={calibration!r} must be 0 or more")
+        msg = f"calibration={calibration!r} must be 0 or more"
+        raise NasvizError(msg)
     t0 = time.perf_counter()
     names = list(choices)
     full_cfg = {n: int(original[n]) for n in names}

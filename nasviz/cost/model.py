@@ -117,10 +117,11 @@ class CostModel:
         named: dict[str, Hparam] = {}
         for hp in hps:
             if hp.name and named.setdefault(hp.name, hp) is not hp:
-                raise HparamError(
+                msg = (
                     f"two different hparams are both named {hp.name!r}; hparam names must be "
                     "unique to address them in a config (rename one, e.g. after its module)"
                 )
+                raise HparamError(msg)
         saved = [hp.active for hp in hps]
         try:
             for hp in hps:
@@ -278,15 +279,17 @@ class CostModel:
                 if i is None:
                     known = sorted(col)
                     more = f", ... ({len(known)} in all)" if len(known) > 8 else ""
-                    raise HparamError(
+                    msg = (
                         f"{name!r} is not an hparam of this model; known names: "
                         f"{', '.join(known[:8])}{more}"
                     )
+                    raise HparamError(msg)
                 if type(value) is bool or value not in hps[i].choices:
-                    raise HparamError(
+                    msg = (
                         f"{name}: {value!r} is not a valid choice; choose one of "
                         f"{list(hps[i].choices)}"
                     )
+                    raise HparamError(msg)
                 v[i] = value
         return v
 

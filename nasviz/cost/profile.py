@@ -192,11 +192,12 @@ def _split_input(dummy_input: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if isinstance(dummy_input, Mapping):
         bad = [k for k in dummy_input if not isinstance(k, str)]
         if bad:
-            raise NasvizError(
+            msg = (
                 f"dummy_input: a dict is passed as keyword arguments, so its keys must be "
                 f"strings; got {bad!r}. Wrap a dict the model takes positionally in a tuple: "
                 "(d,)"
             )
+            raise NasvizError(msg)
         return (), dict(dummy_input)
     return (dummy_input,), {}
 
@@ -246,11 +247,12 @@ def exclusive_flops(model: nn.Module, dummy_input: Any) -> dict[int, int]:
             try:
                 model(*args, **kwargs)
             except Exception as e:
-                raise NasvizError(
+                msg = (
                     f"profile: the forward pass of {type(model).__name__} on dummy_input failed "
                     f"({type(e).__name__}: {e}); pass an input the model accepts: a tensor, a "
                     "tuple of positional arguments or a dict of keyword arguments"
-                ) from e
+                )
+                raise NasvizError(msg) from e
             attributor.flush()
     finally:
         pre.remove()

@@ -113,7 +113,8 @@ class _Builder:
 
     def add_params(self, index: int, owner: nn.Module) -> None:
         """Terms for the sliced channel parameters of an ordinary module (a layer scale, a class
-        token); the caller no longer counts them as static."""
+        token); the caller no longer counts them as static.
+        """
         for name, (dim, src) in sliced_params(owner).items():
             t = owner._parameters.get(name)
             if t is None:
@@ -153,7 +154,8 @@ def _fit_parents(
 ) -> list[tuple[float, dict[int, float]] | None]:
     """For each non-dynamic module with FLOPs of its own: ``(constant, {hparam column: FLOPs per
     unit})`` if its FLOPs are linear in the hparams (``None`` = keep the full-size value).
-    Sets hparams (every one at its original on return; the caller restores the subnet)."""
+    Sets hparams (every one at its original on return; the caller restores the subnet).
+    """
     if not parents:
         return []
     slopes: list[dict[int, float]] = [{} for _ in parents]
@@ -201,7 +203,8 @@ def _compile(
     fitted: Sequence[tuple[float, dict[int, float]]] = (),
 ) -> tuple[_Compiled, list[tuple[DynamicModule, int, frozenset[str]]]]:
     """Compile what can be compiled; the rest is appended to ``opaque``. ``owners`` are ordinary
-    modules with sliced channel parameters (their terms come after the modules' indices)."""
+    modules with sliced channel parameters (their terms come after the modules' indices).
+    """
     builder = _Builder(col_of, n_hparams)
     kept: list[tuple[DynamicModule, int, frozenset[str]]] = []
     for m, flops, tied in modules:

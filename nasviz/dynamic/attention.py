@@ -41,7 +41,8 @@ __all__ = ["DynamicMultiheadAttention", "FollowHeads"]
 
 class FollowHeads:
     """The heads of an attention layer driven by its embedding width: ``width // head_dim``
-    heads, the first ones (a :class:`~nasviz.hparam.DimSource` over head counts)."""
+    heads, the first ones (a :class:`~nasviz.hparam.DimSource` over head counts).
+    """
 
     def __init__(self, stream: DimSource, head_dim: int, num_heads: int) -> None:
         self.stream, self.head_dim, self._full = stream, head_dim, num_heads
@@ -106,7 +107,8 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
     @classmethod
     def layer_spec(cls, module: nn.Module) -> LayerSpec | None:
         """The stream (``embed_dim``, the last dim) passes through; heads are internal; key and
-        value carry the stream too when they share ``embed_dim``."""
+        value carry the stream too when they share ``embed_dim``.
+        """
         same = bool(module.__dict__.get("_qkv_same_embed_dim", False))
         shared = ("key", "value") if same else ()
         return LayerSpec(
@@ -157,7 +159,8 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
 
     def choices_for(self, attr: str, rule: WidthRule) -> list[int] | None:
         """``embed_dim``: the rule's widths in whole heads (multiples of ``head_dim``);
-        ``num_heads``: the rule's ratios of the head count, rounded to whole heads."""
+        ``num_heads``: the rule's ratios of the head count, rounded to whole heads.
+        """
         self._check_attr(attr)
         if attr == "embed_dim":
             return rule.choices_for(self.original_size(attr), multiple_of=self.head_dim)
@@ -184,18 +187,20 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
     def _check_valid(self) -> None:
         e, h = self.active_size("embed_dim"), self.active_size("num_heads")
         if e != h * self.head_dim:
-            raise HparamError(
+            msg = (
                 f"{type(self).__name__}: embed_dim {e} must equal num_heads {h} x head_dim "
                 f"{self.head_dim} (a plain nn.MultiheadAttention has no other shape); choose "
                 f"widths that are whole heads, or let the heads follow embed_dim"
             )
+            raise HparamError(msg)
 
     # -- slicing -------------------------------------------------------------------------------
     def _proj_weights(
         self, rows: torch.Tensor | None, cols: Index | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Query, key and value projection weights: ``rows`` of each, the stream ``cols`` of
-        the query (and of key/value when they share ``embed_dim``)."""
+        the query (and of key/value when they share ``embed_dim``).
+        """
         if self.same_embed_dim:
             assert self.in_proj_weight is not None
             q, k, v = self.in_proj_weight.chunk(3)
@@ -212,7 +217,8 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
 
     def _sliced(self) -> dict[str, Any]:
         """Every tensor of the active subnet, by the name ``multi_head_attention_forward`` and
-        the constructor use."""
+        the constructor use.
+        """
         rows, cols = self._rows(), self.active_index("embed_dim")
         q, k, v = self._proj_weights(rows, cols)
         bias: torch.Tensor | None = self.in_proj_bias
@@ -291,7 +297,8 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
 
     def active_param_count(self) -> int:
         """Parameters of the layer itself in the active subnet (``out_proj`` is a child module:
-        a cost model counts it there, see the report on the cost of attention)."""
+        a cost model counts it there, see the report on the cost of attention).
+        """
         total = 0
         for name, _ in self.named_parameters(recurse=False):
             n = 1
@@ -302,7 +309,8 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
 
     def flops_ratio(self) -> float:
         """Active / full projection weights, ``out_proj`` included: the projections dominate
-        and each scales with its weight; the attention products scale with the heads."""
+        and each scales with its weight; the attention products scale with the heads.
+        """
         names = [n for n, _ in self.named_parameters(recurse=False)] + ["out_proj_weight"]
         full = act = 0
         for name in names:

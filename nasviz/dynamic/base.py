@@ -78,22 +78,25 @@ register_optimizer_step_post_hook(_count_optimizer_step)
 
 def register_dynamic(cls: _D) -> _D:
     """Class decorator: register a dynamic twin (its ``torch_cls`` or ``torch_qualname``) under
-    its rule key ``layer_type``."""
+    its rule key ``layer_type``.
+    """
     key = cls.layer_type
     if key in _FAMILIES and _FAMILIES[key] is not cls:
-        raise NasvizError(
+        msg = (
             f"layer type {key!r} already has a dynamic twin ({_FAMILIES[key].__name__}); "
             f"give {cls.__name__} another layer_type"
         )
+        raise NasvizError(msg)
     qualname = cls.torch_qualname
     if qualname is not None:
         _BY_QUALNAME[qualname] = cls
     else:
         torch_cls = cls.torch_cls
         if torch_cls in _REGISTRY and _REGISTRY[torch_cls] is not cls:
-            raise NasvizError(
+            msg = (
                 f"{torch_cls.__name__} already has a dynamic twin ({_REGISTRY[torch_cls].__name__})"
             )
+            raise NasvizError(msg)
         _REGISTRY[torch_cls] = cls
     _FAMILIES[key] = cls
     return cls
@@ -212,7 +215,8 @@ class DynamicModule(nn.Module):
     @classmethod
     def layer_spec(cls, module: nn.Module) -> LayerSpec | None:
         """The tracer's view of ``module`` (a layer of this family), from the declarations:
-        ``in_attr``/``out_attr`` from the roles, the channel axes, ``trace_kind``."""
+        ``in_attr``/``out_attr`` from the roles, the channel axes, ``trace_kind``.
+        """
         ins = [a for a, r in cls.dynamic_attrs.items() if r == "in"]
         outs = [a for a, r in cls.dynamic_attrs.items() if r == "out"]
         if not ins and not outs:
@@ -227,18 +231,21 @@ class DynamicModule(nn.Module):
         """Turn ``module`` (an instance of ``torch_cls`` or a subclass) into its dynamic twin."""
         if isinstance(module, DynamicModule):
             if not isinstance(module, cls):
-                raise NasvizError(
+                msg = (
                     f"{type(module).__name__} is already dynamic; {cls.__name__} cannot convert it"
                 )
+                raise NasvizError(msg)
             return module
         if cls.plain_class(module) is None:
-            raise NasvizError(
+            msg = (
                 f"{cls.__name__} converts {cls.torch_qualname or cls.torch_cls.__name__} layers, "
                 f"got {type(module).__name__}"
             )
+            raise NasvizError(msg)
         reason = cls.unsupported_reason(module)
         if reason is not None:
-            raise NasvizError(f"cannot convert {type(module).__name__} to {cls.__name__}: {reason}")
+            msg = f"cannot convert {type(module).__name__} to {cls.__name__}: {reason}"
+            raise NasvizError(msg)
         target: type = cls
         if not issubclass(cls, type(module)):
             key = (cls, type(module))
@@ -277,10 +284,11 @@ class DynamicModule(nn.Module):
         """
         for attr, src in self._nv_dims.items():
             if src is not None and not _is_full(src):
-                raise NasvizError(
+                msg = (
                     f"cannot unconvert a {type(self).__name__} whose {attr} is not at full size; "
                     "export() it instead, or select the full subnet first"
                 )
+                raise NasvizError(msg)
         for attr, value in self._nv_orig.items():
             self.__dict__[attr] = value
         original_class = self.__dict__.pop("_nv_original_class")
@@ -325,10 +333,11 @@ class DynamicModule(nn.Module):
         if source is not None and self.dynamic_attrs[attr] != "kernel":
             full = self.original_size(attr)
             if source.full != full:
-                raise HparamError(
+                msg = (
                     f"{type(self).__name__}.{attr} has {full} channels; a source of size "
                     f"{source.full} ({source!r}) cannot drive it"
                 )
+                raise HparamError(msg)
         self._nv_dims[attr] = source
         self._nv_cache.clear()
 
@@ -363,10 +372,11 @@ class DynamicModule(nn.Module):
 
     def _check_attr(self, attr: str) -> None:
         if attr not in self.dynamic_attrs:
-            raise NasvizError(
+            msg = (
                 f"{type(self).__name__} has no dynamic attribute {attr!r}; it has "
                 f"{sorted(self.dynamic_attrs)}"
             )
+            raise NasvizError(msg)
 
     # -- rules and importance -----------------------------------------------------------------
     def choices_for(self, attr: str, rule: WidthRule) -> list[int] | None:
@@ -386,7 +396,8 @@ class DynamicModule(nn.Module):
 
     def channel_block(self, attr: str) -> int:
         """Channels along ``attr`` that must be kept or dropped together (a GroupNorm's group
-        size; 1 for most layers). An enforced order must keep such blocks whole."""
+        size; 1 for most layers). An enforced order must keep such blocks whole.
+        """
         self._check_attr(attr)
         return 1
 
@@ -447,7 +458,8 @@ class DynamicModule(nn.Module):
 
     def flops_ratio(self) -> float:
         """Active FLOPs / full FLOPs of this layer (default: ratio of active weight elements,
-        exact for convs and linears whose output size does not change)."""
+        exact for convs and linears whose output size does not change).
+        """
         w = getattr(self, "weight", None)
         if not isinstance(w, torch.Tensor) or "weight" not in self.param_dims:
             return 1.0
@@ -468,7 +480,8 @@ class DynamicModule(nn.Module):
 
     def extra_repr(self) -> str:
         """The torch layer's ``extra_repr`` showing active values (torch formats some layers
-        from ``__dict__``, where dynamic attributes no longer live)."""
+        from ``__dict__``, where dynamic attributes no longer live).
+        """
         injected = [a for a in self.dynamic_attrs if a not in self.__dict__]
         for attr in injected:
             self.__dict__[attr] = getattr(self, attr)
@@ -502,9 +515,10 @@ def _dynamic_property(attr: str) -> property:
         return self._nv_attr_value(attr)
 
     def fset(self: DynamicModule, value: Any) -> None:
-        raise HparamError(
+        msg = (
             f"{type(self).__name__}.{attr} is dynamic: choose its width through its hparam "
             f"(nv.select(model, {{...}})) instead of assigning {value!r}"
         )
+        raise HparamError(msg)
 
     return property(fget, fset, doc=f"Active value of the dynamic attribute {attr!r}.")

@@ -90,15 +90,15 @@ class GroupedHparam(Hparam):
         super().__init__(choices, original, name)
         label = name or "hparam"
         if groups < 1 or self.original % groups:
-            raise HparamError(
-                f"{label}: groups={groups} must be >= 1 and divide the original {self.original}"
-            )
+            msg = f"{label}: groups={groups} must be >= 1 and divide the original {self.original}"
+            raise HparamError(msg)
         bad = [c for c in self.choices if c % groups]
         if bad:
-            raise HparamError(
+            msg = (
                 f"{label}: with groups={groups} every choice must be a multiple of {groups} (the "
                 f"same number of channels per group); drop {bad}"
             )
+            raise HparamError(msg)
         self.groups = groups
 
     @property
@@ -125,10 +125,11 @@ class GroupedHparam(Hparam):
         plain = Hparam.merge(self, other)
         groups = math.lcm(self.groups, other.groups if isinstance(other, GroupedHparam) else 1)
         if plain.original % groups:
-            raise HparamError(
+            msg = (
                 f"cannot couple {self.name or 'hparam'} with {other.name or 'hparam'}: their "
                 f"groups need a multiple of {groups}, which does not divide {plain.original}"
             )
+            raise HparamError(msg)
         merged = GroupedHparam(
             [c for c in plain.choices if c % groups == 0],
             original=plain.original,
@@ -162,7 +163,8 @@ class _Plan(NamedTuple):
 
 class _DynamicConvNd(DynamicModule):
     """Shared implementation; the concrete classes name their torch class, rule key and the
-    input's channel axis (``-(spatial dims + 1)``: channels precede the spatial dims)."""
+    input's channel axis (``-(spatial dims + 1)``: channels precede the spatial dims).
+    """
 
     rule = RuleSpec("channels", kernel_size=True)
     trace_kind = "conv"
@@ -239,10 +241,11 @@ class _DynamicConvNd(DynamicModule):
                 if isinstance(source, RepeatDim) and source.inner == mult > 1:
                     source = source.source
                 elif source is not None and mult > 1:
-                    raise HparamError(
+                    msg = (
                         f"{type(self).__name__} is depthwise with channel multiplier {mult}: its "
                         "out_channels follow in_channels; set_dim('in_channels', ...) instead"
                     )
+                    raise HparamError(msg)
             super().set_dim("in_channels", source)
             derived = source if source is None or mult == 1 else RepeatDim(source, mult)
             self._nv_dims["out_channels"] = derived
@@ -303,23 +306,26 @@ class _DynamicConvNd(DynamicModule):
         full: tuple[int, ...] = self._nv_orig["kernel_size"]
         name = type(self).__name__
         if not isinstance(source, Hparam) or source.original != full[-1]:
-            raise HparamError(
+            msg = (
                 f"{name}.kernel_size needs an Hparam of kernel sizes with original {full[-1]}, "
                 f"got {source!r}"
             )
+            raise HparamError(msg)
         for k in source.choices:
             problem = self._nv_kernel_problem(k)
             if problem is not None:
-                raise HparamError(
+                msg = (
                     f"{name}.kernel_size cannot take {k} ({source.name or 'hparam'}): {problem}; "
                     "leave kernel_size static or drop that choice"
                 )
+                raise HparamError(msg)
 
     # -- rules and importance ------------------------------------------------------------------
     def choices_for(self, attr: str, rule: WidthRule) -> list[int] | None:
         """``out_channels``: the rule's widths (multiples of ``groups`` for grouped convs; ``None``
         for depthwise convs, whose output follows their input). ``kernel_size``: the rule's sizes
-        this layer can crop to (``None`` for non-square kernels)."""
+        this layer can crop to (``None`` for non-square kernels).
+        """
         self._check_attr(attr)
         if attr == "kernel_size":
             full: tuple[int, ...] = self._nv_orig["kernel_size"]
@@ -401,7 +407,8 @@ class _DynamicConvNd(DynamicModule):
     def _nv_group_positions(self, attr: str, idx: Index | None) -> torch.Tensor | None:
         """Within-group positions of a grouped dim's active channels: a 1-D tensor if every group
         keeps the same ones, else ``(groups, kept)``; ``None`` = all. Refuses selections that
-        do not keep the same number of channels group by group."""
+        do not keep the same number of channels group by group.
+        """
         if idx is None:
             return None
         full, groups = self.original_size(attr), self.__dict__["groups"]
@@ -411,12 +418,13 @@ class _DynamicConvNd(DynamicModule):
         if pos.numel() % groups or not torch.equal(
             pos // n, torch.arange(pos.numel()) // max(kept, 1)
         ):
-            raise HparamError(
+            msg = (
                 f"{type(self).__name__}.{attr} has groups={groups}, but its source "
                 f"{self._nv_dims[attr]!r} selects channels {pos.tolist()}, not the same number "
                 f"from each of the {groups} groups in group order; drive it by a "
                 f"GroupedHparam(choices, groups={groups})"
             )
+            raise HparamError(msg)
         local = (pos % n).view(groups, kept)
         if bool((local == local[0]).all()):
             return cast(torch.Tensor, local[0])  # every group keeps the same positions
@@ -472,7 +480,8 @@ class _DynamicConvNd(DynamicModule):
 
         The base ``flops_ratio`` (active / full weight elements) is then exact for every layout:
         the output's spatial size never changes and each weight element costs one multiply-add
-        per output position (per input position for transposed convs)."""
+        per output position (per input position for transposed convs).
+        """
         if name == "bias":
             return (self.active_size("out_channels"),)
         if name != "weight":
@@ -536,10 +545,11 @@ def _active_property(field: str) -> property:
         return getattr(self._nv_plan(), field)
 
     def fset(self: _DynamicConvNd, value: Any) -> None:
-        raise HparamError(
+        msg = (
             f"{type(self).__name__}: {field} follows the active channels and kernel size; "
             f"it cannot be assigned ({value!r})"
         )
+        raise HparamError(msg)
 
     return property(fget, fset, doc=f"Active {field} (follows the selection).")
 
@@ -575,9 +585,8 @@ class _DynamicConvTransposeNd(_DynamicConvNd):
 
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if self.padding_mode != "zeros":
-            raise ValueError(
-                f"Only `zeros` padding mode is supported for {self.torch_cls.__name__}"
-            )
+            msg = f"Only `zeros` padding mode is supported for {self.torch_cls.__name__}"
+            raise ValueError(msg)
         plan = self._nv_plan()
         w, b = self._nv_params(plan)
         output_padding: Any = self.output_padding

@@ -1,5 +1,6 @@
 """Dynamic ``nn.Linear``: prunable ``out_features`` (its own rule) and ``in_features`` (follows
-its producer)."""
+its producer).
+"""
 
 from __future__ import annotations
 

@@ -83,10 +83,11 @@ def group_order(importance: torch.Tensor, group_size: int) -> torch.Tensor:
     """
     imp = importance.detach().flatten().float().cpu()
     if group_size < 1 or imp.numel() % group_size:
-        raise HparamError(
+        msg = (
             f"group_order: {imp.numel()} channels cannot be split into groups of {group_size}; "
             "pass the group size of the GroupNorm (num_channels // num_groups)"
         )
+        raise HparamError(msg)
     ranked = torch.argsort(imp.view(-1, group_size).sum(1), descending=True, stable=True)
     return (ranked[:, None] * group_size + torch.arange(group_size)[None, :]).flatten()
 
@@ -113,7 +114,8 @@ def batchnorm_chunks(
     """``bn`` on each chunk ``x.narrow(0, ...)`` of ``sizes`` in turn, written into the same rows
     of ``out`` (which may be ``x``): each chunk normalized with its own statistics and the
     running statistics updated chunk by chunk, as one forward call per chunk would (torch's own
-    kernel, ``native_batch_norm``). The caller checks the input (``bn._check_input_dim``)."""
+    kernel, ``native_batch_norm``). The caller checks the input (``bn._check_input_dim``).
+    """
     stats = bn.training and bn.track_running_stats and bn.num_batches_tracked is not None
     training = bn.training or (bn.running_mean is None and bn.running_var is None)
     use_stats = not bn.training or bn.track_running_stats
@@ -128,10 +130,11 @@ def batchnorm_chunks(
     for size in sizes:
         chunk = x.narrow(0, start, size)
         if training and chunk.numel() // chunk.shape[1] <= 1:  # as F.batch_norm refuses it
-            raise ValueError(
+            msg = (
                 f"Expected more than 1 value per channel when training, got input size "
                 f"{chunk.size()}"
             )
+            raise ValueError(msg)
         factor = 0.0 if bn.momentum is None else bn.momentum
         if stats and bn.num_batches_tracked is not None:
             bn.num_batches_tracked.add_(1)
@@ -362,9 +365,12 @@ class DynamicSyncBatchNorm(_DynamicBatchNormBase, nn.SyncBatchNorm):
             "xpu",
             torch._C._get_privateuse1_backend_name(),
         ):
-            raise ValueError(  # torch's own check and message
+            msg = (
                 "SyncBatchNorm expected input tensor to be on GPU or XPU or "
                 f"{torch._C._get_privateuse1_backend_name()}"
+            )
+            raise ValueError(  # torch's own check and message
+                msg
             )
         group = self.process_group or dist.group.WORLD
         world_size = dist.get_world_size(group)
@@ -538,12 +544,13 @@ class DynamicGroupNorm(_DynamicNorm, nn.GroupNorm):
             blocks = idx.cpu().view(-1, g) // g if n % g == 0 else None
             ok = blocks is not None and bool((blocks == blocks[:, :1]).all())
         if not ok:
-            raise HparamError(
+            msg = (
                 f"GroupNorm({self.__dict__['num_groups']}, {full}) keeps groups of {g} channels, "
                 f"but the active selection of {self.dim('num_channels')!r} ({n} channels) splits a "
                 f"group; use widths that are multiples of {g} and order channels group by group "
                 f"(nasviz.dynamic.norm.group_order(importance, {g}))"
             )
+            raise HparamError(msg)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.is_full():
@@ -578,10 +585,11 @@ def _active_groups(self: DynamicGroupNorm) -> int:
 
 
 def _refuse_groups(self: DynamicGroupNorm, value: Any) -> None:
-    raise HparamError(
+    msg = (
         f"DynamicGroupNorm.num_groups follows num_channels (group size {self.group_size}); "
         f"choose the width through its hparam instead of assigning {value!r}"
     )
+    raise HparamError(msg)
 
 
 # set after the class body: torch annotates ``num_groups: int`` on nn.GroupNorm

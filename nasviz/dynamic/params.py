@@ -75,7 +75,8 @@ class _SlicedParams(nn.Module):
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         """Pickle (and deepcopy) as the original class plus state: the generated class is not
-        importable, the original one is."""
+        importable, the original one is.
+        """
         return (_rebuild, (self.__dict__[_ORIG],), self.__getstate__())  # type: ignore[no-untyped-call]  # torch leaves it unannotated
 
 
@@ -97,7 +98,8 @@ def _sliced_class(original: type[nn.Module]) -> type[nn.Module]:
 class _FollowedAttr:
     """A data descriptor on a generated class: an int attribute that reads as the active size of
     its source on the instances that follow it (:func:`follow_attrs`), as the instance's own value
-    on the others. Writes go to the instance's own value."""
+    on the others. Writes go to the instance's own value.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -145,28 +147,32 @@ def follow_attrs(module: nn.Module, attrs: Mapping[str, DimSource]) -> None:
         (2, 2, 'Heads')
     """
     if not isinstance(module, nn.Module) or isinstance(module, DynamicModule):
-        raise HparamError(
+        msg = (
             f"follow_attrs needs an ordinary nn.Module, got {type(module).__name__}; a dynamic "
             "layer's widths follow its dynamic attributes (set_dim)"
         )
+        raise HparamError(msg)
     original = _original_class(module)
     for name, source in attrs.items():
         value = module.__dict__.get(name)
         if type(value) is not int:
-            raise HparamError(
+            msg = (
                 f"{original.__name__}.{name} is {value!r}, not an int attribute of the instance; "
                 "only an int attribute can follow a width"
             )
+            raise HparamError(msg)
         if not isinstance(source, DimSource) or source.full != value:
-            raise HparamError(
+            msg = (
                 f"{original.__name__}.{name} = {value} cannot follow {source!r}: the source's full "
                 f"size must equal the attribute ({value})"
             )
+            raise HparamError(msg)
         if any(name in klass.__dict__ for klass in original.__mro__):
-            raise HparamError(
+            msg = (
                 f"{original.__name__}.{name} is shadowed by a class attribute; follow_attrs "
                 "can only follow a plain instance attribute"
             )
+            raise HparamError(msg)
     if not attrs:
         return
     _swap_class(module, original)
@@ -200,13 +206,15 @@ def slice_params(module: nn.Module, dims: Mapping[str, tuple[int, DimSource]]) -
     again adds or replaces entries. Everything is checked before anything changes.
     """
     if not isinstance(module, nn.Module):
-        raise HparamError(f"slice_params needs an nn.Module, got {type(module).__name__}")
+        msg = f"slice_params needs an nn.Module, got {type(module).__name__}"
+        raise HparamError(msg)
     original = _original_class(module)
     if isinstance(module, DynamicModule):
-        raise HparamError(
+        msg = (
             f"{original.__name__} is a dynamic layer: its parameters follow its dynamic "
             "attributes (set_dim); slice_params is for parameters of ordinary modules"
         )
+        raise HparamError(msg)
     checked = {name: _check(module, original, name, entry) for name, entry in dims.items()}
     if not checked:
         return
@@ -217,7 +225,8 @@ def slice_params(module: nn.Module, dims: Mapping[str, tuple[int, DimSource]]) -
 def _check(module: nn.Module, original: type, name: object, entry: object) -> tuple[int, DimSource]:
     owner = original.__name__
     if not isinstance(name, str):
-        raise HparamError(f"{owner}: parameter names must be strings, got {name!r}")
+        msg = f"{owner}: parameter names must be strings, got {name!r}"
+        raise HparamError(msg)
     t = _own_tensor(module, name)
     if name not in module._parameters and name not in module._buffers:
         child, _, leaf = name.rpartition(".")
@@ -226,42 +235,48 @@ def _check(module: nn.Module, original: type, name: object, entry: object) -> tu
         except AttributeError:
             sub = None
         if sub is not None and (leaf in sub._parameters or leaf in sub._buffers):
-            raise HparamError(
+            msg = (
                 f"{owner}: {name!r} belongs to the child module {child!r}, not to {owner} "
                 f"itself; call slice_params(module.get_submodule({child!r}), {{{leaf!r}: ...}})"
             )
+            raise HparamError(msg)
         own = sorted([*module._parameters, *module._buffers])
-        raise HparamError(
-            f"{owner} has no parameter or buffer {name!r}; choose one of its own: {own}"
-        )
+        msg = f"{owner} has no parameter or buffer {name!r}; choose one of its own: {own}"
+        raise HparamError(msg)
     if t is None:
-        raise HparamError(f"{owner}.{name} is None; only a tensor can be sliced")
+        msg = f"{owner}.{name} is None; only a tensor can be sliced"
+        raise HparamError(msg)
     if any(name in klass.__dict__ for klass in original.__mro__):
-        raise HparamError(
+        msg = (
             f"{owner}.{name} is shadowed by a class attribute (a property or a parametrization); "
             "slice_params can only slice a plain registered parameter or buffer"
         )
+        raise HparamError(msg)
     if not (isinstance(entry, tuple) and len(entry) == 2):
-        raise HparamError(f"{owner}.{name}: expected a (dim, source) pair, got {entry!r}")
+        msg = f"{owner}.{name}: expected a (dim, source) pair, got {entry!r}"
+        raise HparamError(msg)
     dim, source = entry
     ndim = t.dim()
     if isinstance(dim, bool) or not isinstance(dim, int) or not -ndim <= dim < ndim:
-        raise HparamError(
+        msg = (
             f"{owner}.{name}: dim {dim!r} is out of range for its shape {tuple(t.shape)}; "
             f"use an int in [{-ndim}, {ndim - 1}]"
         )
+        raise HparamError(msg)
     if not isinstance(source, DimSource):
-        raise HparamError(
+        msg = (
             f"{owner}.{name}: the source must be a DimSource (Hparam, ConcatDim, RepeatDim), "
             f"got {type(source).__name__}"
         )
+        raise HparamError(msg)
     dim %= ndim
     if source.full != t.shape[dim]:
-        raise HparamError(
+        msg = (
             f"{owner}.{name}: dim {dim} has size {t.shape[dim]} but the source {source!r} has "
             f"full size {source.full}; pass the dim of size {source.full} or the source that "
             f"drives this {t.shape[dim]}-channel dimension"
         )
+        raise HparamError(msg)
     return dim, source
 
 
@@ -272,7 +287,8 @@ def sliced_params(module: nn.Module) -> dict[str, tuple[int, DimSource]]:
 
 def export_params(module: nn.Module) -> nn.Module:
     """In place: keep only the active slices, as plain tensors of the original class; returns
-    ``module``. Parameters keep ``requires_grad``, buffers keep their persistence."""
+    ``module``. Parameters keep ``requires_grad``, buffers keep their persistence.
+    """
     new: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for name, (dim, source) in sliced_params(module).items():
@@ -304,7 +320,8 @@ def unslice_params(module: nn.Module) -> None:
 
 def active_param_numel(module: nn.Module) -> int:
     """Elements of ``module``'s own parameters in the active subnet (sliced ones at their
-    active size, the others in full)."""
+    active size, the others in full).
+    """
     dims = module.__dict__.get(_DIMS, {})
     total = 0
     for name, p in module.named_parameters(recurse=False):
@@ -318,15 +335,17 @@ def active_param_numel(module: nn.Module) -> int:
 
 def permute_param(module: nn.Module, name: str, perm: torch.Tensor) -> None:
     """Reorder the sliced parameter/buffer ``name`` in place along its sliced dim:
-    entry ``i`` becomes old entry ``perm[i]`` (the physical channel sort at convert time)."""
+    entry ``i`` becomes old entry ``perm[i]`` (the physical channel sort at convert time).
+    """
     dims = module.__dict__.get(_DIMS, {})
     owner = _original_class(module).__name__
     t = _own_tensor(module, name)
     if name not in dims or t is None:
-        raise HparamError(
+        msg = (
             f"{owner}.{name} is not sliced (sliced: {sorted(dims)}); call "
             f"slice_params(module, {{{name!r}: (dim, source)}}) first"
         )
+        raise HparamError(msg)
     dim = dims[name][0]
     n = t.shape[dim]
     perm = torch.as_tensor(perm)
@@ -338,9 +357,10 @@ def permute_param(module: nn.Module, name: str, perm: torch.Tensor) -> None:
         or perm.numel() != n
         or not torch.equal(torch.sort(perm.cpu().long()).values, torch.arange(n))
     ):
-        raise HparamError(
+        msg = (
             f"{owner}.{name}: perm must be a 1-D integer permutation of 0..{n - 1} (dim {dim} "
             f"has {n} entries), got {tuple(perm.shape)} {perm.dtype}"
         )
+        raise HparamError(msg)
     with torch.no_grad():
         t.data.copy_(t.data.index_select(dim, perm.long().to(t.device)))

@@ -66,15 +66,18 @@ class ExportReport:
 def target_path(path: str | os.PathLike[str], suffix: str) -> Path:
     """``path`` as a ``Path`` whose directory exists (refused otherwise, with the fix)."""
     if not isinstance(path, str | os.PathLike):
-        raise ExportError(f"path={path!r} must be a file path such as 'model{suffix}'")
+        msg = f"path={path!r} must be a file path such as 'model{suffix}'"
+        raise ExportError(msg)
     target = Path(path).expanduser()
     if not target.name or target.is_dir():
-        raise ExportError(f"path {str(target)!r} is not a file name; e.g. 'model{suffix}'")
+        msg = f"path {str(target)!r} is not a file name; e.g. 'model{suffix}'"
+        raise ExportError(msg)
     if not target.parent.is_dir():
-        raise ExportError(
+        msg = (
             f"path {str(target)!r}: the directory {str(target.parent)!r} does not exist; create "
             "it first or pick another path"
         )
+        raise ExportError(msg)
     return target
 
 
@@ -86,10 +89,11 @@ def as_args(dummy_input: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return dummy_input, {}
     if isinstance(dummy_input, torch.Tensor):
         return (dummy_input,), {}
-    raise ExportError(
+    msg = (
         f"dummy_input must be a tensor, a tuple of positional args or a dict of kwargs, got "
         f"{type(dummy_input).__name__}"
     )
+    raise ExportError(msg)
 
 
 def flat_tensors(obj: Any) -> list[torch.Tensor]:
@@ -106,9 +110,11 @@ def flat_tensors(obj: Any) -> list[torch.Tensor]:
 @torch.no_grad()
 def reference_outputs(model: nn.Module, dummy_input: Any) -> list[torch.Tensor]:
     """The module's outputs on ``dummy_input`` in eval mode (its mode restored); refuses
-    non-finite outputs, against which no export could be checked."""
+    non-finite outputs, against which no export could be checked.
+    """
     if not isinstance(model, nn.Module):
-        raise ExportError(f"model must be an nn.Module, got {type(model).__name__}")
+        msg = f"model must be an nn.Module, got {type(model).__name__}"
+        raise ExportError(msg)
     args, kwargs = as_args(dummy_input)
     was_training = model.training
     model.eval()
@@ -117,14 +123,16 @@ def reference_outputs(model: nn.Module, dummy_input: Any) -> list[torch.Tensor]:
     finally:
         model.train(was_training)
     if not outs:
-        raise ExportError(f"{type(model).__name__} returned no tensor on dummy_input")
+        msg = f"{type(model).__name__} returned no tensor on dummy_input"
+        raise ExportError(msg)
     bad = [i for i, t in enumerate(outs) if t.is_floating_point() and not bool(t.isfinite().all())]
     if bad:
-        raise ExportError(
+        msg = (
             f"{type(model).__name__}'s output(s) {bad} on dummy_input contain nan or inf, so an "
             "export cannot be checked against them; fix the model or pass a dummy_input it "
             "handles"
         )
+        raise ExportError(msg)
     return outs
 
 
@@ -133,13 +141,13 @@ def compare(
 ) -> tuple[float, float]:
     """``(max abs diff, limit)``; raises :class:`ExportError` on a structural mismatch."""
     if len(reference) != len(got):
-        raise ExportError(f"{what} returned {len(got)} outputs, the module {len(reference)}")
+        msg = f"{what} returned {len(got)} outputs, the module {len(reference)}"
+        raise ExportError(msg)
     diff, scale = 0.0, 1.0
     for i, (a, b) in enumerate(zip(reference, got)):
         if tuple(a.shape) != tuple(b.shape):
-            raise ExportError(
-                f"{what}: output {i} has shape {tuple(b.shape)}, the module's {tuple(a.shape)}"
-            )
+            msg = f"{what}: output {i} has shape {tuple(b.shape)}, the module's {tuple(a.shape)}"
+            raise ExportError(msg)
         if not a.numel():
             continue
         d = (a.double() - b.double().to(a.device)).abs().max().item()
@@ -151,7 +159,8 @@ def compare(
 @contextmanager
 def atomic_target(target: Path) -> Iterator[Path]:
     """A temporary path next to ``target``; moved onto ``target`` when the block succeeds,
-    deleted otherwise (an existing ``target`` survives any failure)."""
+    deleted otherwise (an existing ``target`` survives any failure).
+    """
     # the temporary name ends like the target: torch.export.save/load insist on ".pt2"
     fd, tmp = tempfile.mkstemp(
         prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent
@@ -177,18 +186,20 @@ def checked_export(
 ) -> ExportReport:
     """Reference outputs, ``write`` to a temp file, ``run`` it, compare, move into place."""
     if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or not tolerance > 0:
-        raise ExportError(f"tolerance={tolerance!r} must be a positive number (e.g. 1e-4)")
+        msg = f"tolerance={tolerance!r} must be a positive number (e.g. 1e-4)"
+        raise ExportError(msg)
     t0 = time.perf_counter()
     reference = reference_outputs(model, dummy_input)
     with atomic_target(path) as tmp:
         write(tmp)
         diff, limit = compare(reference, run(tmp), float(tolerance), f"the {fmt} file")
         if not diff <= limit:
-            raise ExportError(
+            msg = (
                 f"the {fmt} export does not reproduce the module: max |diff| = {diff:.3g} > "
                 f"{limit:.3g} (tolerance {tolerance:g} x output scale); {str(path)!r} was not "
                 "written. The model may use ops the exporter does not translate faithfully, or "
                 "Python-side state that a trace freezes"
             )
+            raise ExportError(msg)
         size = tmp.stat().st_size
     return ExportReport(fmt, path, size, diff, limit, exporter, time.perf_counter() - t0)

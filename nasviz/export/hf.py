@@ -106,7 +106,8 @@ def _uniform(key: str, values: dict[str, int], out: dict[str, int], bad: list[st
 
 def hf_widths(model: nn.Module) -> tuple[dict[str, int], list[str]]:
     """``(config updates, problems)``: the widths the exported ``model`` has, under the keys its
-    config uses; ``problems`` names every key whose width differs per layer."""
+    config uses; ``problems`` names every key whose width differs per layer.
+    """
     cfg = model.config
     out: dict[str, int] = {}
     bad: list[str] = []
@@ -150,7 +151,8 @@ def hf_widths(model: nn.Module) -> tuple[dict[str, int], list[str]]:
 def sync_hf_config(model: nn.Module) -> dict[str, int]:
     """Write the exported widths into ``model.config`` and the attention modules' stored counts;
     returns the changed config keys (old values differ). Widths that differ per layer are left
-    as they were (``save_pretrained`` refuses them)."""
+    as they were (``save_pretrained`` refuses them).
+    """
     if not is_hf_model(model):
         return {}
     widths, _ = hf_widths(model)
@@ -181,37 +183,41 @@ def save_pretrained(
     ``from_pretrained``, run on ``dummy_input`` (a dict of kwargs, a tuple or a tensor) and
     compared with ``model`` (max abs diff within ``tolerance`` times the output scale) before
     the directory is renamed onto ``path``. ``model`` is an exported (plain) transformers model;
-    ``output`` picks the tensors to compare from a forward's output (default: all of them)."""
+    ``output`` picks the tensors to compare from a forward's output (default: all of them).
+    """
     try:
         import transformers  # noqa: F401
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ExportError("save_pretrained needs transformers: pip install nasviz[hf]") from e
+        msg = "save_pretrained needs transformers: pip install nasviz[hf]"
+        raise ExportError(msg) from e
     if not is_hf_model(model):
-        raise ExportError(
+        msg = (
             f"save_pretrained needs a Hugging Face transformers model (with a config and "
             f"from_pretrained), got {type(model).__name__}; use nv.save/nv.restore instead"
         )
+        raise ExportError(msg)
     if any(type(m).__module__.startswith("nasviz.") for m in model.modules()):
-        raise ExportError(
+        msg = (
             "the model still has dynamic layers; export it first: small = nv.export(model), "
             "then nv.save_pretrained(small, path, dummy_input)"
         )
+        raise ExportError(msg)
     sync_hf_config(model)
     _, bad = hf_widths(model)
     if bad:
-        raise ExportError(
+        msg = (
             f"{type(model).__name__} cannot be saved with save_pretrained: a transformers config "
             f"holds one width per key, but {'; '.join(bad)}. Fix: convert with tie_roles "
             '(nv.convert(model, mode=[("fastnas", {"tie_roles": True, ...})], dummy_input=x)) so '
             "every block keeps the same widths, or keep per-layer widths with nv.save(model, "
             "path) / nv.restore(fresh_model, path)"
         )
+        raise ExportError(msg)
     _check_shapes(model)
     target = Path(path).expanduser()
     if not target.parent.is_dir():
-        raise ExportError(
-            f"path {str(target)!r}: the directory {str(target.parent)!r} does not exist"
-        )
+        msg = f"path {str(target)!r}: the directory {str(target.parent)!r} does not exist"
+        raise ExportError(msg)
     t0 = time.perf_counter()
     pick = output or (lambda o: o)
     reference = [t.detach() for t in flat_tensors(pick(_forward(model, dummy_input)))]
@@ -222,10 +228,11 @@ def save_pretrained(
         got = flat_tensors(pick(_forward(loaded, dummy_input)))
         diff, limit = compare(reference, got, float(tolerance), "the from_pretrained model")
         if not diff <= limit:
-            raise ExportError(
+            msg = (
                 f"from_pretrained does not reproduce the model: max |diff| = {diff:.3g} > "
                 f"{limit:.3g}; {str(target)!r} was not written"
             )
+            raise ExportError(msg)
         size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
@@ -244,7 +251,8 @@ def save_pretrained(
 def _check_shapes(model: nn.Module) -> None:
     """Refuse a model whose config, rebuilt empty, has other tensor shapes than its weights (a
     config that derives the head size as hidden / heads cannot describe heads cut without the
-    stream)."""
+    stream).
+    """
     with torch.device("meta"):
         fresh = type(model)(model.config)
     want = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
@@ -254,7 +262,7 @@ def _check_shapes(model: nn.Module) -> None:
         if k in want and tuple(v.shape) != want[k]
     ]
     if wrong:
-        raise ExportError(
+        msg = (
             f"the {type(model.config).__name__} cannot describe this {type(model).__name__}: "
             f"{len(wrong)} tensor(s) differ from what the updated config builds, e.g. "
             f"{'; '.join(wrong[:3])}. Configs that derive the head size as hidden size / heads "
@@ -262,6 +270,7 @@ def _check_shapes(model: nn.Module) -> None:
             "size), and one stream width per model; otherwise keep the result with "
             "nv.save(model, path) / nv.restore(fresh_model, path)"
         )
+        raise ExportError(msg)
 
 
 def _forward(model: nn.Module, dummy_input: Any) -> Any:

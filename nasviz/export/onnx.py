@@ -43,15 +43,17 @@ def _require(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as e:
-        raise ExportError(
+        msg = (
             f"export_onnx needs the {name!r} package, which is not installed: "
             "pip install nasviz[onnx]  (onnx and onnxruntime)"
-        ) from e
+        )
+        raise ExportError(msg) from e
 
 
 def _pick(exporter: str) -> str:
     if exporter not in ("auto", "dynamo", "torchscript"):
-        raise ExportError(f"exporter={exporter!r}: use 'auto', 'dynamo' or 'torchscript'")
+        msg = f"exporter={exporter!r}: use 'auto', 'dynamo' or 'torchscript'"
+        raise ExportError(msg)
     if exporter == "auto":
         return "dynamo" if importlib.util.find_spec("onnxscript") is not None else "torchscript"
     return exporter
@@ -100,26 +102,29 @@ def export_onnx(
                         dynamic_axes={n: {0: "batch"} for n in names},
                     )  # fmt: skip
         except Exception as e:
-            raise ExportError(
+            msg = (
                 f"torch.onnx.export ({how}) failed on {type(model).__name__}: "
                 f"{type(e).__name__}: {e}"
-            ) from e
+            )
+            raise ExportError(msg) from e
         finally:
             model.train(was_training)
         try:
             onnx.checker.check_model(str(tmp))
         except Exception as e:
-            raise ExportError(f"the exported ONNX file is not valid: {e}") from e
+            msg = f"the exported ONNX file is not valid: {e}"
+            raise ExportError(msg) from e
 
     def run(tmp: Path) -> list[torch.Tensor]:
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         wanted = session.get_inputs()
         if len(wanted) != len(inputs):
-            raise ExportError(
+            msg = (
                 f"the ONNX graph takes {len(wanted)} inputs but dummy_input has {len(inputs)} "
                 "tensors (an unused input is dropped by the exporter); pass only what the model "
                 "uses"
             )
+            raise ExportError(msg)
         feed = {w.name: t.detach().cpu().numpy() for w, t in zip(wanted, inputs)}
         return [torch.from_numpy(o) for o in session.run(None, feed)]
 

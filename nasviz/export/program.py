@@ -46,9 +46,8 @@ def export_program(
         try:
             program = torch.export.export(model, args, kwargs=kwargs or None)
         except Exception as e:
-            raise ExportError(
-                f"torch.export.export failed on {type(model).__name__}: {type(e).__name__}: {e}"
-            ) from e
+            msg = f"torch.export.export failed on {type(model).__name__}: {type(e).__name__}: {e}"
+            raise ExportError(msg) from e
         finally:
             model.train(was_training)
         torch.export.save(program, str(tmp))

@@ -76,18 +76,20 @@ def build_search_space(
     the model unchanged and raises :class:`~nasviz.errors.TracingError`.
     """
     if get_record(model) is not None or any(isinstance(m, DynamicModule) for m in model.modules()):
-        raise TracingError(
+        msg = (
             f"this {type(model).__name__} already has dynamic layers; convert a model only once "
             "(start again from the original model)"
         )
+        raise TracingError(msg)
     label = type(model).__name__
     try:
         reference = None if dummy_input is None else _run(model, dummy_input)
     except Exception as e:
-        raise TracingError(
+        msg = (
             f"{label} does not run on the given dummy_input ({type(e).__name__}: {e}); pass an "
             "input the model accepts (a tensor, a tuple of positional args or a dict of kwargs)"
-        ) from e
+        )
+        raise TracingError(msg) from e
     before = ModelSnapshot.take(model)
     try:
         analysis = analyze(model, capture(model, dummy_input))
@@ -102,10 +104,11 @@ def build_search_space(
         before.restore()
         if isinstance(e, TracingError) or not isinstance(e, Exception):
             raise
-        raise TracingError(
+        msg = (
             f"converting {label} failed ({type(e).__name__}: {e}); the model was left unchanged. "
             "Switch the involved layers off in the config to work around it"
-        ) from e
+        )
+        raise TracingError(msg) from e
     record = attach_record(model, plan, hparams)
     lacking = static_for_lack_of_input(plan) if dummy_input is None else []
     if lacking:
@@ -125,10 +128,11 @@ def restore_search_space(model: nn.Module, plan: Plan, subnet: dict[str, int]) -
     record = attach_record(model, plan, hparams)
     for name, value in subnet.items():
         if name not in hparams:
-            raise TracingError(
+            msg = (
                 f"the stored subnet names hparam {name!r}, which the restored search space does "
                 f"not have (it has {sorted(hparams)})"
             )
+            raise TracingError(msg)
         hparams[name].active = value
     return record
 
@@ -158,7 +162,8 @@ def _full_perm(src: DimSource | None, hp: Hparam, order: torch.Tensor) -> torch.
 
 def _channel_map(src: DimSource | None, hp: Hparam) -> torch.Tensor | None:
     """For every position of a dimension backed by ``src``: the channel of ``hp`` it holds, or
-    -1 (``None`` if ``hp`` does not occur in it)."""
+    -1 (``None`` if ``hp`` does not occur in it).
+    """
     if src is hp:
         return torch.arange(hp.original)
     if isinstance(src, ConcatDim):
@@ -250,7 +255,8 @@ def _permute_module(
 
 def _within_group(perm: torch.Tensor, size: int) -> torch.Tensor | None:
     """The permutation of one group's ``size`` positions when ``perm`` moves channels within
-    their groups, the same way in every group (a grouped conv's weight dim 1); else ``None``."""
+    their groups, the same way in every group (a grouped conv's weight dim 1); else ``None``.
+    """
     if size < 2 or perm.numel() % size:
         return None
     rows = perm.view(-1, size)
@@ -270,10 +276,11 @@ def _self_check(
     ref_leaves, ref_spec = tree_flatten(reference)
     out_leaves, out_spec = tree_flatten(out)
     if ref_spec != out_spec:
-        raise TracingError(
+        msg = (
             f"self-check failed: converting {label} changed the structure of its output; the "
             "model was left unchanged (please report this model)"
         )
+        raise TracingError(msg)
     for i, (a, b) in enumerate(zip(ref_leaves, out_leaves)):
         if not isinstance(a, torch.Tensor):
             continue
@@ -285,21 +292,23 @@ def _self_check(
         )
         if not same:
             diff = (a - b).abs().max().item() if a.shape == b.shape else "shape"
-            raise TracingError(
+            msg = (
                 f"self-check failed: converting {label} changed output {i} at full size (max "
                 f"abs diff {diff}); the model was left unchanged. This is an op nasviz misreads: "
                 "please report the model, and switch the involved layers off meanwhile"
             )
+            raise TracingError(msg)
     active = {name: hp.active for name, hp in hparams.items()}
     try:
         for hp in hparams.values():
             hp.active = hp.min
         _run(model, dummy_input)
     except Exception as e:
-        raise TracingError(
+        msg = (
             f"self-check failed: the smallest subnet of {label} does not run "
             f"({type(e).__name__}: {e}); the model was left unchanged (please report this model)"
-        ) from e
+        )
+        raise TracingError(msg) from e
     finally:
         for name, value in active.items():
             hparams[name].active = value

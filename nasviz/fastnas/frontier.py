@@ -65,7 +65,8 @@ def _candidates(
     seed: int,
 ) -> tuple[np.ndarray, bool]:
     """The candidate table (rows = subnets, columns = ``choices``' order) and whether it is the
-    whole grid."""
+    whole grid.
+    """
     names = list(choices)
     axes = [[pins[n]] if n in pins else choices[n] for n in names]
     size = int(np.prod([len(a) for a in axes], dtype=np.float64))
@@ -118,9 +119,11 @@ def pareto_front(
     choices = choices_of(hparams)
     pinned = check_pins(pins, hparams)
     if max_candidates < 1:
-        raise NasvizError(f"max_candidates={max_candidates!r}: pass a positive number, e.g. 50000")
+        msg = f"max_candidates={max_candidates!r}: pass a positive number, e.g. 50000"
+        raise NasvizError(msg)
     if axis not in ("flops", "params"):
-        raise NasvizError(f"axis={axis!r}: use 'flops' or 'params'")
+        msg = f"axis={axis!r}: use 'flops' or 'params'"
+        raise NasvizError(msg)
     smap = {n: {int(c): float(d) for c, d in v.items()} for n, v in sensitivity_map.items()}
     if monotone:
         smap = monotone_map(smap)
@@ -137,10 +140,11 @@ def pareto_front(
     else:
         value = np.asarray(priced, dtype=np.float64).reshape(-1)
     if value.shape != (len(grid),):
-        raise NasvizError(
+        msg = (
             f"the cost function returned {value.shape[0]} values for {len(grid)} candidates; "
             "return one cost per row of values"
         )
+        raise NasvizError(msg)
     ok = np.isfinite(drop)
     order = np.lexsort((drop, value))
     keep: list[int] = []
@@ -205,14 +209,16 @@ def config_as_code(
     config alone gives only the ``nv.select`` line (the rules need the model's layers).
     """
     if not model_name.isidentifier():
-        raise NasvizError(f"model_name={model_name!r} is not a Python identifier; e.g. 'model'")
+        msg = f"model_name={model_name!r} is not a Python identifier; e.g. 'model'"
+        raise NasvizError(msg)
     model = model_or_config if isinstance(model_or_config, nn.Module) else None
     if model is None:
         subnet = dict(model_or_config)  # type: ignore[arg-type]
     else:
         subnet = {**get_subnet_config(model), **dict(subnet or {})}
     if any(type(v) is bool or not isinstance(v, int) for v in subnet.values()):
-        raise HparamError(f"config {subnet!r}: every width must be an int")
+        msg = f"config {subnet!r}: every width must be an int"
+        raise HparamError(msg)
     lines = [
         "import nasviz as nv",
         "",

@@ -65,7 +65,8 @@ class FastNASPatchManager(AutoNASPatchManager):
 
 def _rule_config(config: ModeloptBaseConfig) -> ModeloptBaseRuleConfig:
     if not isinstance(config, ModeloptBaseRuleConfig):
-        raise TypeError(f"fastnas needs a FastNASConfig, got {type(config).__name__}")
+        msg = f"fastnas needs a FastNASConfig, got {type(config).__name__}"
+        raise TypeError(msg)
     return config
 
 
@@ -103,10 +104,11 @@ def restore_fastnas_searchspace(
     """
     _rule_config(config)
     if "plan" not in metadata:
-        raise RestoreError(
+        msg = (
             "the saved 'fastnas' state has no search-space plan; it was written by an "
             "incompatible nasviz version"
         )
+        raise RestoreError(msg)
     plan = Plan.from_dict(metadata["plan"])
     restore_search_space(model, plan, dict(metadata.get("subnet") or {}))
     FastNASPatchManager(model).patch()

@@ -46,18 +46,21 @@ def prune(
     one over a limit raises :class:`~nasviz.errors.ConstraintError`.
     """
     if not constraints:
-        raise ConstraintError(
+        msg = (
             f"prune needs constraints, got {constraints!r}; pass e.g. "
             "constraints={'flops': '60%'} or {'params': 1e6}"
         )
+        raise ConstraintError(msg)
     if dummy_input is None:
-        raise ConstraintError(
+        msg = (
             "prune needs dummy_input (an example batch) to trace the model and count the FLOPs "
             "the constraints refer to; pass dummy_input=x"
         )
+        raise ConstraintError(msg)
     modes = parse_modes(mode)
     if not modes:
-        raise ApplyModeError(f"prune needs a mode to search with, got {mode!r}; e.g. 'fastnas'")
+        msg = f"prune needs a mode to search with, got {mode!r}; e.g. 'fastnas'"
+        raise ApplyModeError(msg)
     # the hparams hold the selection: their active values are restored with the model
     hparams = list(search_space(model).hparams.values()) if is_converted(model) else []
     with transaction(model, also=hparams):
@@ -74,7 +77,8 @@ def prune(
 def check_result(model: nn.Module, constraints: Constraints, dummy_input: Any) -> None:
     """Raise :class:`~nasviz.errors.ConstraintError` unless the active subnet of ``model`` meets
     every resolved FLOPs/params limit of ``constraints`` by its exact profile (one eval forward
-    pass on ``dummy_input``; the searcher's choices rest on a cost model, this is the check)."""
+    pass on ``dummy_input``; the searcher's choices rest on a cost model, this is the check).
+    """
     exact = profile(model, dummy_input)
     values = {"flops": float(exact.flops), "params": float(exact.params)}
     over = [
@@ -85,8 +89,9 @@ def check_result(model: nn.Module, constraints: Constraints, dummy_input: Any) -
         if values[lim.key] > limit
     ]
     if over:
-        raise ConstraintError(
+        msg = (
             f"the subnet the search chose ({get_subnet_config(model)}) is over the limit by its "
             f"exact profile: {'; '.join(over)}. The search's cost estimate disagrees with "
             "nv.profile (please report it); the model was left as it was"
         )
+        raise ConstraintError(msg)

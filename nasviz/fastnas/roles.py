@@ -90,7 +90,8 @@ def _rename(j: dict[str, Any], renamed: dict[str, str]) -> dict[str, Any]:
 
 def rebind(model: nn.Module, plan: Plan, old: dict[str, Hparam]) -> dict[str, Hparam]:
     """Back the already dynamic layers of ``model`` by the hparams of the (tied) ``plan``; a
-    tied hparam's importance is the sum over its blocks' sorted importances."""
+    tied hparam's importance is the sum over its blocks' sorted importances.
+    """
     hps = {g.name: Hparam(g.choices, g.original, g.name) for g in plan.hparams}
     for name, hp in hps.items():
         parts = [

@@ -125,7 +125,8 @@ class BinarySearcher(IterativeSearcher):
     # -- checkpoints ------------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
         """The base fingerprint plus the search space (hparam names and choices) and the seed
-        the map's entries are scored from."""
+        the map's entries are scored from.
+        """
         base = super().fingerprint()
         space = {n: [int(c) for c in hp.choices] for n, hp in self._hparams().items()}
         return {**base, "search_space": space, "seed": self.config["seed"]}
@@ -140,10 +141,11 @@ class BinarySearcher(IterativeSearcher):
         names = set(self._hparams())
         unknown = sorted(set(smap) - names)
         if unknown:
-            raise SearchError(
+            msg = (
                 f"checkpoint {str(path)!r} belongs to another search space: it has hparams "
                 f"{unknown} this model does not have; delete it or pass another checkpoint path"
             )
+            raise SearchError(msg)
         self.sensitivity_map = smap
         self.original_score = checked_field(state, "original_score", path, as_optional_score)
         return True
@@ -151,13 +153,15 @@ class BinarySearcher(IterativeSearcher):
     # -- helpers ----------------------------------------------------------------------------------
     def _space(self) -> SearchSpace:
         """The search space searched: its ``hparams``, ``select`` and ``cost_model`` are all this
-        searcher uses of the model's space."""
+        searcher uses of the model's space.
+        """
         return search_space(self.model)
 
     def _hparams(self) -> dict[str, Any]:
         """The configurable hparams, looked up once per model (the map, the bisection, growth
         and the candidate ranking ask for them in their inner loops; selecting a subnet changes
-        active values, never the hparams themselves)."""
+        active values, never the hparams themselves).
+        """
         cached: tuple[Any, dict[str, Any]] | None = getattr(self, "_hps_cache", None)
         if cached is None or cached[0] is not self.model:
             hps = {n: hp for n, hp in self._space().hparams.items() if hp.is_configurable}
@@ -177,7 +181,8 @@ class BinarySearcher(IterativeSearcher):
 
     def _cost(self, config: dict[str, int]) -> tuple[float, float]:
         """``(flops, params)`` of ``config`` (memoised: growth and the candidate ranking ask for
-        the same subnets many times)."""
+        the same subnets many times).
+        """
         key = tuple(sorted(config.items()))
         hit = self._costs.get(key)
         if hit is None:
@@ -198,7 +203,8 @@ class BinarySearcher(IterativeSearcher):
 
     def _rerun(self) -> dict[str, int] | None:
         """latency: bisect again (after the latency table was tightened); ``None`` if nothing
-        is predicted to fit."""
+        is predicted to fit.
+        """
         self.min_degrade, self.max_degrade = self._interval
         self.iter_num = 0
         self.best = {"config": self._config_at(self.max_degrade), "score": None}
@@ -222,11 +228,12 @@ class BinarySearcher(IterativeSearcher):
         self._costs: dict[tuple[tuple[str, int], ...], tuple[float, float]] = {}
         hps = self._hparams()
         if not hps:
-            raise SearchError(
+            msg = (
                 "the model has no searchable channel groups: convert it first "
                 "(nv.convert(model, mode='fastnas', dummy_input=x)) and check "
                 "nv.search_space(model).static_table() for why layers are static"
             )
+            raise SearchError(msg)
         self._pins = check_pins(self.config["pins"], hps)
         self._reuse_map(hps)
         full = self._cost(self._max_config())
@@ -264,16 +271,18 @@ class BinarySearcher(IterativeSearcher):
 
     def _reuse_map(self, hps: dict[str, Any]) -> None:
         """Take ``config["sensitivity_map"]`` (and ``"original_score"``) instead of scoring them
-        (a map file, or an earlier search's map: a search again with pins costs no map)."""
+        (a map file, or an earlier search's map: a search again with pins costs no map).
+        """
         given = self.config["sensitivity_map"]
         if given is not None:
             smap = {k: {int(c): float(d) for c, d in v.items()} for k, v in given.items()}
             unknown = sorted(set(smap) - set(hps))
             if unknown:
-                raise SearchError(
+                msg = (
                     f"config['sensitivity_map'] has groups {unknown} this model does not have; "
                     "pass the map of a search on this model"
                 )
+                raise SearchError(msg)
             self.sensitivity_map = smap
         if self.config["original_score"] is not None:
             self.original_score = float(self.config["original_score"])
@@ -294,7 +303,8 @@ class BinarySearcher(IterativeSearcher):
             score = run.start(schedule.todo(), need_original=self.original_score is None)
             if self.original_score is None:
                 if score is None:
-                    raise SearchError(f"{type(run).__name__} did not score the full model")
+                    msg = f"{type(run).__name__} did not score the full model"
+                    raise SearchError(msg)
                 self.original_score = score
                 self.save_search_checkpoint()
             original = schedule.original_score = self.original_score
@@ -365,7 +375,8 @@ class BinarySearcher(IterativeSearcher):
 
     def after_search(self) -> None:
         """Grow into the unused budget, score the best-predicted candidates for real, keep the
-        best real score."""
+        best real score.
+        """
         grown = self._grow(dict(self.best["config"]))
         measured: dict[tuple[tuple[str, int], ...], float] = {}
         if self._lat is not None:  # latency: the real measurement decides
@@ -404,7 +415,8 @@ class BinarySearcher(IterativeSearcher):
                 if measured:  # latency: seconds, measured for real
                     best["latency"] = measured[tuple(sorted(config.items()))]
         if best is None:  # unreachable: candidates always holds the grown config
-            raise SearchError("no candidate subnet was scored")
+            msg = "no candidate subnet was scored"
+            raise SearchError(msg)
         config, score = best["config"], best["score"]
         self._select(config)
         # leave the model calibrated for the chosen subnet, not the last one scored
@@ -467,8 +479,8 @@ class BinarySearcher(IterativeSearcher):
 
     def _enumerated(self, grown: dict[str, int], k: int) -> list[dict[str, int]]:
         """``_alternatives`` for a small space: every subnet priced at once (one matrix product
-        for the cost model), the maximal ones found on the grid of choices."""
-
+        for the cost model), the maximal ones found on the grid of choices.
+        """
         hps = self._hparams()
         names = list(hps)
         choices = [[self._pins[n]] if n in self._pins else list(hps[n].choices) for n in names]

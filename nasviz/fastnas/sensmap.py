@@ -74,7 +74,8 @@ def choices_of(hparams: Choices) -> dict[str, list[int]]:
 
 def monotone_map(sensitivity_map: SensitivityMap) -> dict[str, dict[int, float]]:
     """The map the searcher's rule acts on: each drop replaced by the smallest drop of any
-    width up to it (so drop never increases as a group widens). Same keys as the input."""
+    width up to it (so drop never increases as a group widens). Same keys as the input.
+    """
     out: dict[str, dict[int, float]] = {}
     for name, drops in _normalise(sensitivity_map).items():
         running = math.inf
@@ -101,38 +102,41 @@ def predict_drop(
     for name, width in config.items():
         drops = smap.get(name)
         if drops is None:
-            raise HparamError(
+            msg = (
                 f"config names {name!r}, which the sensitivity map does not hold; map groups: "
                 f"{sorted(smap)[:8]}{' ...' if len(smap) > 8 else ''}"
             )
+            raise HparamError(msg)
         w = int(width)
         if w in drops:
             total += drops[w]
         elif not drops or w > max(drops):
             continue  # the original width: no drop by definition
         else:
-            raise HparamError(
+            msg = (
                 f"{name}: the sensitivity map has no drop for width {w}; it holds widths "
                 f"{sorted(drops)} (and the original width, which costs 0)"
             )
+            raise HparamError(msg)
     return total
 
 
 def check_pins(pins: Mapping[str, int] | None, hparams: Choices) -> dict[str, int]:
     """``pins`` as ``{name: int}``, after checking every name is a group of ``hparams`` and
-    every width one of its choices (:class:`~nasviz.errors.HparamError` names both)."""
+    every width one of its choices (:class:`~nasviz.errors.HparamError` names both).
+    """
     choices = choices_of(hparams)
     out: dict[str, int] = {}
     for name, width in (pins or {}).items():
         if name not in choices:
-            raise HparamError(
+            msg = (
                 f"pin {name!r}: not a channel group of this model; groups: "
                 f"{sorted(choices)[:8]}{' ...' if len(choices) > 8 else ''}"
             )
+            raise HparamError(msg)
         if type(width) is bool or not isinstance(width, int) or width not in choices[name]:
-            raise HparamError(
-                f"pin {name}={width!r}: not a valid width; choose one of {choices[name]}"
-            )
+            msg = f"pin {name}={width!r}: not a valid width; choose one of {choices[name]}"
+            raise HparamError(msg)
         out[name] = int(width)
     return out
 
@@ -170,7 +174,8 @@ def drop_levels(sensitivity_map: SensitivityMap) -> list[float]:
 @dataclass(frozen=True)
 class SensitivityMapFile:
     """What a map file holds: the map, each group's choices (``{}`` if unknown) and the full
-    model's score (``None`` if unknown)."""
+    model's score (``None`` if unknown).
+    """
 
     sensitivity_map: dict[str, dict[int, float]]
     choices: dict[str, list[int]] = field(default_factory=dict)

@@ -20,9 +20,8 @@ __all__ = ["Conv1dNet", "Conv3dNet"]
 
 def _check_widths(name: str, widths: Sequence[int]) -> None:
     if not widths or min(widths) < 1:
-        raise NasvizError(
-            f"{name}: widths={list(widths)} must be a non-empty list of positive channel counts"
-        )
+        msg = f"{name}: widths={list(widths)} must be a non-empty list of positive channel counts"
+        raise NasvizError(msg)
 
 
 class Conv1dNet(nn.Module):

@@ -93,10 +93,11 @@ class ConvNeXtLike(nn.Module):
     ) -> None:
         super().__init__()
         if len(dims) != len(depths) or not dims:
-            raise NasvizError(
+            msg = (
                 f"ConvNeXtLike: dims={list(dims)} and depths={list(depths)} must be non-empty "
                 "and of equal length"
             )
+            raise NasvizError(msg)
         self.downsample_layers = nn.ModuleList(
             [
                 nn.Sequential(

@@ -46,9 +46,8 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, block_size: int) -> None:
         super().__init__()
         if dim % num_heads:
-            raise NasvizError(
-                f"CausalSelfAttention: dim={dim} is not divisible by num_heads={num_heads}"
-            )
+            msg = f"CausalSelfAttention: dim={dim} is not divisible by num_heads={num_heads}"
+            raise NasvizError(msg)
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, 3 * dim)

@@ -113,10 +113,11 @@ class MobileNetV2Like(nn.Module):
     ) -> None:
         super().__init__()
         if not 0 <= se_stage < len(stages):
-            raise NasvizError(
+            msg = (
                 f"MobileNetV2Like: se_stage={se_stage} is not a stage index; "
                 f"use 0..{len(stages) - 1}"
             )
+            raise NasvizError(msg)
 
         def scaled(c: int) -> int:
             return max(8, round(c * width_mult))

@@ -141,10 +141,11 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         if len(layers) != len(widths) or not layers:
-            raise NasvizError(
+            msg = (
                 f"ResNet: layers={list(layers)} and widths={list(widths)} must be non-empty and "
                 "of equal length (one block count and one width per stage)"
             )
+            raise NasvizError(msg)
         stem_out = widths[0] if stem_channels is None else stem_channels
         self.conv1 = nn.Conv2d(
             in_channels,

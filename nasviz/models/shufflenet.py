@@ -51,10 +51,11 @@ class ShuffleUnit(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
         if out_channels % 2 or (stride == 1 and in_channels != out_channels):
-            raise NasvizError(
+            msg = (
                 f"ShuffleUnit: out_channels={out_channels} must be even, and equal to "
                 f"in_channels={in_channels} when stride=1"
             )
+            raise NasvizError(msg)
         half = out_channels // 2
         self.stride = stride
         self.branch1: nn.Module
@@ -101,10 +102,11 @@ class ShuffleNetLike(nn.Module):
     ) -> None:
         super().__init__()
         if len(widths) != len(repeats) or not all(r >= 1 for r in repeats):
-            raise NasvizError(
+            msg = (
                 f"ShuffleNetLike: widths={list(widths)} and repeats={list(repeats)} need one "
                 "entry per stage, each repeat >= 1"
             )
+            raise NasvizError(msg)
         self.stem = conv_bn_act(in_channels, stem_channels, 3)
         units: list[nn.Module] = []
         channels = stem_channels

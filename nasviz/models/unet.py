@@ -74,14 +74,17 @@ class UNetLike(nn.Module):
     ) -> None:
         super().__init__()
         if len(widths) < 2:
-            raise NasvizError(f"UNetLike: widths={list(widths)} needs at least two levels")
+            msg = f"UNetLike: widths={list(widths)} needs at least two levels"
+            raise NasvizError(msg)
         if norm not in ("group", "batch"):
-            raise NasvizError(f"UNetLike: norm={norm!r} is not 'group' or 'batch'")
+            msg = f"UNetLike: norm={norm!r} is not 'group' or 'batch'"
+            raise NasvizError(msg)
         if norm == "group" and any(w % groups for w in widths):
-            raise NasvizError(
+            msg = (
                 f"UNetLike: every width in {list(widths)} must be divisible by groups={groups} "
                 "for GroupNorm; change widths or groups, or use norm='batch'"
             )
+            raise NasvizError(msg)
         self.encoders = nn.ModuleList()
         channels = in_channels
         for width in widths:

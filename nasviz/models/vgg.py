@@ -43,10 +43,11 @@ class VGGLike(nn.Module):
         super().__init__()
         spatial = input_size // 2 ** len(stages)
         if spatial < 1 or not all(stages):
-            raise NasvizError(
+            msg = (
                 f"VGGLike: input_size={input_size} with {len(stages)} pooled stages leaves no "
                 "pixels (or a stage is empty); use fewer stages or a larger input_size"
             )
+            raise NasvizError(msg)
         layers: list[nn.Module] = []
         channels = in_channels
         for stage in stages:

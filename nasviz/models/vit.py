@@ -49,10 +49,11 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         if dim % num_heads:
-            raise NasvizError(
+            msg = (
                 f"Attention: dim={dim} is not divisible by num_heads={num_heads}; "
                 "choose num_heads dividing dim"
             )
+            raise NasvizError(msg)
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, 3 * dim)
@@ -105,9 +106,8 @@ class ViTLike(nn.Module):
     ) -> None:
         super().__init__()
         if image_size % patch_size:
-            raise NasvizError(
-                f"ViTLike: image_size={image_size} is not a multiple of patch_size={patch_size}"
-            )
+            msg = f"ViTLike: image_size={image_size} is not a multiple of patch_size={patch_size}"
+            raise NasvizError(msg)
         num_patches = (image_size // patch_size) ** 2
         self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)

@@ -126,10 +126,11 @@ class ModeDescriptor(ABC):
     @property
     def search_algorithm(self) -> type[Any]:
         """The searcher class for this mode; raises when the mode has none."""
-        raise NoSearchAlgorithmError(
+        msg = (
             f"mode {self.name!r} has no search algorithm; search a model converted with a "
             "searchable mode such as 'fastnas'"
         )
+        raise NoSearchAlgorithmError(msg)
 
     @property
     def update_for_new_mode(self) -> UpdateEntrypoint:
@@ -156,15 +157,17 @@ class ModeDescriptor(ABC):
                 rule = f"no mode may follow {other.name!r}"
             else:
                 rule = f"{other.name!r} must be followed immediately by {_names(allowed)}"
-            raise ApplyModeError(
+            msg = (
                 f"mode {self.name!r} cannot follow mode {other.name!r}: {rule}. {_fix_hint(other)}"
             )
+            raise ApplyModeError(msg)
         prohibited = other.next_prohibited_modes
         if prohibited is not None and self.name in prohibited:
-            raise ApplyModeError(
+            msg = (
                 f"mode {self.name!r} cannot follow mode {other.name!r}: {other.name!r} prohibits "
                 f"{_names(prohibited)} right after it. {_fix_hint(other)}"
             )
+            raise ApplyModeError(msg)
 
     def __repr__(self) -> str:
         parts = [f"name={self.name!r}", f"config_class={self.config_class.__name__}"]
@@ -214,37 +217,42 @@ class _ModeRegistry:
     def register_mode(self, cls: _M) -> _M:
         """Class decorator: register one instance of ``cls`` under its ``name``; returns ``cls``."""
         if not (isinstance(cls, type) and issubclass(cls, ModeDescriptor)):
-            raise ApplyModeError(
+            msg = (
                 f"register_mode decorates ModeDescriptor subclasses, got {cls!r}; "
                 "subclass nasviz.modes.ModeDescriptor"
             )
+            raise ApplyModeError(msg)
         try:
             descriptor = cls()
         except TypeError as e:
-            raise ApplyModeError(
+            msg = (
                 f"cannot register {cls.__name__}: {e}; implement name, config_class, convert "
                 "and restore as properties"
-            ) from e
+            )
+            raise ApplyModeError(msg) from e
         name = descriptor.name
         if not isinstance(name, str) or not name:
-            raise ApplyModeError(f"{cls.__name__}.name must be a non-empty string, got {name!r}")
+            msg = f"{cls.__name__}.name must be a non-empty string, got {name!r}"
+            raise ApplyModeError(msg)
         for registry in _ModeRegistry._all_registries:
             if name in registry._modes:
                 owner = type(registry._modes[name]).__name__
-                raise ApplyModeError(
+                msg = (
                     f"mode {name!r} is already registered (by {owner} in registry "
                     f"{registry.registry_name!r}); give {cls.__name__} another name"
                 )
+                raise ApplyModeError(msg)
         self._modes[name] = descriptor
         return cls
 
     def remove_mode(self, name: str) -> None:
         """Unregister the mode ``name`` (mainly for tests)."""
         if name not in self._modes:
-            raise ApplyModeError(
+            msg = (
                 f"mode {name!r} is not in registry {self.registry_name!r}; registered here: "
                 f"{_names(set(self._modes)) or 'none'}"
             )
+            raise ApplyModeError(msg)
         del self._modes[name]
 
     def get(self, name: str) -> ModeDescriptor | None:
@@ -291,10 +299,11 @@ def get_mode(
     if isinstance(name_or_descriptor, ModeDescriptor):
         return name_or_descriptor
     if not isinstance(name_or_descriptor, str):
-        raise ApplyModeError(
+        msg = (
             f"a mode is given by its name or its ModeDescriptor, got "
             f"{type(name_or_descriptor).__name__} {name_or_descriptor!r}"
         )
+        raise ApplyModeError(msg)
     name = name_or_descriptor
     for r in _registries(registry):
         found = r.get(name)
@@ -304,7 +313,8 @@ def get_mode(
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     listing = ", ".join(repr(k) for k in known) or "none"
-    raise ApplyModeError(
+    msg = (
         f"unknown mode {name!r}.{hint} Registered modes: {listing}. A custom mode must be "
         "registered with @register_mode before it is used."
     )
+    raise ApplyModeError(msg)

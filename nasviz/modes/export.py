@@ -51,7 +51,8 @@ __all__ = [
 def export_dynamic_modules(model: nn.Module) -> nn.Module:
     """Replace every dynamic layer of ``model`` (in place) by its plain ``export()``."""
     if isinstance(model, DynamicModule):
-        raise NasvizError("the model itself is a dynamic layer; export() it directly")
+        msg = "the model itself is a dynamic layer; export() it directly"
+        raise NasvizError(msg)
     tied = parameter_users(model)
     for m in list(model.modules()):
         if sliced_params(m) or followed_attrs(m):
@@ -75,7 +76,8 @@ def export_dynamic_modules(model: nn.Module) -> nn.Module:
 
 def _retie(model: nn.Module, users: list[tuple[str, str]]) -> None:
     """Tie a weight the original model shared (an LM head and its embedding) again, if every
-    exported copy is the same slice of it."""
+    exported copy is the same slice of it.
+    """
     owners = [(model.get_submodule(mname), pname) for mname, pname in users]
     first = getattr(owners[0][0], owners[0][1])
     if not isinstance(first, nn.Parameter):
@@ -100,11 +102,12 @@ def export_searchspace(model: nn.Module, config: ModeloptBaseConfig, **_: Any) -
     strict = bool(getattr(config, "strict", True))
     record = get_record(model)
     if record is None and strict:
-        raise ApplyModeError(
+        msg = (
             f"this {type(model).__name__} has no search space to export; convert it with "
             "mode 'fastnas' first (or pass ExportConfig(strict=False) to export whatever "
             "dynamic layers it has)"
         )
+        raise ApplyModeError(msg)
     subnet = {} if record is None else {n: hp.active for n, hp in record.hparams.items()}
     if PatchManager.is_patched(model):
         PatchManager.get_manager(model).unpatch()

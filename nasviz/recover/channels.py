@@ -55,7 +55,8 @@ KeptMap = dict[str, tuple[int, torch.Tensor | None]]
 @dataclass(frozen=True)
 class GroupView:
     """One channel group of a conversion: its hparam name, full width and member dimensions
-    ``(module, attr, how)``."""
+    ``(module, attr, how)``.
+    """
 
     name: str
     original: int
@@ -132,7 +133,8 @@ def _out_attrs() -> set[str]:
 
 def output_attr(module: nn.Module) -> str | None:
     """The attribute naming ``module``'s output channels (``out_channels``, ``num_features``,
-    ...), or ``None`` for a module without one."""
+    ...), or ``None`` for a module without one.
+    """
     for attr in sorted(_out_attrs()):
         if hasattr(module, attr):
             return attr
@@ -141,7 +143,8 @@ def output_attr(module: nn.Module) -> str | None:
 
 def channel_dim(module: nn.Module) -> int:
     """The channel dimension of ``module``'s output: 1 for convs and channel norms (``N, C, ...``),
-    -1 otherwise (linear, layer norm: channels last)."""
+    -1 otherwise (linear, layer norm: channels last).
+    """
     return 1 if isinstance(module, _CHANNELS_FIRST) else -1
 
 
@@ -180,11 +183,12 @@ def _check_names(names: Sequence[str], student: nn.Module, teacher: nn.Module) -
             if not isinstance(name, str) or name not in known:
                 close = difflib.get_close_matches(str(name), list(known), n=3, cutoff=0.5)
                 hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-                raise NasvizError(
+                msg = (
                     f"features: {name!r} is not a module of the {role} "
                     f"({type(model).__name__}){hint} Use qualified names from "
                     "model.named_modules(), or features='auto'"
                 )
+                raise NasvizError(msg)
 
 
 def _as_index(index: torch.Tensor | slice | None, full: int) -> torch.Tensor | None:
@@ -200,39 +204,46 @@ def kept_channels(
 ) -> KeptMap:
     """``{module: (channel dim, indices of the teacher channels the student kept)}`` (see the
     module docstring); ``features="auto"`` picks every norm layer (else every layer) whose output
-    channels belong to one channel group."""
+    channels belong to one channel group.
+    """
     if isinstance(features, str) and features != "auto":
-        raise NasvizError(f"features={features!r}: use 'auto', a list of module names or None")
+        msg = f"features={features!r}: use 'auto', a list of module names or None"
+        raise NasvizError(msg)
     s, t = lineage(student), lineage(teacher)
     if s.kind == "foreign" or s.plan is None:
-        raise NasvizError(
+        msg = (
             f"features: the student ({type(student).__name__}) carries no nasviz record, so "
             "nasviz cannot tell which teacher channels it kept; pass nv.export(model) of the "
             "converted model (or the converted model with its subnet selected)"
         )
+        raise NasvizError(msg)
     if t.kind == "foreign" or t.plan is None:
-        raise NasvizError(f"features: {_ORIGINAL_TEACHER_FIX}")
+        msg = f"features: {_ORIGINAL_TEACHER_FIX}"
+        raise NasvizError(msg)
     if [g.name for g in t.plan] != [g.name for g in s.plan]:
-        raise NasvizError(
+        msg = (
             "features: the teacher and the student come from different conversions (their "
             "channel groups differ); use as teacher the converted model the student was "
             "exported from, at full width"
         )
+        raise NasvizError(msg)
     if t.kind == "exported":
         narrow = {g.name: t.subnet[g.name] for g in t.plan
                   if t.subnet.get(g.name, g.original) != g.original}  # fmt: skip
         if narrow:
-            raise NasvizError(
+            msg = (
                 f"features: the teacher is an export of a subnet ({narrow}), not of the full "
                 "width; export the teacher at full width (nv.sample(model, 'max') first) or pass "
                 "the converted model itself"
             )
+            raise NasvizError(msg)
     names = _auto(s.plan, student, teacher) if features == "auto" else list(features)
     if not names:
-        raise NasvizError(
+        msg = (
             "features='auto' found no module whose output channels are pruned in both models; "
             "pass a list of module names"
         )
+        raise NasvizError(msg)
     _check_names(names, student, teacher)
     s_mods, t_mods = dict(student.named_modules()), dict(teacher.named_modules())
     if t.kind == "searchable":
@@ -283,11 +294,12 @@ def _from_prefix(
         width, full = _width(sm, attr), _width(tm, attr)
         k = subnet.get(group, originals[group])
         if more or how != "direct" or width != k or full != originals[group]:
-            raise NasvizError(
+            msg = (
                 f"features: the output channels of {name!r} are not one channel group's prefix "
                 f"(a concatenation, or a layer whose width counts several parts); pass the "
                 "converted model (at full width) as the teacher so nasviz can read its kept "
                 "channels, or leave this module out of features"
             )
+            raise NasvizError(msg)
         out[name] = (channel_dim(sm), None if k == full else torch.arange(k))
     return out

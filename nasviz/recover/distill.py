@@ -98,29 +98,36 @@ class Distiller:
     ) -> None:
         for role, m in (("student", student), ("teacher", teacher)):
             if not isinstance(m, nn.Module):
-                raise NasvizError(f"distill: {role} must be an nn.Module, got {type(m).__name__}")
+                msg = f"distill: {role} must be an nn.Module, got {type(m).__name__}"
+                raise NasvizError(msg)
         if student is teacher:
-            raise NasvizError(
+            msg = (
                 "distill: student and teacher are the same object; the teacher is the unpruned "
                 "model: keep a copy (copy.deepcopy) before pruning"
             )
+            raise NasvizError(msg)
         shared = {id(p) for p in student.parameters()} & {id(p) for p in teacher.parameters()}
         if shared:
-            raise NasvizError(
+            msg = (
                 f"distill: student and teacher share {len(shared)} parameter tensor(s), so "
                 "training the student would change the teacher; pass a copy (copy.deepcopy)"
             )
+            raise NasvizError(msg)
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise NasvizError(f"distill: epochs={epochs!r} must be an integer >= 1")
+            msg = f"distill: epochs={epochs!r} must be an integer >= 1"
+            raise NasvizError(msg)
         if not isinstance(data_loader, Iterable):
-            raise NasvizError(
+            msg = (
                 f"distill: data_loader must be an iterable of batches, got "
                 f"{type(data_loader).__name__}"
             )
+            raise NasvizError(msg)
         if isinstance(feature_weight, bool) or not feature_weight >= 0:
-            raise NasvizError(f"distill: feature_weight={feature_weight!r} must be >= 0")
+            msg = f"distill: feature_weight={feature_weight!r} must be >= 0"
+            raise NasvizError(msg)
         if schedule not in ("constant", "cosine"):
-            raise NasvizError(f"distill: schedule={schedule!r} is not 'constant' or 'cosine'")
+            msg = f"distill: schedule={schedule!r} is not 'constant' or 'cosine'"
+            raise NasvizError(msg)
         self.student, self.teacher, self.data_loader = student, teacher, data_loader
         self.epochs, self.score_loader = epochs, score_loader
         self.metric = resolve_metric(metric, score_loader)
@@ -131,7 +138,8 @@ class Distiller:
         self.scheduler: Any = None
         if schedule == "cosine":
             if not isinstance(data_loader, Sized):
-                raise NasvizError("distill: schedule='cosine' needs a data_loader with a len()")
+                msg = "distill: schedule='cosine' needs a data_loader with a len()"
+                raise NasvizError(msg)
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
                 self.optimizer, T_max=max(1, epochs * len(data_loader))
             )
@@ -140,7 +148,8 @@ class Distiller:
         self.bus.subscribe(self.events)
         for cb in callbacks or []:
             if not callable(cb):
-                raise NasvizError(f"distill: callbacks must be callables, got {cb!r}")
+                msg = f"distill: callbacks must be callables, got {cb!r}"
+                raise NasvizError(msg)
             self.bus.subscribe(cb)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -154,20 +163,24 @@ class Distiller:
     def _optimizer(self, optimizer: torch.optim.Optimizer | None, lr: float) -> Any:
         params = [p for p in self.student.parameters() if p.requires_grad]
         if not params:
-            raise NasvizError("distill: the student has no trainable parameters")
+            msg = "distill: the student has no trainable parameters"
+            raise NasvizError(msg)
         if optimizer is None:
             if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
-                raise NasvizError(f"distill: lr={lr!r} must be a positive number (e.g. 1e-3)")
+                msg = f"distill: lr={lr!r} must be a positive number (e.g. 1e-3)"
+                raise NasvizError(msg)
             return torch.optim.Adam(params, lr=lr)
         if not isinstance(optimizer, torch.optim.Optimizer):
-            raise NasvizError(f"distill: optimizer must be a torch optimizer, got {optimizer!r}")
+            msg = f"distill: optimizer must be a torch optimizer, got {optimizer!r}"
+            raise NasvizError(msg)
         mine = {id(p) for p in self.student.parameters()}
         foreign = [p for g in optimizer.param_groups for p in g["params"] if id(p) not in mine]
         if foreign:
-            raise NasvizError(
+            msg = (
                 f"distill: the optimizer holds {len(foreign)} tensor(s) that are not parameters "
                 "of the student; build it over student.parameters() (after nv.export)"
             )
+            raise NasvizError(msg)
         return optimizer
 
     # -- control ---------------------------------------------------------------------------------
@@ -221,13 +234,15 @@ class Distiller:
             model.train(was_training)
         labels = [t for t in targets if t is not None]
         if not outs or len(labels) != len(outs):
-            raise NasvizError("distill: score_loader must yield (inputs, targets) batches")
+            msg = "distill: score_loader must yield (inputs, targets) batches"
+            raise NasvizError(msg)
         return float(self.metric(torch.cat(outs), torch.cat([t.to(device) for t in labels])))
 
     def run(self) -> DistillResult:
         """Run (or resume) until every epoch is done or :meth:`stop` is called."""
         if not self._lock.acquire(blocking=False):
-            raise NasvizError("distill: this run is already running (in another thread)")
+            msg = "distill: this run is already running (in another thread)"
+            raise NasvizError(msg)
         self._stop.clear()
         t0 = time.perf_counter()
         try:
@@ -286,7 +301,8 @@ class Distiller:
 
     def _end_epoch(self) -> None:
         if not self._epoch_losses:
-            raise NasvizError("distill: data_loader yielded no batches")
+            msg = "distill: data_loader yielded no batches"
+            raise NasvizError(msg)
         score = self.score_of(self.student)
         self._epoch += 1
         self._iter = None
@@ -317,10 +333,11 @@ class Distiller:
                 )
                 loss = loss + self.feature_weight * feat
             if not torch.isfinite(loss):
-                raise NasvizError(
+                msg = (
                     f"distill: the loss is {float(loss.detach())} at step {self._step + 1}; the "
                     "student keeps the weights of the last finite step; lower lr"
                 )
+                raise NasvizError(msg)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         except BaseException:

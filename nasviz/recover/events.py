@@ -48,7 +48,8 @@ class DistillStarted(SearchEvent):
 @dataclass(frozen=True)
 class DistillStep(SearchEvent):
     """One optimizer step: the total loss and its terms (``ce`` is nan without labels,
-    ``feature`` is 0 without feature distillation)."""
+    ``feature`` is 0 without feature distillation).
+    """
 
     epoch: int
     step: int

@@ -85,10 +85,11 @@ def _check_steps(steps: Sequence[float]) -> list[float]:
         isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1 for v in vals
     )
     if not ok or any(b >= a for a, b in itertools.pairwise(vals)):
-        raise NasvizError(
+        msg = (
             f"iterative_prune: steps={steps!r} must be decreasing fractions of the original "
             "FLOPs in (0, 1], e.g. [0.8, 0.6, 0.45]"
         )
+        raise NasvizError(msg)
     return [float(v) for v in vals]
 
 
@@ -115,18 +116,21 @@ def iterative_prune(
     """
     targets = _check_steps(steps)
     if not isinstance(model, nn.Module):
-        raise NasvizError(f"iterative_prune: model must be an nn.Module, got {type(model)}")
+        msg = f"iterative_prune: model must be an nn.Module, got {type(model)}"
+        raise NasvizError(msg)
     try:
         search_space(model)
     except NasvizError:
         pass
     else:
-        raise NasvizError(
+        msg = (
             "iterative_prune: model is already converted; pass the plain (unconverted or "
             "exported) model: every step converts its own copy"
         )
+        raise NasvizError(msg)
     if not isinstance(prune_config, Mapping):
-        raise NasvizError("iterative_prune: prune_config must be nv.prune's config dict")
+        msg = "iterative_prune: prune_config must be nv.prune's config dict"
+        raise NasvizError(msg)
     full_flops = profile(model, dummy_input).flops
     current = copy.deepcopy(model)
     done: list[IterativeStep] = []

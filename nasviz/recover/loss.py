@@ -57,11 +57,14 @@ class KDLoss(nn.Module):
     def __init__(self, temperature: float = 4.0, alpha: float = 0.9) -> None:
         super().__init__()
         if isinstance(temperature, bool) or not isinstance(temperature, int | float):
-            raise NasvizError(f"temperature={temperature!r} must be a number > 0 (e.g. 4.0)")
+            msg = f"temperature={temperature!r} must be a number > 0 (e.g. 4.0)"
+            raise NasvizError(msg)
         if not temperature > 0:
-            raise NasvizError(f"temperature={temperature!r} must be > 0 (e.g. 4.0)")
+            msg = f"temperature={temperature!r} must be > 0 (e.g. 4.0)"
+            raise NasvizError(msg)
         if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
-            raise NasvizError(f"alpha={alpha!r} must be a number in [0, 1] (e.g. 0.9)")
+            msg = f"alpha={alpha!r} must be a number in [0, 1] (e.g. 0.9)"
+            raise NasvizError(msg)
         self.temperature = float(temperature)
         self.alpha = float(alpha)
 
@@ -70,17 +73,19 @@ class KDLoss(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """``(loss, kd, ce)``: the blended loss and its two unweighted terms."""
         if not isinstance(student_logits, Tensor) or not isinstance(teacher_logits, Tensor):
-            raise NasvizError(
+            msg = (
                 "KDLoss needs the logits of student and teacher as tensors, got "
                 f"{type(student_logits).__name__} and {type(teacher_logits).__name__}; for a "
                 "model returning a dict or tuple, pass its logits"
             )
+            raise NasvizError(msg)
         if student_logits.shape != teacher_logits.shape:
-            raise NasvizError(
+            msg = (
                 f"KDLoss: student logits {tuple(student_logits.shape)} and teacher logits "
                 f"{tuple(teacher_logits.shape)} differ in shape; both models must predict the "
                 "same classes"
             )
+            raise NasvizError(msg)
         t = self.temperature
         classes = student_logits.shape[-1]
         s_rows = student_logits.reshape(-1, classes).float()
@@ -119,26 +124,30 @@ def feature_loss(
     for name, (dim, index) in kept.items():
         if name not in student or name not in teacher:
             missing = "student" if name not in student else "teacher"
-            raise NasvizError(
+            msg = (
                 f"feature {name!r}: the {missing} did not run that module in this forward pass; "
                 "pass features= with modules both models call"
             )
+            raise NasvizError(msg)
         s, t = student[name], teacher[name]
         if not isinstance(s, Tensor) or not isinstance(t, Tensor):
-            raise NasvizError(
+            msg = (
                 f"feature {name!r}: the module returns {type(s).__name__}, not a tensor; pick a "
                 "module with a tensor output (a conv, a norm, a linear)"
             )
+            raise NasvizError(msg)
         t = t.detach()
         if index is not None:
             t = t.index_select(dim, index.to(t.device))
         if s.shape != t.shape:
-            raise NasvizError(
+            msg = (
                 f"feature {name!r}: the student's output {tuple(s.shape)} does not match the "
                 f"teacher's kept channels {tuple(t.shape)}; the student was not exported from a "
                 "subnet of this teacher"
             )
+            raise NasvizError(msg)
         losses.append(F.mse_loss(s.float(), t.float()))
     if not losses:
-        raise NasvizError("feature_loss: no modules to match (kept is empty)")
+        msg = "feature_loss: no modules to match (kept is empty)"
+        raise NasvizError(msg)
     return torch.stack(losses).mean()

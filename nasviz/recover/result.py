@@ -1,5 +1,6 @@
 """The result of a distillation run, and the small helpers a step needs (batches, logits,
-devices, the metric, holding Ctrl-C)."""
+devices, the metric, holding Ctrl-C).
+"""
 
 from __future__ import annotations
 
@@ -102,10 +103,11 @@ def logits_of(out: Any, who: str) -> Tensor:
         return cast(Tensor, out.logits)
     if isinstance(out, tuple | list) and out and isinstance(out[0], Tensor):
         return out[0]
-    raise NasvizError(
+    msg = (
         f"the {who} returned {type(out).__name__}; distill needs logits (a tensor, a dict or "
         "object with 'logits', or a tuple whose first item is the logits)"
     )
+    raise NasvizError(msg)
 
 
 def split_batch(batch: Any) -> tuple[Any, Tensor | None]:
@@ -150,17 +152,20 @@ def resolve_metric(metric: str | Metric | None, score_loader: Any) -> Metric | N
         return None
     if score_loader is None or metric is None:
         missing = "metric" if metric is None else "score_loader"
-        raise NasvizError(
+        msg = (
             f"distill: score_loader and metric go together; {missing} is missing (e.g. "
             "score_loader=loaders.val, metric='accuracy')"
         )
+        raise NasvizError(msg)
     if isinstance(metric, str):
         if metric not in METRICS:
-            raise NasvizError(
+            msg = (
                 f"metric={metric!r} is not a known metric; use one of {sorted(METRICS)} or a "
                 "callable metric(outputs, targets) -> float"
             )
+            raise NasvizError(msg)
         return METRICS[metric]
     if not callable(metric):
-        raise NasvizError(f"metric={metric!r} must be a name or a callable(outputs, targets)")
+        msg = f"metric={metric!r} must be a name or a callable(outputs, targets)"
+        raise NasvizError(msg)
     return metric

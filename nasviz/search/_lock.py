@@ -65,15 +65,17 @@ class CheckpointLock:
                 except FileExistsError:
                     pid = self._holder()
                     if pid is not None and pid > 0 and _alive(pid):
-                        raise SearchError(
+                        msg = (
                             f"search checkpoint {str(self.target)!r} is in use by process {pid} "
                             f"(lock file {str(self.path)!r}); wait for that search to finish, "
                             "or pass another config['checkpoint'] path"
-                        ) from None
+                        )
+                        raise SearchError(msg) from None
                     self.path.unlink(missing_ok=True)  # stale: its process is gone
         finally:
             tmp.unlink(missing_ok=True)
-        raise SearchError(f"could not lock {str(self.path)!r}: another process keeps taking it")
+        msg = f"could not lock {str(self.path)!r}: another process keeps taking it"
+        raise SearchError(msg)
 
     def release(self) -> None:
         """Remove the lock file if this object holds it."""

@@ -83,10 +83,11 @@ class BaseSearcher(ABC):
         defaults = self.default_search_config
         unknown = sorted(set(config) - set(defaults))
         if unknown:
-            raise SearchError(
+            msg = (
                 f"unknown search config key(s) {unknown}; {type(self).__name__} takes "
                 f"{sorted(defaults)}"
             )
+            raise SearchError(msg)
         merged = {**defaults, **config}
         validate_scoring_config(config, merged)
         return merged
@@ -162,13 +163,15 @@ class BaseSearcher(ABC):
 
     def checked_score(self, scorer: Callable[[], Any], context: str = "") -> float:
         """``scorer()`` as a float; an error or a non-finite value raises a SearchError naming
-        ``context``."""
+        ``context``.
+        """
         return self.scorer.checked(scorer, context)
 
     # -- state and checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The searcher's state: every key of ``default_state_dict``, the history, and what the
-        scorer reports."""
+        scorer reports.
+        """
         state = {k: copy.deepcopy(getattr(self, k)) for k in self.default_state_dict}
         state["history"] = self.history.to_records()
         scorer: Scorer | None = getattr(self, "scorer", None)  # None before search()
@@ -180,7 +183,8 @@ class BaseSearcher(ABC):
         """What a checkpoint of this search is computed from (see
         :mod:`nasviz.search.checkpoint`): the searcher, the model's architecture, a hash of its
         weights and buffers now (BatchNorm statistics left out when every score re-calibrates
-        them first), and :meth:`fingerprint_settings`. Subclasses add their parts."""
+        them first), and :meth:`fingerprint_settings`. Subclasses add their parts.
+        """
         skip: list[torch.Tensor] = []
         if self.scorer.forward_loop is not None:
             for m in self.model.modules():
@@ -194,7 +198,8 @@ class BaseSearcher(ABC):
 
     def fingerprint_settings(self) -> dict[str, Any]:
         """The settings scores depend on, whatever the constraints: the scoring form, the
-        calibration batches, the evaluator's skip rule (primitives)."""
+        calibration batches, the evaluator's skip rule (primitives).
+        """
         cfg = self.config
 
         def batches(loader: Any) -> int | None:
@@ -219,7 +224,8 @@ class BaseSearcher(ABC):
 
     def read_search_checkpoint(self) -> dict[str, Any] | None:
         """The state in the checkpoint file if there is one and it was computed from the same
-        fingerprint; ``None`` without one; a SearchError says what differs."""
+        fingerprint; ``None`` without one; a SearchError says what differs.
+        """
         ckpt: SearchCheckpoint | None = getattr(self, "checkpoint", None)
         if ckpt is None:
             return read_checkpoint(self.config["checkpoint"])
@@ -236,7 +242,8 @@ class BaseSearcher(ABC):
     def _load_state(self, state: dict[str, Any]) -> None:
         """Set every key of ``default_state_dict`` found in ``state``; a value of another kind
         than the default's (a list for a dict, a string for a number) raises a SearchError
-        naming the file and the field."""
+        naming the file and the field.
+        """
         path = self.config["checkpoint"]
         for k, default in self.default_state_dict.items():
             if k in state:

@@ -73,7 +73,8 @@ _FRESH = "delete the file or pass another config['checkpoint'] path to start a f
 def module_fingerprint(model: nn.Module, skip: Iterable[torch.Tensor] = ()) -> dict[str, str]:
     """``{"architecture": ..., "weights": ...}``: SHA-256 hashes of the module tree (names,
     classes, parameter and buffer names, shapes and dtypes) and of the values of every parameter
-    and buffer except the tensors ``skip`` (those a search overwrites before it reads them)."""
+    and buffer except the tensors ``skip`` (those a search overwrites before it reads them).
+    """
     skipped = {id(t) for t in skip}
     arch, weights = hashlib.sha256(), hashlib.sha256()
     for name, module in model.named_modules():
@@ -120,34 +121,39 @@ def _load(path: PathLike) -> Any:
         data, _ = read_checked(path)
         return torch.load(io.BytesIO(data), weights_only=True)
     except CorruptFileError as e:
-        raise SearchError(f"search checkpoint {str(path)!r}: {e}; {_FRESH}") from e
+        msg = f"search checkpoint {str(path)!r}: {e}; {_FRESH}"
+        raise SearchError(msg) from e
     except Exception as e:
-        raise SearchError(
+        msg = (
             f"search checkpoint {str(path)!r} could not be read ({type(e).__name__}: {e}); it is "
             f"not a file written by a nasviz searcher: {_FRESH}"
-        ) from e
+        )
+        raise SearchError(msg) from e
 
 
 def _checked_file(state: Any, path: PathLike) -> dict[str, Any]:
     """``state`` if it is a nasviz search checkpoint of this format, else a SearchError."""
     if not isinstance(state, dict) or MARKER not in state:
         what = f"a {type(state).__name__}" if not isinstance(state, dict) else "a dict"
-        raise SearchError(
+        msg = (
             f"{str(path)!r} is not a nasviz search checkpoint ({what} without the "
             f"{MARKER!r} marker: a saved model, say); it was left untouched. Pass another "
             "config['checkpoint'] path (or delete the file if it is no longer needed)"
         )
+        raise SearchError(msg)
     version = state[MARKER]
     if not _equal(version, FORMAT_VERSION):
-        raise SearchError(
+        msg = (
             f"search checkpoint {str(path)!r} has format version {_describe(version)}; this "
             f"nasviz reads version {FORMAT_VERSION}: {_FRESH}"
         )
+        raise SearchError(msg)
     if not isinstance(state.get(_FINGERPRINT), dict):
-        raise SearchError(
+        msg = (
             f"search checkpoint {str(path)!r}: field {_FINGERPRINT!r} is "
             f"{_describe(state.get(_FINGERPRINT))}, not a dict: the file is damaged; {_FRESH}"
         )
+        raise SearchError(msg)
     return state
 
 
@@ -175,11 +181,12 @@ def read_checkpoint(
     if fingerprint is not None:
         diff = _differences(state[_FINGERPRINT], fingerprint)
         if diff:
-            raise SearchError(
+            msg = (
                 f"search checkpoint {str(path)!r} was computed from something else, so it is "
                 f"not reused: {'; '.join(diff)}. If the model was trained or changed since, "
                 f"the saved scores are stale: {_FRESH}"
             )
+            raise SearchError(msg)
     return _strip(state)
 
 
@@ -187,7 +194,8 @@ def write_checkpoint(
     state: Mapping[str, Any], path: PathLike, fingerprint: Mapping[str, Any] | None = None
 ) -> None:
     """Save ``state`` (with the marker and ``fingerprint``) at ``path`` atomically; makes the
-    directory. An existing file that is not a nasviz search checkpoint is never overwritten."""
+    directory. An existing file that is not a nasviz search checkpoint is never overwritten.
+    """
     if Path(path).exists():
         _checked_file(_load(path), path)
     _write(state, path, fingerprint)
@@ -212,16 +220,18 @@ def load_search_state(source: PathLike | Mapping[str, Any]) -> dict[str, Any]:
     else:
         found = read_checkpoint(source, strict=False)
         if found is None:
-            raise SearchError(
+            msg = (
                 f"search checkpoint {str(source)!r} does not exist; pass the path given as "
                 "config['checkpoint'] to nv.prune / BinarySearcher.search"
             )
+            raise SearchError(msg)
         state = found
     if "history" not in state:
-        raise SearchError(
+        msg = (
             f"search state has no 'history' (keys: {sorted(map(str, state))}); pass the "
             "state returned by nv.prune / BinarySearcher.search or its checkpoint file"
         )
+        raise SearchError(msg)
     path = None if isinstance(source, Mapping) else source
     checked_field(state, "history", path, as_history)
     return state
@@ -284,35 +294,40 @@ class SearchCheckpoint:
 
 def checked_field(state: Mapping[str, Any], key: str, path: PathLike | None, convert: Any) -> Any:
     """``convert(state[key])``; a missing key or a value ``convert`` rejects raises a SearchError
-    naming the file and the field (for checkpoints that load but are malformed)."""
+    naming the file and the field (for checkpoints that load but are malformed).
+    """
     where = f"search checkpoint {str(path)!r}" if path is not None else "search state"
     if key not in state:
-        raise SearchError(f"{where} has no field {key!r}: the file is damaged; {_FRESH}")
+        msg = f"{where} has no field {key!r}: the file is damaged; {_FRESH}"
+        raise SearchError(msg)
     try:
         return convert(state[key])
     except Exception as e:
-        raise SearchError(
+        msg = (
             f"{where}: field {key!r} is malformed ({type(e).__name__}: {e}; value "
             f"{_describe(state[key])}): the file is damaged; {_FRESH}"
-        ) from e
+        )
+        raise SearchError(msg) from e
 
 
 def as_sensitivity_map(value: Any) -> dict[str, dict[int, float]]:
     """A checkpoint's ``sensitivity_map`` field, checked: ``{str: {int: finite float}}``."""
     if not isinstance(value, Mapping):
-        raise TypeError(
-            f"a dict of hparam -> {{choice: drop}} expected, got {type(value).__name__}"
-        )
+        msg = f"a dict of hparam -> {{choice: drop}} expected, got {type(value).__name__}"
+        raise TypeError(msg)
     out: dict[str, dict[int, float]] = {}
     for name, entries in value.items():
         if not isinstance(name, str) or not isinstance(entries, Mapping):
-            raise TypeError(f"entry {name!r}: {{choice: drop}} expected, got {entries!r}")
+            msg = f"entry {name!r}: {{choice: drop}} expected, got {entries!r}"
+            raise TypeError(msg)
         out[name] = {}
         for c, d in entries.items():
             if isinstance(c, bool) or not isinstance(c, int) or not isinstance(d, (int, float)):
-                raise TypeError(f"entry {name!r}: choice {c!r} -> drop {d!r} is not int -> float")
+                msg = f"entry {name!r}: choice {c!r} -> drop {d!r} is not int -> float"
+                raise TypeError(msg)
             if not math.isfinite(float(d)):
-                raise ValueError(f"entry {name!r}: drop {d!r} at choice {c} is not finite")
+                msg = f"entry {name!r}: drop {d!r} at choice {c} is not finite"
+                raise ValueError(msg)
             out[name][int(c)] = float(d)
     return out
 
@@ -320,20 +335,24 @@ def as_sensitivity_map(value: Any) -> dict[str, dict[int, float]]:
 def as_history(value: Any) -> list[dict[str, Any]]:
     """A ``history`` field, checked: a list of event records that rebuild their events."""
     if not isinstance(value, list):
-        raise TypeError(f"a list of event records expected, got {type(value).__name__}")
+        msg = f"a list of event records expected, got {type(value).__name__}"
+        raise TypeError(msg)
     for i, rec in enumerate(value):
         try:
             if not isinstance(rec, dict) or not all(isinstance(k, str) for k in rec):
-                raise TypeError(f"a dict with string keys expected, got {_describe(rec)}")
+                msg = f"a dict with string keys expected, got {_describe(rec)}"
+                raise TypeError(msg)
             SearchHistory.from_records([rec])
         except Exception as e:
-            raise TypeError(f"record {i}: {type(e).__name__}: {e}") from e
+            msg = f"record {i}: {type(e).__name__}: {e}"
+            raise TypeError(msg) from e
     return value
 
 
 def like(default: Any) -> Any:
     """A check for a state field whose default is ``default``: the value must be of the same
-    kind (a dict for a dict, a number for a number, ...); returns the check."""
+    kind (a dict for a dict, a number for a number, ...); returns the check.
+    """
 
     def check(value: Any) -> Any:
         if isinstance(default, bool) or default is None:
@@ -342,10 +361,12 @@ def like(default: Any) -> Any:
             (int, float) if isinstance(default, (int, float)) else (type(default),)
         )
         if isinstance(value, bool) or not isinstance(value, kinds):
-            raise TypeError(f"a {type(default).__name__} expected, got {type(value).__name__}")
+            msg = f"a {type(default).__name__} expected, got {type(value).__name__}"
+            raise TypeError(msg)
         number: Any = value
         if isinstance(default, int) and not float(number).is_integer():
-            raise ValueError(f"a whole number expected, got {value!r}")
+            msg = f"a whole number expected, got {value!r}"
+            raise ValueError(msg)
         return int(number) if isinstance(default, int) else value
 
     return check
@@ -356,7 +377,9 @@ def as_optional_score(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"a number expected, got {type(value).__name__}")
+        msg = f"a number expected, got {type(value).__name__}"
+        raise TypeError(msg)
     if not math.isfinite(float(value)):
-        raise ValueError(f"{value!r} is not finite")
+        msg = f"{value!r} is not finite"
+        raise ValueError(msg)
     return float(value)

@@ -114,10 +114,11 @@ def _parse(key: object, value: object) -> Limit:
     if key not in CONSTRAINT_KEYS:
         lower = str(key).lower()
         hint = f" (did you mean {lower!r}?)" if lower in CONSTRAINT_KEYS else ""
-        raise ConstraintError(
+        msg = (
             f"unknown constraint {key!r} = {value!r}{hint}: nasviz can bound 'flops', "
             "'params' and 'latency'; rename or remove it"
         )
+        raise ConstraintError(msg)
     where = f"constraints[{key!r}] = {value!r}"
     name = str(key)
     if key == "latency":
@@ -128,26 +129,31 @@ def _parse(key: object, value: object) -> Limit:
         if pct:
             number = float(pct.group(1))
             if not 0 < number <= 100:
-                raise ConstraintError(
+                msg = (
                     f"{where} is out of range: a percentage of the full model must be above 0% "
                     "and at most 100%; write e.g. '60%', or an absolute number"
                 )
+                raise ConstraintError(msg)
             return Limit(name, number, True, value, None)
         absolute = _ABSOLUTE.match(text)
         if not absolute:
-            raise ConstraintError(f"{where} is not a number: {_HOW}")
+            msg = f"{where} is not a number: {_HOW}"
+            raise ConstraintError(msg)
         number = float(absolute.group(1)) * _SUFFIX[absolute.group(2).lower()]
     elif isinstance(value, Real) and not isinstance(value, bool):
         number = float(value)
     else:
-        raise ConstraintError(f"{where} has type {type(value).__name__}: {_HOW}")
+        msg = f"{where} has type {type(value).__name__}: {_HOW}"
+        raise ConstraintError(msg)
     if not math.isfinite(number) or number <= 0:
-        raise ConstraintError(f"{where} must be a positive, finite limit: {_HOW}")
+        msg = f"{where} must be a positive, finite limit: {_HOW}"
+        raise ConstraintError(msg)
     if number < 1:
-        raise ConstraintError(
+        msg = (
             f"{where} is below one {'FLOP' if key == 'flops' else 'parameter'}; for a fraction "
             f"of the full model write a percentage, e.g. '{number * 100:g}%'"
         )
+        raise ConstraintError(msg)
     spec = value if isinstance(value, str) else number
     return Limit(name, number, False, spec, number)
 
@@ -158,16 +164,19 @@ def _parse_latency(where: str, value: object) -> Limit:
     if pct:
         number = float(pct.group(1))
         if not 0 < number <= 100:
-            raise ConstraintError(
+            msg = (
                 f"{where} is out of range: a percentage of the full model must be above 0% "
                 f"and at most 100%; {LATENCY_FORMS}"
             )
+            raise ConstraintError(msg)
         return Limit("latency", number, True, str(value), None)
     seconds = None if text is None else parse_duration(text)
     if seconds is None:
-        raise ConstraintError(f"{where} is not a latency: {LATENCY_FORMS}")
+        msg = f"{where} is not a latency: {LATENCY_FORMS}"
+        raise ConstraintError(msg)
     if not math.isfinite(seconds) or seconds <= 0:
-        raise ConstraintError(f"{where} must be a positive, finite time: {LATENCY_FORMS}")
+        msg = f"{where} must be a positive, finite time: {LATENCY_FORMS}"
+        raise ConstraintError(msg)
     return Limit("latency", seconds, False, str(value), seconds)
 
 
@@ -193,15 +202,17 @@ class Constraints:
             self._limits: dict[str, Limit] = dict(spec._limits)
             return
         if not isinstance(spec, Mapping):
-            raise ConstraintError(
+            msg = (
                 f"constraints must be a dict such as {{'flops': '60%'}}, got "
                 f"{type(spec).__name__} {spec!r}"
             )
+            raise ConstraintError(msg)
         if not spec:
-            raise ConstraintError(
+            msg = (
                 "constraints = {} bounds nothing: give 'flops' and/or 'params', "
                 "e.g. {'flops': '60%'}"
             )
+            raise ConstraintError(msg)
         self._limits = {}
         for key, value in spec.items():
             limit = _parse(key, value)
@@ -252,17 +263,19 @@ class Constraints:
         resolved = {}
         for lim in self:
             if lim.relative and full_latency is None and lim.key == "latency":
-                raise ConstraintError(
+                msg = (
                     f"cannot resolve constraints['latency'] = {lim.spec!r}: it is relative to "
                     "the full model's latency; pass full_latency (seconds, measured with "
                     "nasviz.cost.latency.measure_latency)"
                 )
+                raise ConstraintError(msg)
             if lim.relative:
                 if not math.isfinite(full[lim.key]) or full[lim.key] <= 0:
-                    raise ConstraintError(
+                    msg = (
                         f"cannot resolve constraints[{lim.key!r}] = {lim.spec!r}: the full model "
                         f"has {full[lim.key]:g} {lim.key}; give an absolute limit instead"
                     )
+                    raise ConstraintError(msg)
                 lim = replace(lim, absolute=lim.value / 100 * full[lim.key])
             elif math.isfinite(full[lim.key]) and lim.value < _PLAUSIBLE * full[lim.key]:
                 raise ConstraintError(_implausible(lim, full[lim.key]))
@@ -272,18 +285,20 @@ class Constraints:
 
     def _absolute(self, lim: Limit) -> float:
         if lim.absolute is None:
-            raise ConstraintError(
+            msg = (
                 f"constraints[{lim.key!r}] = {lim.spec!r} is relative to the full model: call "
                 "resolve(full_flops, full_params) first"
             )
+            raise ConstraintError(msg)
         return lim.absolute
 
     def _values(self, flops: float, params: float, latency: float | None) -> dict[str, float]:
         if latency is None and "latency" in self:
-            raise ConstraintError(
+            msg = (
                 f"{self['latency']} needs the subnet's latency: pass latency= (seconds, "
                 "measured or predicted, see nasviz.cost.latency)"
             )
+            raise ConstraintError(msg)
         values = {"flops": float(flops), "params": float(params)}
         if latency is not None:
             values["latency"] = float(latency)
@@ -332,7 +347,8 @@ class Constraints:
         latency: float | None = None,
     ) -> pd.DataFrame:
         """One row per limit: ``constraint``, ``spec``, ``limit`` (NaN if unresolved) and
-        ``limit_text``; given a subnet's size, also ``value``, ``margin`` and ``ok``."""
+        ``limit_text``; given a subnet's size, also ``value``, ``margin`` and ``ok``.
+        """
         values = {"flops": flops, "params": params, "latency": latency}
         rows = []
         for lim in self:

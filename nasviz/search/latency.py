@@ -81,25 +81,26 @@ def latency_options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
     raw = dict(raw or {})
     unknown = sorted(set(raw) - set(LATENCY_DEFAULTS))
     if unknown:
-        raise SearchError(
-            f"unknown config['latency'] key(s) {unknown}; use {sorted(LATENCY_DEFAULTS)}"
-        )
+        msg = f"unknown config['latency'] key(s) {unknown}; use {sorted(LATENCY_DEFAULTS)}"
+        raise SearchError(msg)
     opts = {**LATENCY_DEFAULTS, **raw}
     if opts["measure"] is not None and not callable(opts["measure"]):
-        raise SearchError(
+        msg = (
             f"config['latency']['measure'] must be callable (module, dummy_input) -> seconds, "
             f"got {opts['measure']!r}"
         )
+        raise SearchError(msg)
     if opts["clock"] not in ("wall", "cpu"):
-        raise SearchError(f"config['latency']['clock'] = {opts['clock']!r}: use 'wall' or 'cpu'")
+        msg = f"config['latency']['clock'] = {opts['clock']!r}: use 'wall' or 'cpu'"
+        raise SearchError(msg)
     for key in ("max_choices", "rounds", "min_calls"):
         if not isinstance(opts[key], int) or opts[key] < 1:
-            raise SearchError(
-                f"config['latency'][{key!r}] must be a positive int, got {opts[key]!r}"
-            )
+            msg = f"config['latency'][{key!r}] must be a positive int, got {opts[key]!r}"
+            raise SearchError(msg)
     for key in ("calibration", "retries"):
         if not isinstance(opts[key], int) or opts[key] < 0:
-            raise SearchError(f"config['latency'][{key!r}] must be an int >= 0, got {opts[key]!r}")
+            msg = f"config['latency'][{key!r}] must be an int >= 0, got {opts[key]!r}"
+            raise SearchError(msg)
     return opts
 
 
@@ -119,7 +120,8 @@ def subnet_measure(
     model: nn.Module, dummy_input: Any, measure: ModuleMeasure | None = None
 ) -> Callable[[Mapping[str, int]], float]:
     """``config -> seconds``: select ``config``, export a plain copy, time it; the model's
-    selection is restored afterwards."""
+    selection is restored afterwards.
+    """
     timer = measure or (lambda module, x: measure_latency(module, x))
 
     def run(config: Mapping[str, int]) -> float:
@@ -270,7 +272,8 @@ class LatencyGuard:
 
     def measured(self, config: Mapping[str, int], relative: bool) -> tuple[float, float]:
         """``(latency to check, full model now)``: for a relative limit the subnet's latency is
-        its measured ratio to the full model times :attr:`full`."""
+        its measured ratio to the full model times :attr:`full`.
+        """
         sub, full_now = self.measure_pair(config)
         return (sub / full_now * self.full if relative else sub), full_now
 
@@ -282,7 +285,8 @@ class LatencyGuard:
         rerun: Callable[[], dict[str, int] | None],
     ) -> tuple[dict[str, int], float]:
         """Measure ``config``; while it is over ``limit``, tighten the table and ``rerun()`` the
-        search (``None``: no subnet is predicted to fit). Returns ``(config, measured)``."""
+        search (``None``: no subnet is predicted to fit). Returns ``(config, measured)``.
+        """
         retries = self.opts["retries"]
         for attempt in range(retries + 1):
             predicted = self.predict(config)
@@ -296,20 +300,22 @@ class LatencyGuard:
             self.table.tighten(predicted, value, self.opts["margin"])
             nxt = rerun()
             if nxt is None:
-                raise SearchError(
+                msg = (
                     f"latency <= {format_latency(limit)} cannot be met: subnet {config} "
                     f"measured {format_latency(value)} (predicted {format_latency(predicted)}), "
                     "and after correcting the latency model by that ratio no subnet is predicted "
                     f"to fit (the smallest measured {format_latency(self.minimum)}); relax the "
                     "latency limit or allow smaller widths"
                 )
+                raise SearchError(msg)
             config = nxt
-        raise SearchError(
+        msg = (
             f"latency <= {format_latency(limit)} was not met after {retries} retries: the last "
             f"subnet {config} measured {format_latency(value)} (predicted "
             f"{format_latency(predicted)}); relax the limit, raise config['latency']['retries'], "
             "or measure on a quieter machine (min_run_time, rounds)"
         )
+        raise SearchError(msg)
 
 
 # -- sampled subnets: prediction error, latency vs FLOPs ----------------------------------------
@@ -332,7 +338,8 @@ def sample_latency(
     latency (or the quietest full reading); ``raw`` is the reading itself.
     """
     if not isinstance(n, int) or n < 1:
-        raise SearchError(f"n={n!r}: sample at least one subnet")
+        msg = f"n={n!r}: sample at least one subnet"
+        raise SearchError(msg)
     cm = latency_model.cost_model if latency_model else CostModel.from_model(model, dummy_input)
     hps = {nm: hp for nm, hp in search_space(model).hparams.items() if hp.is_configurable}
     timer = subnet_measure(model, dummy_input, measure)
@@ -360,7 +367,8 @@ def sample_latency(
 def rank_disagreement(table: pd.DataFrame, column: str = "measured") -> pd.DataFrame:
     """Add ``flops_rank``, ``latency_rank`` (0 = cheapest) and ``disagreement`` (``|difference|``
     of the ranks as a fraction of the rows) to a :func:`sample_latency` table; ``attrs["tau"]``
-    is Kendall's tau between FLOPs and latency (1: same order)."""
+    is Kendall's tau between FLOPs and latency (1: same order).
+    """
     out = table.copy()
     n = len(out)
     out["flops_rank"] = out["flops"].rank(method="first").astype(int) - 1

@@ -221,7 +221,8 @@ class _Analyzer(PointwiseOps):
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
     ) -> Val:
         """An embedding's output width is dim 1 of its weight: a channel parameter (so a
-        token + position embedding stream can be pruned, the weight sliced by columns)."""
+        token + position embedding stream can be pruned, the weight sliced by columns).
+        """
         idx = args[0] if args else None
         if isinstance(idx, Val) and idx.expr is not None:
             self.c.fix_expr(idx.expr, f"used as the indices of {kind.name}")
@@ -260,7 +261,8 @@ class _Analyzer(PointwiseOps):
     ) -> Val:
         """A parameter or buffer of an ordinary module: its last dim of size > 1 gets an element
         of its own, so an element-wise op with pruned channels along that dim couples it (a
-        layer scale, a class token); any other use fixes it, as for a layer's output."""
+        layer scale, a class token); any other use fixes it, as for a layer's output.
+        """
         if dim is None:
             dim = max(i for i, n in enumerate(shape) if n > 1)
         known = self.params.get(qual)
@@ -343,7 +345,8 @@ class _Analyzer(PointwiseOps):
     ) -> tuple[Val, Val]:
         """``(out, weights) = attn(query, key, value, ...)``: the stream (``spec.in_attr``, the
         last dim) passes from the query to the output; key and value share it when the layer
-        says so (``spec.shared``), else they stay static, like the masks."""
+        says so (``spec.shared``), else they stay static, like the masks.
+        """
         names = ("query", "key", "value")
         qkv = [args[i] if len(args) > i else kwargs.get(n) for i, n in enumerate(names)]
         x = qkv[0] if isinstance(qkv[0], Val) else None
@@ -425,13 +428,15 @@ def _reads_dim1(spec: LayerSpec, x: Val) -> bool:
     """A norm reading dim 1 at every rank (BatchNorm1d, GroupNorm, SyncBatchNorm) without a
     known rank: its input's channels are dim 1 when the producer puts them right after the
     batch dims, as a conv's ``(N, C, *spatial)`` and a Linear's ``(N, C)`` output do; the
-    widths must agree (a norm over another dim would have another size)."""
+    widths must agree (a norm over another dim would have another size).
+    """
     return x.expr is not None and x.axis is not None and x.shape is None and spec.kind == "norm"
 
 
 def _is_weight(owner: nn.Module, attr: str, obj: torch.Tensor) -> bool:
     """Whether a tensor may be a channel parameter: a floating parameter or a persistent buffer
-    (a non-persistent buffer such as rotary ``inv_freq`` is computed, not a weight to slice)."""
+    (a non-persistent buffer such as rotary ``inv_freq`` is computed, not a weight to slice).
+    """
     if not obj.is_floating_point():
         return False
     return attr in owner._parameters or attr not in owner._non_persistent_buffers_set

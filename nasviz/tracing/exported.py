@@ -178,7 +178,8 @@ def _closed_calls(
     ``addmm(bias, x, weight)`` -> ``view``): a run of consecutive nodes called from the same
     prunable layer that reads the layer's own weight, takes one tensor input from outside and
     gives one output is that layer's call. Maps each node of such a run to
-    ``(qualified name, input, last node)``."""
+    ``(qualified name, input, last node)``.
+    """
     runs: list[tuple[str, list[fx.Node]]] = []
     for node in graph.nodes:
         qual = _innermost(node) if node.op == "call_function" else None

@@ -78,26 +78,27 @@ def trace_leaves(model: nn.Module) -> fx.Graph:
     except Exception as e:
         text = str(e).strip().splitlines()
         first = text[0][:160] if text else ""
-        raise UntraceableError(
+        msg = (
             f"torch.fx cannot trace {type(model).__name__} as one graph ({type(e).__name__}: "
             f"{first})"
-        ) from e
-    if codes[0] != codes[1]:
-        raise UntraceableError(
-            f"{type(model).__name__}.forward traces differently in train and eval mode"
         )
+        raise UntraceableError(msg) from e
+    if codes[0] != codes[1]:
+        msg = f"{type(model).__name__}.forward traces differently in train and eval mode"
+        raise UntraceableError(msg)
     graph = graphs[0]
     phs = [n for n in graph.nodes if n.op == "placeholder"]
     if not phs:
-        raise UntraceableError(f"{type(model).__name__}.forward takes no input")
+        msg = f"{type(model).__name__}.forward takes no input"
+        raise UntraceableError(msg)
     for n in phs:
         if str(n.target).startswith("*"):
-            raise UntraceableError(f"{type(model).__name__}.forward takes *args or **kwargs")
+            msg = f"{type(model).__name__}.forward takes *args or **kwargs"
+            raise UntraceableError(msg)
     for n in phs[1:]:
         if not n.args:
-            raise UntraceableError(
-                f"{type(model).__name__}.forward needs input {n.target!r} besides the batch"
-            )
+            msg = f"{type(model).__name__}.forward needs input {n.target!r} besides the batch"
+            raise UntraceableError(msg)
     return graph
 
 
@@ -112,7 +113,8 @@ def acts_per_channel(model: nn.Module, n: fx.Node) -> bool:
     """Whether node ``n`` acts on each element alone and deterministically (so its output on a
     channel slice is the slice of its output). An ``inplace=True`` module or keyword counts (the
     sub-graph plan snapshots values around in-place ops); a ``Tensor.relu_``-style method does
-    not."""
+    not.
+    """
     if n.op == "call_module":
         m = model.get_submodule(str(n.target))
         if isinstance(m, _NOT_PER_ELEMENT_MODULES):

@@ -341,7 +341,8 @@ def _record_inputs(
     targets: dict[str, nn.Module],
 ) -> dict[str, tuple[tuple[Any, ...], dict[str, Any]]]:
     """Run ``module`` once (eval mode, no grad: statistics never move) and record the first
-    arguments each of ``targets`` receives."""
+    arguments each of ``targets`` receives.
+    """
     seen: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
     handles = []
 

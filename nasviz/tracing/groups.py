@@ -210,7 +210,8 @@ class Coupling:
     # -- refinement ----------------------------------------------------------------------------
     def resolve(self, e: Expr) -> Expr:
         """``e`` over group roots that are not refined (refinements expanded, nested repeats and
-        concatenations flattened)."""
+        concatenations flattened).
+        """
         if isinstance(e, Sym):
             root = self.find(e.elem)
             sub = self._refined.get(root)
@@ -231,7 +232,8 @@ class Coupling:
 
     def _refine(self, root: int, parts: list[int], inner: int = 1) -> list[int]:
         """Refine unrefined ``root`` into a concatenation of new elements of ``parts`` channels
-        (``inner > 1``: into one element each of whose channels is ``inner`` features)."""
+        (``inner > 1``: into one element each of whose channels is ``inner`` features).
+        """
         el = self.elements[root]
         made = [self.new(n, el.producer, el.origin) for n in parts]
         syms: list[Expr] = [Sym(m, n) for m, n in zip(made, parts)]
@@ -311,7 +313,8 @@ class Coupling:
     def split(self, e: Expr, pieces: int, reason: str) -> list[Expr] | None:
         """Cut ``e`` into ``pieces`` equal consecutive layouts and couple them with each other
         (ops such as ``chunk`` split a pruned tensor evenly, so every piece must keep the same
-        channels). ``None`` (and ``e`` fixed with ``reason``) if it cannot be cut evenly."""
+        channels). ``None`` (and ``e`` fixed with ``reason``) if it cannot be cut evenly.
+        """
         total = expr_size(e)
         if pieces < 1 or total % pieces:
             self.fix_expr(e, reason)

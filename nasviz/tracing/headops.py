@@ -55,7 +55,8 @@ class HeadOps(ShapeOps):
         cg: CapturedGraph,
     ) -> Val:
         """``view(..., -1, head_dim)``: the heads become the channel axis (a new element, each
-        of its channels ``head_dim`` consecutive features of the input)."""
+        of its channels ``head_dim`` consecutive features of the input).
+        """
         assert x.expr is not None
         heads, head_dim = parts
         owner = str(node.meta.get(MODULE_KEY) or "")
@@ -73,7 +74,8 @@ class HeadOps(ShapeOps):
     ) -> Val:
         """Operands whose channels sit on a batch axis (heads): couple them, output keeps them.
 
-        ``ratio > 1``: the first operand has ``ratio`` heads per head of the others (GQA)."""
+        ``ratio > 1``: the first operand has ``ratio`` heads per head of the others (GQA).
+        """
         tracked = [v for v in vals if v.expr is not None and v.axis is not None]
         axis = tracked[0].axis
         if any(v.axis != axis for v in tracked):
@@ -110,7 +112,8 @@ class HeadOps(ShapeOps):
     ) -> Val:
         """``zeros((1, self.n_heads, q, k))`` (T5's position bias without a bias of its own): a
         new tensor whose one size is the calling module's head count has a heads axis, coupled
-        with the module's heads through that attribute (which follows them)."""
+        with the module's heads through that attribute (which follows them).
+        """
         sizes = args[0] if args else kwargs.get("size")
         if not cg.exported or not isinstance(sizes, (list, tuple)):
             return self._untracked(node, cg, f"a new tensor ({kind.name})")
@@ -175,7 +178,8 @@ class HeadOps(ShapeOps):
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
     ) -> Val:
         """``aten.index(x, [i, ...])`` (``weight[position_ids]``): leading dims indexed by
-        tensors; channels after them pass through, channels indexed are picked apart."""
+        tensors; channels after them pass through, channels indexed are picked apart.
+        """
         x = self._first(node, cg, args)
         indices = args[1] if len(args) > 1 else None
         if x is None or x.expr is None or x.axis is None:
@@ -200,9 +204,10 @@ class HeadOps(ShapeOps):
         kwargs: Kwargs,
         cg: CapturedGraph,
     ) -> Val:
-        """sdpa on tensors whose heads carry the channels: q, k, v heads coupled (GQA: each
+        """Sdpa on tensors whose heads carry the channels: q, k, v heads coupled (GQA: each
         key/value head stands for ``q_heads / kv_heads`` consecutive query heads); a mask with a
-        heads axis (T5's position bias) follows the query heads."""
+        heads axis (T5's position bias) follows the query heads.
+        """
         vals = [q, k, v]
         mask = kwargs.get("attn_mask", rest[0] if rest else None)
         others = (rest[1:], {n: a for n, a in kwargs.items() if n not in _SDPA_TENSORS})

@@ -106,10 +106,11 @@ class Plan:
                 {k: dict(v) for k, v in d.get("attrs", {}).items()},
             )
         except (KeyError, TypeError) as e:
-            raise TracingError(
+            msg = (
                 f"the stored search-space plan is malformed ({e}); it was written by an "
                 "incompatible nasviz version"
-            ) from e
+            )
+            raise TracingError(msg) from e
 
 
 def _rule(config: ModeloptBaseRuleConfig, layer_type: str, name: str) -> tuple[Any, str]:
@@ -139,7 +140,8 @@ def _unused_embedding(
     analysis: Analysis, model: nn.Module, mname: str, pname: str
 ) -> ChannelParam | None:
     """An embedding forward never calls (BART's ``shared``, tied to the embeddings it calls)
-    as a channel parameter of its own, so its copy of the tied weight is sliced too."""
+    as a channel parameter of its own, so its copy of the tied weight is sliced too.
+    """
     m = model.get_submodule(mname)
     if not isinstance(m, nn.Embedding) or pname != "weight" or m.weight.dim() != 2:
         return None
@@ -156,7 +158,8 @@ def _tie(
 ) -> bool:
     """Whether a Linear whose weight is tied to an embedding's (a language model's head) can be
     pruned with it: its inputs then follow the embedding width (coupled here) and its outputs
-    (the embedding's rows, never pruned) stay static."""
+    (the embedding's rows, never pruned) stay static.
+    """
     use = analysis.layers[name]
     m = use.module
     if not isinstance(m, nn.Linear) or "in_features" not in use.dims:
@@ -251,7 +254,8 @@ def make_plan(model: nn.Module, analysis: Analysis, config: ModeloptBaseRuleConf
 
 def _single_root(c: Coupling, expr: Expr) -> tuple[int, int] | None:
     """``(root, multiplicity)`` if the resolved layout is made of one group only (a plain
-    width, a repeat, copies of a split group), else ``None``."""
+    width, a repeat, copies of a split group), else ``None``.
+    """
     roots = {s.elem for s in expr_syms(expr)}
     if len(roots) != 1:
         return None
@@ -314,7 +318,8 @@ def _choose(
 
 def _names(c: Coupling, roots: list[int]) -> dict[int, str]:
     """``<module>.<attribute>`` of each group's first producer; the parts of one split producer
-    are told apart by ``#1``, ``#2`` ... after the first."""
+    are told apart by ``#1``, ``#2`` ... after the first.
+    """
     first: dict[int, int] = {}
     wanted = set(roots)
     for el in c.elements:
@@ -401,7 +406,8 @@ def _static_rows(
 
 def static_for_lack_of_input(plan: Plan) -> list[str]:
     """``module.attr`` of every static layer dimension whose reason is only a missing
-    dummy_input (tensor shapes or ranks tracing did not have)."""
+    dummy_input (tensor shapes or ranks tracing did not have).
+    """
     return [f"{r['module']}.{r['attr']}" for r in plan.static if NO_INPUT in str(r["reason"])]
 
 
@@ -442,13 +448,15 @@ def apply_layout(j: dict[str, Any], hps: dict[str, Hparam]) -> DimSource:
 
 def apply_plan(model: nn.Module, plan: Plan) -> dict[str, Hparam]:
     """Convert the plan's layers and back their dimensions by fresh hparams (by name); slice
-    its channel parameters."""
+    its channel parameters.
+    """
     hps = {g.name: Hparam(g.choices, g.original, g.name) for g in plan.hparams}
     for name, dims in plan.layers.items():
         m = _module(model, name)
         twin = dynamic_class_for(m)
         if twin is None:
-            raise TracingError(f"layer {name!r} ({type(m).__name__}) has no dynamic twin")
+            msg = f"layer {name!r} ({type(m).__name__}) has no dynamic twin"
+            raise TracingError(msg)
         dm = twin.convert(m)
         for attr, j in dims.items():
             dm.set_dim(attr, _source(j, hps))
@@ -471,7 +479,8 @@ def _module(model: nn.Module, name: str) -> nn.Module:
     try:
         return model.get_submodule(name)
     except AttributeError as e:
-        raise TracingError(
+        msg = (
             f"the search space names module {name!r}, which this {type(model).__name__} does "
             "not have; restore onto a fresh instance built with the same arguments"
-        ) from e
+        )
+        raise TracingError(msg) from e

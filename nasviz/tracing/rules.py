@@ -218,7 +218,8 @@ def classify_module(m: nn.Module, qualname: str) -> OpKind:
 
 def layer_spec(m: nn.Module) -> LayerSpec | None:
     """The :class:`LayerSpec` of a module with a dynamic twin (``None`` for other modules), as
-    its layer family declares it (:meth:`~nasviz.dynamic.DynamicModule.layer_spec`)."""
+    its layer family declares it (:meth:`~nasviz.dynamic.DynamicModule.layer_spec`).
+    """
     twin = dynamic_class_for(m)
     return None if twin is None else twin.layer_spec(m)
 

@@ -113,7 +113,8 @@ class ShapeOps:
 
     def _literal_attr(self, node: fx.Node, size: int, heads: bool = False) -> str | None:
         """``"Class.attr"`` of an int attribute of the calling module equal to ``size``
-        (``heads``: only one named for heads)."""
+        (``heads``: only one named for heads).
+        """
         owner = self.modules.get(str(node.meta.get(MODULE_KEY, "")))
         if owner is None:
             return None
@@ -126,7 +127,8 @@ class ShapeOps:
         """Record the int attributes of the calling module equal to ``size`` as following
         ``expr`` (a literal channel size in an exported graph: the attribute will be set from
         the active width); whether there was one. ``heads``: only attributes named for heads
-        (``num_heads``), for a head count the graph inferred. Indices (``layer_idx``) never."""
+        (``num_heads``), for a head count the graph inferred. Indices (``layer_idx``) never.
+        """
         qual = str(node.meta.get(MODULE_KEY, ""))
         owner = self.modules.get(qual)
         if owner is None:
@@ -269,7 +271,8 @@ class ShapeOps:
         cg: CapturedGraph,
     ) -> Val:
         """The channels split into ``parts`` (channel shuffle, attention heads): the leading
-        parts become copy axes, coupled piece by piece; the last part carries the channels."""
+        parts become copy axes, coupled piece by piece; the last part carries the channels.
+        """
         assert x.expr is not None
         assert x.shape is not None
         total = x.shape[len(x.shape) + (x.axis or 0)]
@@ -440,7 +443,8 @@ class ShapeOps:
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
     ) -> Any:
         """chunk/split/unbind: along the channels only ``chunk`` (and ``tensor_split`` into a
-        count) works: its pieces keep a fixed count, so they are coupled with each other."""
+        count) works: its pieces keep a fixed count, so they are coupled with each other.
+        """
         x = self._first(node, cg, args)
         unbind = kind.name.endswith("unbind")
         pos = 1 if unbind else 2
@@ -477,7 +481,8 @@ class ShapeOps:
     ) -> Many | None:
         """``split(self.split_size, dim)`` on the channels, the width a multiple of the size and
         the size an int attribute of the calling module: equal parts (like ``chunk``), and the
-        attribute follows the width of one part."""
+        attribute follows the width of one part.
+        """
         if not (
             kind.name.endswith(".split")
             and cg.exported
@@ -564,7 +569,8 @@ def _flattens_tail(x: Val, start: Any, end: Any) -> bool:
     """Whether a flatten of ``x`` (shape unknown) from ``start`` to ``end`` merges the channels
     with the known dims after them: the channels right before the known ``tail`` (an adaptive
     pool's output), flattened from a positive start (the batch dims stay, as for any conv
-    output ``(N, C, *spatial)``) to the end."""
+    output ``(N, C, *spatial)``) to the end.
+    """
     return (
         x.tail is not None
         and x.expr is not None

@@ -15,7 +15,8 @@ from nasviz.tracing.groups import Expr
 @dataclass(frozen=True)
 class AttrUse:
     """An int attribute of an ordinary module that a graph used as a channel size (GPT-2's
-    ``split_size``, Whisper's ``num_heads``): it follows ``expr``'s active size."""
+    ``split_size``, Whisper's ``num_heads``): it follows ``expr``'s active size.
+    """
 
     qual: str
     owner: str

@@ -195,7 +195,8 @@ class ProgressBar(View):
 def has_search_space(model: nn.Module) -> bool:
     """Whether ``model`` carries a search space (converted, not exported): the one check the
     views use before asking for ``nv.search_space(model)``. (``nv.is_converted`` is also true
-    for an exported model, whose modelopt state records the export.)"""
+    for an exported model, whose modelopt state records the export.)
+    """
     try:
         search_space(model)
     except NasvizError:
@@ -212,7 +213,8 @@ def history_of(
     | Mapping[str, Any],
 ) -> SearchHistory:
     """A :class:`SearchHistory` from a history, events, records (``state["history"]``), a state
-    dict or a checkpoint path."""
+    dict or a checkpoint path.
+    """
     if isinstance(source, SearchHistory):
         return source
     if isinstance(source, (str, Path, Mapping)):
@@ -222,7 +224,8 @@ def history_of(
         return SearchHistory([x for x in items if isinstance(x, SearchEvent)])
     if all(isinstance(x, Mapping) for x in items):
         return SearchHistory.from_records([dict(x) for x in items if isinstance(x, Mapping)])
-    raise NasvizError(
+    msg = (
         "history_of() takes a SearchHistory, SearchEvents, event records, a search state dict or "
         f"a checkpoint path; got a sequence of {sorted({type(x).__name__ for x in items})}"
     )
+    raise NasvizError(msg)

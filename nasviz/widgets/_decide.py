@@ -167,7 +167,7 @@ class DecisionPanel:
             )
 
     def front_clicked(self, trace: Any, points: Any, state: Any = None) -> None:
-        """plotly ``on_click`` of the front: set the sliders to the clicked subnet."""
+        """Plotly ``on_click`` of the front: set the sliders to the clicked subnet."""
         inds = list(getattr(points, "point_inds", []) or [])
         if inds and len(self.front):
             self.ex.value = self.front["config"].iloc[inds[0]]
@@ -197,10 +197,12 @@ class DecisionPanel:
 
     def search_again(self) -> dict[str, Any]:
         """The binary search with the locked groups fixed, reusing the map; the sliders move to
-        its pick, which is marked on the front. Returns the search state."""
+        its pick, which is marked on the front. Returns the search state.
+        """
         ex = self.ex
         if ex.constraints is None or ex.score_func is None or not self.has_map:
-            raise NasvizError("search again needs constraints, a score_func and a sensitivity map")
+            msg = "search again needs constraints, a score_func and a sensitivity map"
+            raise NasvizError(msg)
         state = search_with_pins(
             ex.model,
             ex.constraints.to_dict(),

@@ -60,17 +60,19 @@ def parse_numbers(text: str, what: str, kind: type = float) -> list[Any]:
             out.append(kind(item))
         except ValueError:
             example = "0.25, 0.5, 1" if kind is float else "1, 3, 5"
-            raise ValueError(
+            msg = (
                 f"{what}: {item!r} is not a{'n integer' if kind is int else ' number'}; write "
                 f"comma-separated values such as {example}"
-            ) from None
+            )
+            raise ValueError(msg) from None
     return out
 
 
 @dataclass(frozen=True)
 class RuleError:
     """Why the editor's current rules are refused: where (layer type, glob, field), the value
-    and the message (which names the fix)."""
+    and the message (which names the fix).
+    """
 
     layer_type: str | None
     glob: str | None

@@ -156,12 +156,14 @@ class ActivationViewer(View):
     ) -> None:
         for name, m in (("full_model", full_model), ("subnet_model", subnet_model)):
             if not isinstance(m, nn.Module):
-                raise NasvizError(f"{name} must be a torch.nn.Module, got {type(m).__name__}")
+                msg = f"{name} must be a torch.nn.Module, got {type(m).__name__}"
+                raise NasvizError(msg)
         if not isinstance(inputs, torch.Tensor) or inputs.dim() < 1 or inputs.shape[0] < 1:
-            raise NasvizError(
+            msg = (
                 f"inputs must be a batch tensor (N, ...) with N >= 1, got "
                 f"{type(inputs).__name__}{tuple(getattr(inputs, 'shape', ()))}; e.g. images[:16]"
             )
+            raise NasvizError(msg)
         self.full_model, self.subnet_model, self.inputs = full_model, subnet_model, inputs
         ids = list(module_ids) if module_ids is not None else None
         if ids is None:
@@ -228,20 +230,22 @@ class ActivationViewer(View):
     # -- engine ----------------------------------------------------------------------------------
     def _check_ids(self, ids: list[str]) -> None:
         if not ids:
-            raise NasvizError(
+            msg = (
                 "no module ids to show: the models have no prunable conv (or Linear) layers in "
                 "common; pass module_ids=[...] with qualified names from model.named_modules()"
             )
+            raise NasvizError(msg)
         for side, model in (("full_model", self.full_model), ("subnet_model", self.subnet_model)):
             names = [n for n, _ in model.named_modules()]
             for m_id in ids:
                 if m_id not in names:
                     close = difflib.get_close_matches(str(m_id), names, n=3, cutoff=0.5)
-                    raise NasvizError(
+                    msg = (
                         f"module_ids: {m_id!r} is not a sub-module of {side} "
                         f"({type(model).__name__}); closest names: {close}. Use names present "
                         "in both models (the same ids work on a converted and an exported model)"
                     )
+                    raise NasvizError(msg)
 
     def _grab(self, model: nn.Module) -> dict[str, torch.Tensor]:
         with nv.ActivationMapGrabber(model, self.module_ids, detach=True) as grabber:
@@ -250,15 +254,17 @@ class ActivationViewer(View):
         for m_id in self.module_ids:
             act = acts.get(m_id)
             if act is None:
-                raise NasvizError(
+                msg = (
                     f"module {m_id!r} did not run in {type(model).__name__} on these inputs; "
                     "pick modules on the forward path"
                 )
+                raise NasvizError(msg)
             if not isinstance(act, torch.Tensor):
-                raise NasvizError(
+                msg = (
                     f"module {m_id!r} returned a {type(act).__name__}, not a tensor; pick a "
                     "sub-module whose output is one tensor"
                 )
+                raise NasvizError(msg)
             out[m_id] = act
         return out
 

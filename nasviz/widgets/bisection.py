@@ -116,9 +116,8 @@ class BisectionAnimation(EventView):
 
     def __init__(self, metric: Metric | None = None, *, interval_ms: int = 500) -> None:
         if metric not in (None, "flops", "params", "latency"):
-            raise NasvizError(
-                f"metric={metric!r}: use 'flops', 'params', 'latency' or None (the limit's)"
-            )
+            msg = f"metric={metric!r}: use 'flops', 'params', 'latency' or None (the limit's)"
+            raise NasvizError(msg)
         self.items: list[_Item] = []
         self.limits: dict[str, float] = {}
         self.final: FinalScore | None = None
@@ -288,7 +287,8 @@ class BisectionAnimation(EventView):
 
     def _cost(self, e: TimelineEvent) -> float:
         """The shown metric of ``e``; latency: predicted for a bisection step, measured for the
-        final choice, NaN (not drawn) for events that carry none."""
+        final choice, NaN (not drawn) for events that carry none.
+        """
         if self.metric == "latency":
             value = getattr(e, "latency", None)
             return math.nan if value is None else float(value)

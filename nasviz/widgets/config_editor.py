@@ -177,12 +177,14 @@ class RuleConfigEditor(View):
 
     def load_json(self, text: str) -> ModeloptBaseRuleConfig:
         """Replace every rule by the config in ``text``; a bad text raises ``NasvizError``
-        (and is shown in the error box) and changes nothing."""
+        (and is shown in the error box) and changes nothing.
+        """
         try:
             config = nv.FastNASConfig.model_validate_json(text)
         except ValidationError as e:
             self._show_error(pydantic_error(e, None, None))
-            raise NasvizError(f"the JSON is not a valid FastNASConfig: {self.error}") from e
+            msg = f"the JSON is not a valid FastNASConfig: {self.error}"
+            raise NasvizError(msg) from e
         self._load(config)
         return config
 
@@ -211,7 +213,8 @@ class RuleConfigEditor(View):
 
     def table(self, layer_type: str | None = None) -> pd.DataFrame:
         """One row per module of the model covered by a layer type (``layer_type``: only those):
-        the globs that match its name in order, the winner (``rule_for``) and the rule it gets."""
+        the globs that match its name in order, the winner (``rule_for``) and the rule it gets.
+        """
         cfg = self._value
         rows = []
         for name, lt in self._modules:
@@ -236,7 +239,8 @@ class RuleConfigEditor(View):
     def preview(self) -> Any:
         """Convert a deep copy of the model with :attr:`value`; return its ``SearchSpace``."""
         if self.model is None:
-            raise NasvizError("preview needs a model: RuleConfigEditor(model, dummy_input=x)")
+            msg = "preview needs a model: RuleConfigEditor(model, dummy_input=x)"
+            raise NasvizError(msg)
         clone = copy.deepcopy(self.model)
         nv.convert(clone, mode=[("fastnas", self._value)], dummy_input=self.dummy_input)
         return nv.search_space(clone)
@@ -398,4 +402,5 @@ def _as_config(config: ModeloptBaseRuleConfig | Mapping[str, Any] | None) -> Any
         return nv.FastNASConfig(**config)
     except ValidationError as e:
         problem = pydantic_error(e, None, None)
-        raise NasvizError(f"config is not a valid FastNASConfig: {problem}") from e
+        msg = f"config is not a valid FastNASConfig: {problem}"
+        raise NasvizError(msg) from e

@@ -114,9 +114,11 @@ class Dashboard(View):
         search_state: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
-            raise NasvizError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            msg = f"model must be a torch.nn.Module, got {type(model).__name__}"
+            raise NasvizError(msg)
         if dummy_input is None:
-            raise NasvizError("dummy_input is required: an example batch, e.g. images[:2]")
+            msg = "dummy_input is required: an example batch, e.g. images[:2]"
+            raise NasvizError(msg)
         self.model, self.dummy_input = model, dummy_input
         self.score_func, self.data_loader = score_func, data_loader
         self.constraints = dict(constraints or {"flops": "60%"})
@@ -210,7 +212,8 @@ class Dashboard(View):
     def convert(self) -> nn.Module:
         """Convert the model in place with the editor's config; builds the model's views."""
         if has_search_space(self.model):
-            raise NasvizError("the model is converted already; build a Dashboard on a fresh model")
+            msg = "the model is converted already; build a Dashboard on a fresh model"
+            raise NasvizError(msg)
         nv.convert(self.model, mode=[("fastnas", self.config)], dummy_input=self.dummy_input)
         # the full model for the activations: converted (channels in the sorted order the
         # subnets use) and copied before any search re-calibrates BatchNorm for a subnet
@@ -250,11 +253,14 @@ class Dashboard(View):
 
     def run_search(self) -> dict[str, Any]:
         """``nv.prune`` with the views as callbacks; leaves the best subnet selected and
-        refreshes the explorer and the activations. Returns the search state."""
+        refreshes the explorer and the activations. Returns the search state.
+        """
         if not has_search_space(self.model):
-            raise NasvizError("convert the model first (Config tab, or dashboard.convert())")
+            msg = "convert the model first (Config tab, or dashboard.convert())"
+            raise NasvizError(msg)
         if self.score_func is None:
-            raise NasvizError("run_search needs a score_func: Dashboard(..., score_func=f)")
+            msg = "run_search needs a score_func: Dashboard(..., score_func=f)"
+            raise NasvizError(msg)
         self.heatmap, self.bisection = SensitivityHeatmap(), BisectionAnimation()
         self.search_views.children = [self.heatmap.widget, self.bisection.widget]
         config = {

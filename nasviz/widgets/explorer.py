@@ -67,7 +67,8 @@ def config_at_threshold(
     sensitivity_map: SensitivityMap, hparams: Mapping[str, Hparam], threshold: float
 ) -> dict[str, int]:
     """Every hparam at its smallest choice whose drop is at most ``threshold`` (the searcher's
-    rule, :func:`nasviz.fastnas.searcher.config_at_drop`)."""
+    rule, :func:`nasviz.fastnas.searcher.config_at_drop`).
+    """
     return config_at_drop(sensitivity_map, hparams, threshold)
 
 
@@ -118,11 +119,12 @@ class SubnetExplorer(View):
         space = nv.search_space(model)
         self.hparams = {n: hp for n, hp in space.hparams.items() if hp.is_configurable}
         if not self.hparams:
-            raise NasvizError(
+            msg = (
                 "the model has no configurable channel groups to explore; convert it with a "
                 "config whose ratios and divisor allow smaller widths and check "
                 "nv.search_space(model).static_table() for the reasons"
             )
+            raise NasvizError(msg)
         self.sensitivity_map = {
             n: {int(c): float(d) for c, d in v.items()} for n, v in (sensitivity_map or {}).items()
         }
@@ -262,10 +264,11 @@ class SubnetExplorer(View):
             if n in self.hparams and v not in self.hparams[n].choices
         }
         if unknown or bad:
-            raise NasvizError(
+            msg = (
                 f"not a subnet of this model: unknown groups {unknown}, invalid widths {bad}; "
                 f"valid: { {n: list(hp.choices) for n, hp in self.hparams.items()} }"
             )
+            raise NasvizError(msg)
         self._set_sliders(config)
 
     @property
@@ -282,9 +285,11 @@ class SubnetExplorer(View):
     def evaluate(self) -> float:
         """Select the subnet, re-calibrate BatchNorm on ``forward_loop``, score it; returns the
         score (also recorded in :attr:`evaluations` and shown). If any step raises (Ctrl-C
-        included), the model is left exactly as it was before (:mod:`nasviz._transaction`)."""
+        included), the model is left exactly as it was before (:mod:`nasviz._transaction`).
+        """
         if self.score_func is None:
-            raise NasvizError("evaluate needs a score_func: SubnetExplorer(..., score_func=f)")
+            msg = "evaluate needs a score_func: SubnetExplorer(..., score_func=f)"
+            raise NasvizError(msg)
         self.evaluate_button.disabled = True
         calib = "re-calibrating BatchNorm" if self.forward_loop else "eval mode (no forward_loop)"
         # a failed or interrupted Evaluate leaves the model as it was: selection, weights, BN
@@ -319,7 +324,8 @@ class SubnetExplorer(View):
 
     def export(self, calibrate: bool = True) -> nn.Module:
         """The chosen subnet as a plain model (``nv.export``; the explorer's model stays
-        searchable). With ``calibrate`` and a ``forward_loop``, BatchNorm is re-calibrated first."""
+        searchable). With ``calibrate`` and a ``forward_loop``, BatchNorm is re-calibrated first.
+        """
         self.select()
         if calibrate and self.forward_loop is not None:
             nv.prep_for_eval(self.model, self.forward_loop)

@@ -143,16 +143,17 @@ class ExportPanel(View):
         nv.search_space(model)  # refuses a model that is not converted, with the fix
         unknown = [f for f in formats if f not in FORMATS]
         if unknown:
-            raise NasvizError(f"formats: {unknown} unknown; use any of {list(FORMATS)}")
+            msg = f"formats: {unknown} unknown; use any of {list(FORMATS)}"
+            raise NasvizError(msg)
         if formats and dummy_input is None:
-            raise NasvizError(
-                f"formats={list(formats)} need a dummy_input to export and check the files"
-            )
+            msg = f"formats={list(formats)} need a dummy_input to export and check the files"
+            raise NasvizError(msg)
         if factory is not None and not callable(factory):
-            raise NasvizError(
+            msg = (
                 f"factory must be a callable returning a fresh model, got {factory!r}; e.g. "
                 f"factory=lambda: {type(model).__name__}(...)"
             )
+            raise NasvizError(msg)
         self.model, self.dummy_input, self.factory = model, dummy_input, factory
         self.tolerance = tolerance
         self.exported: nn.Module | None = None
@@ -198,12 +199,14 @@ class ExportPanel(View):
             fresh = self.factory() if self.factory is not None else cls()
         except Exception as e:
             how = "factory()" if self.factory is not None else f"{cls.__name__}()"
-            raise NasvizError(
+            msg = (
                 f"could not build a fresh model with {how} ({type(e).__name__}: {e}); pass "
                 f"factory=lambda: {cls.__name__}(...) with the original constructor arguments"
-            ) from e
+            )
+            raise NasvizError(msg) from e
         if not isinstance(fresh, nn.Module):
-            raise NasvizError(f"factory() returned {type(fresh).__name__}, not an nn.Module")
+            msg = f"factory() returned {type(fresh).__name__}, not an nn.Module"
+            raise NasvizError(msg)
         return fresh
 
     def reload_check(self, exported: nn.Module, path: Path) -> ReloadCheck:
@@ -236,7 +239,8 @@ class ExportPanel(View):
 
     def deploy(self, exported: nn.Module, path: Path, formats: Sequence[str]) -> None:
         """The checked ONNX / torch.export files next to ``path`` (engine calls; a refusal is
-        recorded in :attr:`report_errors`, not raised)."""
+        recorded in :attr:`report_errors`, not raised).
+        """
         self.reports, self.report_errors = {}, {}
         for name in formats:
             suffix, export_fn = FORMATS[name]
@@ -250,15 +254,18 @@ class ExportPanel(View):
     ) -> nn.Module:
         """Export, save to ``path`` (default: the path box), run the reload check, write the
         checked ``formats`` (default: the ticked boxes); returns the exported model (also in
-        :attr:`exported`)."""
+        :attr:`exported`).
+        """
         target = Path(path if path is not None else self.path_text.value).expanduser()
         if not target.name or target.is_dir():
-            raise NasvizError(f"path {str(target)!r} is not a file name; e.g. 'pruned.pt'")
+            msg = f"path {str(target)!r} is not a file name; e.g. 'pruned.pt'"
+            raise NasvizError(msg)
         if not target.parent.is_dir():
-            raise NasvizError(
+            msg = (
                 f"path {str(target)!r}: the directory {str(target.parent)!r} does not exist; "
                 "create it first or pick another path"
             )
+            raise NasvizError(msg)
         exported = nv.export(self.model)
         exported.eval()
         nv.save(exported, target)
@@ -273,7 +280,8 @@ class ExportPanel(View):
         chosen = [n for n, box in self.format_boxes.items() if box.value]
         wanted = list(formats) if formats is not None else chosen
         if wanted and self.dummy_input is None:
-            raise NasvizError(f"formats={wanted} need a dummy_input; construct the panel with one")
+            msg = f"formats={wanted} need a dummy_input; construct the panel with one"
+            raise NasvizError(msg)
         self.deploy(exported, target, wanted)
         self.error = None
         self._render()

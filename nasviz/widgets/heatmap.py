@@ -91,9 +91,11 @@ class SensitivityHeatmap(EventView):
         self, columns: Columns = "ratio", *, title: str | None = None, drops: Drops = "raw"
     ) -> None:
         if columns not in ("ratio", "width"):
-            raise NasvizError(f"columns={columns!r}: use 'ratio' (kept fraction) or 'width'")
+            msg = f"columns={columns!r}: use 'ratio' (kept fraction) or 'width'"
+            raise NasvizError(msg)
         if drops not in ("raw", "monotone"):
-            raise NasvizError(f"drops={drops!r}: use 'raw' (as scored) or 'monotone'")
+            msg = f"drops={drops!r}: use 'raw' (as scored) or 'monotone'"
+            raise NasvizError(msg)
         self.columns: Columns = columns
         self.choices: dict[str, list[int]] = {}
         self.entries: dict[tuple[str, int], MapEntry] = {}
@@ -164,13 +166,15 @@ class SensitivityHeatmap(EventView):
         cls, path: str | Path, columns: Columns = "ratio", drops: Drops = "raw"
     ) -> SensitivityHeatmap:
         """The heatmap of a map file (``nv.save_sensitivity_map``): no model, no checkpoint.
-        The file must hold the groups' choices (a search state's file does)."""
+        The file must hold the groups' choices (a search state's file does).
+        """
         saved = load_sensitivity_map(path)
         if not saved.choices:
-            raise NasvizError(
+            msg = (
                 f"map file {str(path)!r} has no 'choices': the heatmap needs each group's widths; "
                 "save it from a search state or pass choices= to nv.save_sensitivity_map"
             )
+            raise NasvizError(msg)
         view = cls(columns, drops=drops)
         view.choices = {n: list(cs) for n, cs in saved.choices.items()}
         view.original_score = saved.original_score

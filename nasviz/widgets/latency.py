@@ -52,12 +52,14 @@ def latency_flops_figure(
     """
     missing = {"flops", "measured"} - set(table.columns)
     if missing:
-        raise NasvizError(
+        msg = (
             f"the latency table lacks column(s) {sorted(missing)}: pass the output of "
             "nasviz.search.latency.sample_latency"
         )
+        raise NasvizError(msg)
     if not 0 <= threshold <= 1:
-        raise NasvizError(f"threshold={threshold!r} must be a fraction in [0, 1]")
+        msg = f"threshold={threshold!r} must be a fraction in [0, 1]"
+        raise NasvizError(msg)
     ranked = rank_disagreement(table)
     tau = ranked.attrs["tau"]
     disagree = [int(i) for i in ranked.index[ranked["disagreement"] > threshold]]

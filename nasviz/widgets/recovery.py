@@ -129,7 +129,8 @@ class RecoveryMonitor(EventView):
         """Run (or resume) the distiller in a background thread; returns the thread."""
         d = self.distiller
         if d is None:
-            raise NasvizError("RecoveryMonitor: no distiller to run; pass one to the constructor")
+            msg = "RecoveryMonitor: no distiller to run; pass one to the constructor"
+            raise NasvizError(msg)
         if self.thread is not None and self.thread.is_alive():
             return self.thread
 

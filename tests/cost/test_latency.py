@@ -1,5 +1,6 @@
 """Latency: parsing and formatting, the measurement with a fake clock, the lookup table's
-arithmetic on a model whose latency is known exactly, and the cache."""
+arithmetic on a model whose latency is known exactly, and the cache.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Case 6 of issue #15: a converted model whose weights were changed in place under
 ``torch.no_grad()`` (as initialisers and optimisers do) after an eval forward at a reduced
-subnet can still be deep-copied and pickled; the copy computes what the model computes."""
+subnet can still be deep-copied and pickled; the copy computes what the model computes.
+"""
 
 from __future__ import annotations
 

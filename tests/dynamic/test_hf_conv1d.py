@@ -1,5 +1,6 @@
 """transformers' Conv1D as a declared layer family: matched without nasviz importing
-transformers, sliced along its (in, out) weight, exported to the same transformers class."""
+transformers, sliced along its (in, out) weight, exported to the same transformers class.
+"""
 
 from __future__ import annotations
 
@@ -95,7 +96,8 @@ def _gpt2() -> Any:
 
 def test_gpt2_mlp_width_becomes_prunable() -> None:
     """A GPT-2 block's MLP (c_fc -> gelu -> c_proj, all Conv1D) converts; the hidden width of
-    c_fc/c_proj is one hparam, and a pruned subnet exports to Conv1D layers, same outputs."""
+    c_fc/c_proj is one hparam, and a pruned subnet exports to Conv1D layers, same outputs.
+    """
     mlp = _gpt2().h[0].mlp
     h = torch.randn(2, 8, 32)
     ref = mlp(h)

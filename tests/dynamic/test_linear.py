@@ -1,5 +1,6 @@
 """DynamicLinear (and the DynamicModule base through it): identical at full size, sliced subnets
-that equal their exports, flatten -> Linear through RepeatDim, caching that is never stale."""
+that equal their exports, flatten -> Linear through RepeatDim, caching that is never stale.
+"""
 
 from __future__ import annotations
 

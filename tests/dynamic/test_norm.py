@@ -1,5 +1,6 @@
 """Dynamic norms: identical at full size, sliced statistics that really follow the selection,
-exports that reproduce the subnet, and GroupNorm/LayerNorm restrictions."""
+exports that reproduce the subnet, and GroupNorm/LayerNorm restrictions.
+"""
 
 from __future__ import annotations
 

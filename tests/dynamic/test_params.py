@@ -1,5 +1,6 @@
 """Channel parameters: sliced reads match hand-built smaller modules, the full tensors stay the
-stored and trained ones, export/unslice/deepcopy/pickle, and every refused call changes nothing."""
+stored and trained ones, export/unslice/deepcopy/pickle, and every refused call changes nothing.
+"""
 
 from __future__ import annotations
 

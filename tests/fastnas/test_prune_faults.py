@@ -1,7 +1,8 @@
 """Fault test of ``nv.prune`` (issue #15, item 6): a forked child runs a checkpointed prune and
 is killed with SIGKILL at random moments, over and over on one checkpoint path; the checkpoint is
 always absent or a complete, loadable search state, the dead child's lock is taken over, and a
-final run resumes to the same subnet as an uninterrupted search."""
+final run resumes to the same subnet as an uninterrupted search.
+"""
 
 from __future__ import annotations
 

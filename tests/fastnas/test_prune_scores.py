@@ -1,5 +1,6 @@
 """Issue #15 case 4: non-finite scores are refused; the returned subnet meets every constraint by
-an exact profile, else ``prune`` raises and the model is left as it was."""
+an exact profile, else ``prune`` raises and the model is left as it was.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def test_a_result_over_a_constraint_raises_and_leaves_the_model(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A searcher whose cost estimate is wrong (here: halved) would return a subnet over the
-    limit; the exact profile of the result catches it."""
+    limit; the exact profile of the result catches it.
+    """
     model, x, loader = convnet()
     before = snapshot(model)
     estimate = type(nv.search_space(model).cost_model(x)).estimate

@@ -1,5 +1,6 @@
 """Issue #15 case 1: an interrupted or failed ``nv.prune`` leaves the model exactly as it was,
-and the checkpoint written before the interrupt still resumes the search."""
+and the checkpoint written before the interrupt still resumes the search.
+"""
 
 from __future__ import annotations
 

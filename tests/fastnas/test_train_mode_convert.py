@@ -1,6 +1,7 @@
 """A model left in train mode converts: the self-check runs in eval mode (no grad), the training
 flags come back as they were and no BatchNorm statistic moves (traceable and untraceable
-forwards, with and without a dummy_input)."""
+forwards, with and without a dummy_input).
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 with a (C,1,1) layer scale and an nn.LayerNorm-subclass LayerNorm2d, Swin-style shifted windows.
 
 Each converts with and without a dummy_input; random subnets export with identical outputs; the
-fraction of static layer dimensions is pinned (with the reasons of what stays static)."""
+fraction of static layer dimensions is pinned (with the reasons of what stays static).
+"""
 
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ C = {"flops": "100%"}  # a toy search checks no constraint; the searcher still p
 class CountingSearcher(IterativeSearcher):
     """A toy search: step i 'samples' candidate i and scores it; the best is the highest score.
 
-    ``stop_after`` raises after that many steps (an interrupted search)."""
+    ``stop_after`` raises after that many steps (an interrupted search).
+    """
 
     def __init__(self, stop_after: int | None = None) -> None:
         super().__init__()

@@ -1,6 +1,7 @@
 """Issue #15 item 8: a checkpoint that loads but is malformed (wrong types, missing keys,
 truncated lists) raises a SearchError naming the file and the field, never a raw
-ValueError/TypeError/AttributeError/KeyError."""
+ValueError/TypeError/AttributeError/KeyError.
+"""
 
 from __future__ import annotations
 

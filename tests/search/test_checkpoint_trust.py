@@ -1,5 +1,6 @@
 """Issue #15 cases 2 and 3: a checkpoint is reused only for what it was computed from, a file
-that is not a checkpoint is never overwritten, and a lock keeps two processes off one path."""
+that is not a checkpoint is never overwritten, and a lock keeps two processes off one path.
+"""
 
 from __future__ import annotations
 
@@ -164,7 +165,8 @@ def test_the_lock_is_exclusive_within_a_process_and_released(tmp_path: Path) -> 
 def test_the_same_model_searched_again_reuses_its_checkpoint(tmp_path: Path) -> None:
     """With a calibration loader every score re-estimates BatchNorm first, so the statistics a
     finished prune left are not part of the fingerprint: pruning the same model again for
-    another constraint reuses the map (notebook 07 does this)."""
+    another constraint reuses the map (notebook 07 does this).
+    """
     model, x, loader = convnet()
     ckpt = tmp_path / "search.pt"
     config = {"score_func": score, "data_loader": loader, "checkpoint": str(ckpt)}

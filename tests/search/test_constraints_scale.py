@@ -1,5 +1,6 @@
 """Constraint scale (issue #15, item 8): ``"60"`` means 60 FLOPs; a limit under 1% of the full
-model is refused when resolved, suggesting the percentage that was probably meant."""
+model is refused when resolved, suggesting the percentage that was probably meant.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The latency constraint: parsing and messages, and a search under it with a deterministic fake
-measurement (the final real check, the tighten-and-retry loop, the errors)."""
+measurement (the final real check, the tighten-and-retry loop, the errors).
+"""
 
 from __future__ import annotations
 
@@ -108,7 +109,8 @@ def mlp_latency(module: nn.Module) -> float:
 
 class FakeMeasure:
     """``measure(module, x)``: ``mlp_latency``, times ``slowdown`` once ``after`` calls were made
-    (the machine got slower after the table was built)."""
+    (the machine got slower after the table was built).
+    """
 
     def __init__(self, slowdown: float = 1.0, after: int = 10**9) -> None:
         self.slowdown, self.after, self.calls = slowdown, after, 0

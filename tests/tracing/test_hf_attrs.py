@@ -175,7 +175,8 @@ def test_save_restore_rebuilds_the_following_attributes(tmp_path: Any) -> None:
 
 def test_t5_cross_attention_heads_follow_through_a_zeros_bias() -> None:
     """``zeros((1, self.n_heads, q, k))``: the new tensor's heads are the module's heads (its
-    ``n_heads`` follows them), so cross-attention heads are searchable too."""
+    ``n_heads`` follows them), so cross-attention heads are searchable too.
+    """
     torch.manual_seed(0)
     cfg = T.T5Config(
         vocab_size=100, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4, use_cache=False

@@ -1,6 +1,7 @@
 """Shape and point-wise ops through the whole convert: the physical channel sort plus the
 self-check prove every coupling (a wrong one would permute mismatched channels and change the
-outputs), and random subnets must export to the same outputs."""
+outputs), and random subnets must export to the same outputs.
+"""
 
 from __future__ import annotations
 

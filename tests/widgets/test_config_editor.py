@@ -1,5 +1,6 @@
 """RuleConfigEditor without a browser: set widget values, assert on the FastNASConfig produced,
-the inline error, the match table and the JSON round trip."""
+the inline error, the match table and the JSON round trip.
+"""
 
 from __future__ import annotations
 

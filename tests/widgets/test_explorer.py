@@ -1,5 +1,6 @@
 """SubnetExplorer without a browser: move sliders, read FigureWidget data and labels, press
-Evaluate through its handler, export, and check the threshold rule against the searcher's."""
+Evaluate through its handler, export, and check the threshold rule against the searcher's.
+"""
 
 from __future__ import annotations
 
@@ -222,7 +223,8 @@ def test_a_failed_or_interrupted_evaluate_leaves_the_model_as_it_was(
     model: nn.Module, error: BaseException
 ) -> None:
     """Issue #15 case 1: the score_func fails after the subnet was selected and BatchNorm was
-    re-calibrated; the model's selection, weights, BN statistics and flags are put back."""
+    re-calibrated; the model's selection, weights, BN statistics and flags are put back.
+    """
 
     def broken(m: nn.Module) -> float:
         raise error

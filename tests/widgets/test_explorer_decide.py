@@ -1,6 +1,7 @@
 """The explorer's decision panel without a browser, on the tiny MLP (score additive, known map):
 predicted drop while sliding, predicted vs measured, the front and its click handler, pins,
-search again, code; the heatmap's raw/monotone view and map files."""
+search again, code; the heatmap's raw/monotone view and map files.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Latency in the widgets, without a browser: the latency/FLOPs scatter, the explorer's latency
-bar and the bisection animation's latency metric (a deterministic fake measurement throughout)."""
+bar and the bisection animation's latency metric (a deterministic fake measurement throughout).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """RecoveryMonitor without a browser: events in, FigureWidget.data out; Stop/Resume drive the
-engine."""
+engine.
+"""
 
 from __future__ import annotations
 

@@ -83,7 +83,8 @@ def resolve_executor(spec: Any) -> LocalExecutor | DaskExecutor:
         return spec
     if isinstance(spec, str) or is_client(spec):
         return DaskExecutor(spec)
-    raise SearchError(
+    msg = (
         "config['executor'] must be 'local' (or None), a dask.distributed.Client, a scheduler "
         f"address such as 'tcp://127.0.0.1:8786', or DaskExecutor(...); got {spec!r}"
     )
+    raise SearchError(msg)

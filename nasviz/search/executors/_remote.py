@@ -79,17 +79,19 @@ def dumps_payload(payload: Payload) -> bytes:
             found = _unpicklable(part, label, depth=3)
             if found is not None:
                 path, obj, err = found
-                raise SearchError(
+                msg = (
                     f"{path} ({type(obj).__name__}) cannot be pickled, so it cannot be sent to "
                     f"the Dask workers: {type(err).__name__}: {err}. Make it picklable (define "
                     "functions at module level or in the notebook, do not capture locks, open "
                     "files, sockets or threads), or run the sweep in process "
                     "(config['executor']='local')"
-                ) from err
-        raise SearchError(
+                )
+                raise SearchError(msg) from err
+        msg = (
             f"the sweep's payload cannot be pickled for the Dask workers: "
             f"{type(whole).__name__}: {whole}"
-        ) from whole
+        )
+        raise SearchError(msg) from whole
 
 
 def _try_pickle(obj: Any) -> BaseException | None:

@@ -42,36 +42,42 @@ class DaskExecutor:
 
     def __post_init__(self) -> None:
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
-            raise SearchError(f"DaskExecutor(retries={self.retries!r}): give an int >= 0")
+            msg = f"DaskExecutor(retries={self.retries!r}): give an int >= 0"
+            raise SearchError(msg)
         t = self.threads
         if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
-            raise SearchError(f"DaskExecutor(threads={t!r}): give an int >= 1, or None")
+            msg = f"DaskExecutor(threads={t!r}): give an int >= 1, or None"
+            raise SearchError(msg)
         if not isinstance(self.timeout, (int, float)) or not self.timeout > 0:
-            raise SearchError(f"DaskExecutor(timeout={self.timeout!r}): give seconds > 0")
+            msg = f"DaskExecutor(timeout={self.timeout!r}): give seconds > 0"
+            raise SearchError(msg)
         if not isinstance(self.client, str) and not is_client(self.client):
-            raise SearchError(
+            msg = (
                 "DaskExecutor needs a distributed.Client or a scheduler address such as "
                 f"'tcp://127.0.0.1:8786', got {type(self.client).__name__}"
             )
+            raise SearchError(msg)
 
     def connect(self) -> tuple[Any, bool]:
         """``(client, owned)``: the given client, or a new one to the address (``owned``)."""
         distributed = _import_distributed()
         if not isinstance(self.client, str):
             if self.client.status not in ("running", "newly-created", "connecting"):
-                raise SearchError(
+                msg = (
                     f"the Dask client given in config['executor'] is {self.client.status}; "
                     "pass an open Client"
                 )
+                raise SearchError(msg)
             return self.client, False
         try:
             client = distributed.Client(self.client, timeout=self.timeout, set_as_default=False)
         except Exception as e:
-            raise SearchError(
+            msg = (
                 f"could not reach the Dask scheduler at {self.client!r} within timeout="
                 f"{self.timeout:g} s ({type(e).__name__}: {e}); start one there (e.g. "
                 "nasviz.search.executors.local_cluster()) or fix config['executor']"
-            ) from e
+            )
+            raise SearchError(msg) from e
         return client, True
 
     def open(self, searcher: Any, hps: dict[str, Any]) -> SweepRun:
@@ -109,10 +115,11 @@ class _DaskRun(SweepRun):
         try:
             c.wait_for_workers(1, timeout=o.timeout)
         except Exception as e:
-            raise SearchError(
+            msg = (
                 f"no Dask worker joined the scheduler at {c.scheduler.address} within "
                 f"{o.timeout:g} s ({type(e).__name__}: {e}); start workers or raise timeout"
-            ) from e
+            )
+            raise SearchError(msg) from e
         self.data = c.scatter(self.blob, broadcast=True, hash=False)
         todo: list[Entry | None] = [None] if need_original else []
         futures = []
@@ -133,16 +140,16 @@ class _DaskRun(SweepRun):
                 score: float = self._value(fut, "the full model")
                 return score
             self.done.append(fut)
-        raise SearchError("the full model's score never came back from the Dask cluster")
+        msg = "the full model's score never came back from the Dask cluster"
+        raise SearchError(msg)
 
     def _value(self, fut: Any, context: str) -> Any:
         s = self.searcher
         try:
             ok, value, events = fut.result()
         except Exception as e:
-            raise SearchError(
-                f"scoring {context} on the Dask cluster failed: {type(e).__name__}: {e}"
-            ) from e
+            msg = f"scoring {context} on the Dask cluster failed: {type(e).__name__}: {e}"
+            raise SearchError(msg) from e
         for event in events:  # e.g. the evaluator's plan, made on the worker
             s.emit(event)
         if not ok:
@@ -191,9 +198,8 @@ def _import_distributed() -> Any:
     try:
         import distributed
     except ImportError as e:
-        raise SearchError(
-            f"a Dask executor needs dask.distributed, which is not installed: {_INSTALL}"
-        ) from e
+        msg = f"a Dask executor needs dask.distributed, which is not installed: {_INSTALL}"
+        raise SearchError(msg) from e
     return distributed
 
 

@@ -28,7 +28,8 @@ def estimate_bytes(
     names: list[str],
 ) -> dict[fx.Node, float]:
     """Bytes each frontier node of ``names`` would take over all batches (a probe of two samples
-    in eval mode, scaled; the modules' train/eval flags are restored)."""
+    in eval mode, scaled; the modules' train/eval flags are restored).
+    """
     nodes = [n for n in plan.nodes if any(n in plan.frontier[h] for h in names)]
     probe = calib[0] if calib else score[0][0]
     if isinstance(probe, torch.Tensor) and probe.dim() > 0 and probe.shape[0] > 2:
@@ -44,7 +45,8 @@ def choose_cached(
     plan: SubgraphPlan, names: list[str], est: dict[fx.Node, float], used: int, budget: int
 ) -> tuple[list[str], dict[str, str]]:
     """The hparams to cache (fewest new bytes first, while ``used`` + their frontiers fit in
-    ``budget``) and, for the others, why they are not."""
+    ``budget``) and, for the others, why they are not.
+    """
     chosen: list[str] = []
     have: set[fx.Node] = set()
     total = float(used)

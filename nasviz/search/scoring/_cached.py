@@ -56,7 +56,8 @@ Feed = Callable[[dict[fx.Node, list[Any]], int, str], list[Any]]
 @dataclass(frozen=True)
 class CachedSub:
     """A sub-graph module, its frontier with each node's ``(hparam, axis)`` slice, and the
-    BatchNorms it re-calibrates."""
+    BatchNorms it re-calibrates.
+    """
 
     module: fx.GraphModule
     frontier: list[fx.Node]
@@ -94,7 +95,8 @@ class CachedEvaluation:
 
     def _init_cache_state(self) -> None:
         """Empty cache state (no plan, nothing cached or remembered), set by each scorer's
-        ``__init__``."""
+        ``__init__``.
+        """
         self._plan = None
         self._reason = None
         self._calib_vals = {}
@@ -134,19 +136,22 @@ class CachedEvaluation:
 
     def _score_sub(self, sub: CachedSub, changed: tuple[str, ...], feed: Feed) -> Any:
         """Score the active subnet after :meth:`_score_cached` re-calibrated ``sub``'s BatchNorms
-        (``feed(values, i, phase)``: the sub-graph's inputs for batch ``i``)."""
+        (``feed(values, i, phase)``: the sub-graph's inputs for batch ``i``).
+        """
         return self._score_model()
 
     def _fill_score(self, capture: fx.GraphModule, keep: list[fx.Node]) -> Any:
         """After the full calibration in :meth:`_fill`: check that the traced graph is the model
         (raise if not) and score the full subnet (the evaluator form also keeps the frontier
-        values of its score batches)."""
+        values of its score batches).
+        """
         calib = self.data.calib or []
         if calib:
             x0 = calib[0][:8] if isinstance(calib[0], torch.Tensor) else calib[0]
             with torch.no_grad():
                 if not same_output(capture(x0)[0], self.model(x0)):
-                    raise ValueError("its output on the first calibration batch differs")
+                    msg = "its output on the first calibration batch differs"
+                    raise ValueError(msg)
         return self._score_model()
 
     # -- scoring ---------------------------------------------------------------------------------
@@ -173,7 +178,8 @@ class CachedEvaluation:
 
     def restore_kept(self) -> bool:
         """Give the active subnet the BatchNorm statistics its scoring calibrated (no pass);
-        ``False`` if they were not kept (then calibrate it)."""
+        ``False`` if they were not kept (then calibrate it).
+        """
         key = self._key()
         state = None if key is None else self._memo.statistics(key)
         if state is None:
@@ -225,7 +231,8 @@ class CachedEvaluation:
 
     def release(self) -> None:
         """Free the cached activations, sub-graphs and kept statistics (the model's BatchNorm
-        statistics stay as they are; :meth:`reset_calibration` puts back the full subnet's)."""
+        statistics stay as they are; :meth:`reset_calibration` puts back the full subnet's).
+        """
         self._calib_vals, self._score_vals, self._modules = {}, {}, {}
         self._calib_joined = {}
         self._prefix, self._prefix_key = {}, ()
@@ -338,7 +345,8 @@ class CachedEvaluation:
 
     def _score_cached(self, changed: tuple[str, ...]) -> float:
         """Score the active subnet, which differs from the full one in ``changed`` only (all
-        cached): re-calibrate and run only their nodes, fed by the cached values."""
+        cached): re-calibrate and run only their nodes, fed by the cached values.
+        """
         sub = self._sub(changed)
         if sub is None or self._plan is None:
             return cast(float, self.score_full())

@@ -77,7 +77,8 @@ _METHODS = {"relu_", "contiguous", "add", "mul", "add_", "mul_"}
 def pack(values: list[Any], sizes: Sequence[int]) -> tuple[list[Any], torch.Tensor | None]:
     """``values`` (one per calibration batch) as views of one tensor joined along dim 0, and that
     tensor; ``(values, None)`` unless they are tensors with ``sizes`` samples along dim 0 and the
-    same trailing shape, dtype and device."""
+    same trailing shape, dtype and device.
+    """
     ok = len(values) == len(sizes) and bool(values)
     ok = ok and all(isinstance(v, torch.Tensor) and v.dim() > 0 for v in values)
     if ok:
@@ -96,7 +97,8 @@ def pack(values: list[Any], sizes: Sequence[int]) -> tuple[list[Any], torch.Tens
 def join(values: dict[K, list[Any]], inputs: list[Any]) -> dict[K, torch.Tensor]:
     """Replace (in place) each list of ``values`` - one value per calibration batch, ``inputs``
     the batches - by views of one tensor joined along dim 0, where :func:`pack` can; returns the
-    joined tensors. A list of the inputs themselves also makes ``inputs`` views (one copy kept)."""
+    joined tensors. A list of the inputs themselves also makes ``inputs`` views (one copy kept).
+    """
     if not all(isinstance(x, torch.Tensor) and x.dim() > 0 for x in inputs):
         return {}
     sizes = [int(x.shape[0]) for x in inputs]
@@ -114,7 +116,8 @@ def group_feeds(
     frontier: Sequence[K], joined: Mapping[K, torch.Tensor], inputs: Sequence[Any]
 ) -> Iterator[tuple[int, dict[K, dict[int, torch.Tensor]], tuple[int, ...]]]:
     """Per group of batches (:func:`groups`): its index ``g``, each frontier node's joined values
-    as ``{node: {g: value}}``, and the group's batch sizes."""
+    as ``{node: {g: value}}``, and the group's batch sizes.
+    """
     sizes = [int(x.shape[0]) for x in inputs]
     per_sample = sum(value_bytes(joined[n]) for n in frontier) // max(1, sum(sizes))
     for g, run in enumerate(groups(sizes, per_sample)):
@@ -124,7 +127,8 @@ def group_feeds(
 
 def groups(sizes: Sequence[int], bytes_per_sample: int, cap: int | None = None) -> list[range]:
     """Consecutive runs of batch indices, each with at most ``cap`` (default
-    :data:`GROUP_BYTES`) bytes of frontier values (at least one batch)."""
+    :data:`GROUP_BYTES`) bytes of frontier values (at least one batch).
+    """
     cap = GROUP_BYTES if cap is None else cap
     out: list[range] = []
     start, held = 0, 0
@@ -143,9 +147,11 @@ def chunked_batchnorm(
 ) -> torch.Tensor:
     """``cat([bn(chunk) for chunk in x.split(sizes)])``: each chunk normalized with its own
     statistics and the running statistics updated chunk by chunk, as one call per chunk would
-    (torch's ``native_batch_norm`` per chunk; written into ``x`` when ``inplace``)."""
+    (torch's ``native_batch_norm`` per chunk; written into ``x`` when ``inplace``).
+    """
     if x.dim() < 2 or not x.is_floating_point() or sum(sizes) != x.shape[0]:
-        raise ValueError(f"cannot split input of size {tuple(x.size())} into batches {sizes}")
+        msg = f"cannot split input of size {tuple(x.size())} into batches {sizes}"
+        raise ValueError(msg)
     bn._check_input_dim(x)
     return batchnorm_chunks(bn, x, sizes, out=x if inplace else torch.empty_like(x))
 
@@ -199,7 +205,8 @@ def _per_sample(root: nn.Module, n: fx.Node) -> bool:
 
 def calib_module(sub: fx.GraphModule) -> fx.GraphModule | None:
     """The calibration module of the sub-graph module ``sub`` (see the module docstring): the
-    same inputs plus a trailing tuple of batch sizes; ``None`` if it cannot have one."""
+    same inputs plus a trailing tuple of batch sizes; ``None`` if it cannot have one.
+    """
     g = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     g.graph_copy(sub.graph, env)

@@ -69,10 +69,11 @@ EVALUATOR_DEFAULTS: dict[str, Any] = {
 def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
     """Top-1 accuracy of logits ``(N, C)`` against class indices ``(N,)``."""
     if not isinstance(outputs, torch.Tensor) or outputs.dim() != 2:
-        raise SearchError(
+        msg = (
             "metric 'accuracy' needs logits of shape (N, classes) from the model, got "
             f"{type(outputs).__name__} {getattr(outputs, 'shape', '')}; pass a callable metric"
         )
+        raise SearchError(msg)
     return float((outputs.argmax(dim=1) == targets).float().mean())
 
 
@@ -117,7 +118,8 @@ class SkipRule:
     @property
     def ascending(self) -> bool:
         """Whether widths are scored narrowest first (all but ``"floor"``: narrowest first lets
-        the evaluator extend the previous width's sums, see :mod:`._prefix`)."""
+        the evaluator extend the previous width's sums, see :mod:`._prefix`).
+        """
         return self.kind != "floor"
 
     def implied(self, score: float, drop: float) -> float | None:
@@ -145,61 +147,72 @@ def validate_evaluator_config(given: dict[str, Any], merged: dict[str, Any]) -> 
     if not form:
         extra = sorted(k for k in ("cache_bytes", "skip", "skip_threshold") if k in given)
         if extra:
-            raise SearchError(
+            msg = (
                 f"config key(s) {extra} only apply to the evaluator form; give "
                 "config['score_loader'] and config['metric'] too, or drop them"
             )
+            raise SearchError(msg)
         return False
     missing = {"score_loader", "metric"} - set(form)
     if missing:
         (key,) = missing
         example = "'accuracy' or a callable metric(outputs, targets) -> float"
         hint = example if key == "metric" else "an iterable of (inputs, targets) batches"
-        raise SearchError(f"the evaluator form needs config[{key!r}] too: {hint}")
+        msg = f"the evaluator form needs config[{key!r}] too: {hint}"
+        raise SearchError(msg)
     if merged["score_func"] is not None:
-        raise SearchError(
+        msg = (
             "config['score_func'] and the evaluator form (config['score_loader'] + "
             "config['metric']) are mutually exclusive; give one of them"
         )
+        raise SearchError(msg)
     if merged["forward_loop"] is not None:
-        raise SearchError(
+        msg = (
             "config['forward_loop'] cannot be used with the evaluator form: it calibrates "
             "BatchNorm on config['data_loader'] itself; pass the calibration batches there"
         )
+        raise SearchError(msg)
     loader = merged["score_loader"]
     if isinstance(loader, torch.Tensor) or not isinstance(loader, Iterable):
-        raise SearchError(
+        msg = (
             "config['score_loader'] must be an iterable of (inputs, targets) batches (e.g. a "
             f"DataLoader), got {type(loader).__name__}"
         )
+        raise SearchError(msg)
     metric = merged["metric"]
     if isinstance(metric, str):
         if metric not in METRICS:
-            raise SearchError(
+            msg = (
                 f"config['metric']={metric!r} is not a known metric; use one of "
                 f"{sorted(METRICS)} or a callable metric(outputs, targets) -> float"
             )
+            raise SearchError(msg)
     elif not callable(metric):
-        raise SearchError(
+        msg = (
             f"config['metric'] must be one of {sorted(METRICS)} or a callable "
             f"metric(outputs, targets) -> float, got {metric!r}"
         )
+        raise SearchError(msg)
     budget = merged["cache_bytes"]
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
-        raise SearchError(
+        msg = (
             f"config['cache_bytes'] must be a byte count >= 0 (e.g. 2**30; 0 disables the "
             f"cache), got {budget!r}"
         )
+        raise SearchError(msg)
     skip, threshold = merged["skip"], merged["skip_threshold"]
     if skip not in SKIP_RULES:
-        raise SearchError(f"config['skip']={skip!r} is not a skip rule; use one of {SKIP_RULES}")
+        msg = f"config['skip']={skip!r} is not a skip rule; use one of {SKIP_RULES}"
+        raise SearchError(msg)
     if threshold is not None and not _is_number(threshold):
-        raise SearchError(f"config['skip_threshold'] must be a finite number, got {threshold!r}")
+        msg = f"config['skip_threshold'] must be a finite number, got {threshold!r}"
+        raise SearchError(msg)
     if skip == "floor" and threshold is None and metric != "accuracy":
-        raise SearchError(
+        msg = (
             "config['skip']='floor' needs config['skip_threshold'] (the score at or below which a "
             "subnet is useless) unless config['metric'] is 'accuracy'"
         )
+        raise SearchError(msg)
     return True
 
 
@@ -246,7 +259,8 @@ def iterate(loader: Iterable[Any], limit: int | None) -> Iterator[Any]:
 
 class Batches:
     """The calibration and score batches: kept (on the model's device) if they fit in ``budget``
-    bytes, else read from the loaders again every time (``reason`` then says why)."""
+    bytes, else read from the loaders again every time (``reason`` then says why).
+    """
 
     def __init__(
         self,
@@ -321,14 +335,16 @@ class Batches:
         n = 0
         for batch in self._score_loader:
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-                raise SearchError(
+                msg = (
                     "config['score_loader'] must yield (inputs, targets) batches, got a "
                     f"{type(batch).__name__}"
                 )
+                raise SearchError(msg)
             n += 1
             yield batch[0], batch[1]
         if n == 0:
-            raise SearchError("config['score_loader'] yielded no batches")
+            msg = "config['score_loader'] yielded no batches"
+            raise SearchError(msg)
 
 
 #: score batches are run in chunks of at most this many samples: an eval-mode pass treats every

@@ -42,7 +42,8 @@ def read_param(reader: _ParamReader) -> Any:
 def graph_module(model: nn.Module, g: fx.Graph) -> fx.GraphModule:
     """``fx.GraphModule(model, g)`` whose reads of sliced channel parameters (a layer scale, a
     class token) stay live: a GraphModule copies what ``get_attr`` nodes name once, which would
-    freeze them at the width the subnet had when it was built."""
+    freeze them at the width the subnet had when it was built.
+    """
     readers: list[str] = []
     try:
         for n in list(g.nodes):
@@ -68,7 +69,8 @@ def graph_module(model: nn.Module, g: fx.Graph) -> fx.GraphModule:
 def fast_graph(model: nn.Module, g: fx.Graph) -> None:
     """Route the output of every 2-d convolution call in ``g`` through :func:`channels_last`, and
     run a BatchNorm2d (:func:`~nasviz.dynamic.norm.batchnorm_into`), an addition (:func:`add_into`)
-    or a plain ReLU in place where its input is a fresh tensor nothing else reads."""
+    or a plain ReLU in place where its input is a fresh tensor nothing else reads.
+    """
     for n in list(g.nodes):
         if n.op != "call_module" or not isinstance(model.get_submodule(str(n.target)), nn.Conv2d):
             continue
@@ -123,7 +125,8 @@ def _plain_relu(model: nn.Module, n: fx.Node) -> bool:
 
 def add_into(fresh: Any, other: Any) -> Any:
     """``fresh + other``, written into ``fresh`` (nothing else reads it) when the sum has its
-    shape and dtype (addition commutes exactly, so the values are the same)."""
+    shape and dtype (addition commutes exactly, so the values are the same).
+    """
     if (
         isinstance(fresh, torch.Tensor)
         and isinstance(other, torch.Tensor)
@@ -137,7 +140,8 @@ def add_into(fresh: Any, other: Any) -> Any:
 
 def _fresh(model: nn.Module, n: fx.Node) -> bool:
     """Whether node ``n`` returns a new tensor of its own that no hook saw (a conv, BatchNorm or
-    Linear call without forward hooks)."""
+    Linear call without forward hooks).
+    """
     if n.op == "call_function" and n.target is channels_last:
         return isinstance(n.args[0], fx.Node) and _fresh(model, n.args[0])
     if n.op == "call_function" and n.target in (batchnorm_into, add_into):

@@ -65,7 +65,8 @@ class ScoreMemo:
 
     def put(self, key: Hashable, score: float, bns: Iterable[_BatchNorm], room: int) -> None:
         """Remember ``score``, and the statistics of ``bns`` if they take at most ``room`` bytes
-        beyond what the memo holds already."""
+        beyond what the memo holds already.
+        """
         self._scores[key] = score
         state = snapshot_bn(bns)
         size = _nbytes(state)

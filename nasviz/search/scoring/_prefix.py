@@ -99,7 +99,8 @@ def _eligible(model: nn.Module, n: fx.Node, hp: Hparam) -> bool:
 def add_prefix_convs(model: nn.Module, g: fx.Graph, hp: Hparam) -> int:
     """Rewrite the eligible convolutions of ``g`` (see the module docstring) into
     :func:`prefix_conv` calls, each with a new trailing placeholder for its slot; returns how
-    many (the caller feeds one :class:`PrefixSlot` per rewritten conv and batch)."""
+    many (the caller feeds one :class:`PrefixSlot` per rewritten conv and batch).
+    """
     convs = [n for n in g.nodes if _eligible(model, n, hp)]
     if not convs:
         return 0

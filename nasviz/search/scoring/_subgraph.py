@@ -273,7 +273,8 @@ def subgraph_module(
 ) -> fx.GraphModule:
     """The ``computed`` nodes (e.g. ``plan.computed[name]``); its inputs are the ``frontier``
     values (``plan.frontier[name]``), in order. ``rewrite(graph)`` may change the new graph
-    before the layout and in-place passes."""
+    before the layout and in-place passes.
+    """
     needed = set(computed)
     for n in reversed(plan.nodes):  # constants and parameters the computed nodes read
         if n in needed:

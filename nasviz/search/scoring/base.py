@@ -71,7 +71,8 @@ class Scorer(ABC):
     @abstractmethod
     def prepare(self, members: dict[str, list[str]], hparams: dict[str, Hparam]) -> float | None:
         """Called once at the full subnet before the map; returns its score if preparing
-        computed it (``members``: hparam -> its member layers' qualified names)."""
+        computed it (``members``: hparam -> its member layers' qualified names).
+        """
 
     @abstractmethod
     def score_active(self) -> Any:
@@ -79,7 +80,8 @@ class Scorer(ABC):
 
     def skip_rule(self) -> Any:
         """The rule for implied map entries (:class:`~nasviz.search.scoring.SkipRule`), or
-        ``None``: every entry is scored."""
+        ``None``: every entry is scored.
+        """
         return None
 
     def worth_scoring(self, predicted: float, best: float | None) -> bool:
@@ -90,7 +92,8 @@ class Scorer(ABC):
         Only if its prediction beats ``best``: the map's drops are single-group drops; where
         they add up (``nasviz.testing``) a candidate predicted no better cannot win, and where
         groups interact real drops exceed predicted ones, so a skipped candidate could only win
-        if interactions *helped*. Skipped candidates are counted in ``skipped_candidates``."""
+        if interactions *helped*. Skipped candidates are counted in ``skipped_candidates``.
+        """
         worth = best is None or predicted > best
         self.skipped_candidates += not worth
         return worth
@@ -101,7 +104,8 @@ class Scorer(ABC):
     @abstractmethod
     def restore_calibration(self, last_scored: bool) -> None:
         """Leave the active subnet with its own BatchNorm statistics (``last_scored``: it is
-        the subnet scored last)."""
+        the subnet scored last).
+        """
 
     def state_entries(self) -> dict[str, Any]:
         """Entries this scorer adds to the search state (primitives)."""
@@ -116,7 +120,8 @@ class Scorer(ABC):
 
     def checked(self, scorer: Callable[[], Any], context: str = "") -> float:
         """``scorer()`` as a float; an error or a non-finite value (NaN, +-inf) raises a
-        SearchError naming ``context``."""
+        SearchError naming ``context``.
+        """
         what = self.label
         try:
             score = scorer()
@@ -124,14 +129,17 @@ class Scorer(ABC):
             if isinstance(e, self.passes):
                 raise
             where = f" while scoring {context}" if context else ""
-            raise SearchError(f"{what} raised {type(e).__name__}{where}: {e}") from e
+            msg = f"{what} raised {type(e).__name__}{where}: {e}"
+            raise SearchError(msg) from e
         try:
             value = float(score)
         except (TypeError, ValueError) as e:
-            raise SearchError(f"{what} must return a number, got {score!r}") from e
+            msg = f"{what} must return a number, got {score!r}"
+            raise SearchError(msg) from e
         if not math.isfinite(value):
-            raise SearchError(
+            msg = (
                 f"{what} returned {value!r}{f' for {context}' if context else ''}; a score must "
                 "be a finite number (higher is better): check the metric on that subnet"
             )
+            raise SearchError(msg)
         return value

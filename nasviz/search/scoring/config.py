@@ -37,21 +37,26 @@ SCORING_DEFAULTS: dict[str, Any] = {
 
 def validate_scoring_config(given: dict[str, Any], merged: dict[str, Any]) -> None:
     """Check the scoring keys of a search config (``given``: as passed; ``merged``: with the
-    defaults); raises :class:`~nasviz.errors.SearchError` naming the key and the fix."""
+    defaults); raises :class:`~nasviz.errors.SearchError` naming the key and the fix.
+    """
     if not validate_evaluator_config(given, merged) and not callable(merged["score_func"]):
-        raise SearchError(
+        msg = (
             "config['score_func'] must be a callable model -> float (higher is better), got "
             f"{merged['score_func']!r}; or give config['score_loader'] and config['metric'] "
             "(the evaluator form, see nasviz.search.scoring.evaluator)"
         )
+        raise SearchError(msg)
     fl, dl = merged["forward_loop"], merged["data_loader"]
     if fl is not None and not callable(fl):
-        raise SearchError(f"config['forward_loop'] must be callable model -> None, got {fl!r}")
+        msg = f"config['forward_loop'] must be callable model -> None, got {fl!r}"
+        raise SearchError(msg)
     if dl is not None and not isinstance(dl, Iterable):
-        raise SearchError(f"config['data_loader'] must be iterable, got {type(dl).__name__}")
+        msg = f"config['data_loader'] must be iterable, got {type(dl).__name__}"
+        raise SearchError(msg)
     n = merged["max_iter_data_loader"]
     if n is not None and (not isinstance(n, int) or n < 1):
-        raise SearchError(f"config['max_iter_data_loader'] must be a positive int, got {n!r}")
+        msg = f"config['max_iter_data_loader'] must be a positive int, got {n!r}"
+        raise SearchError(msg)
 
 
 def make_scorer(

@@ -139,10 +139,11 @@ class _NamedMetric:
         except SearchError:
             raise
         except Exception as e:
-            raise MetricError(
+            msg = (
                 f"config['metric'] ({self.name}) raised {type(e).__name__}: {e}; fix the metric "
                 "(it is called as metric(outputs, targets) with every score batch joined)"
-            ) from e
+            )
+            raise MetricError(msg) from e
 
 
 class Evaluator(CachedEvaluation, Scorer):
@@ -202,7 +203,8 @@ class Evaluator(CachedEvaluation, Scorer):
 
     def prepare(self, members: dict[str, list[str]], hparams: dict[str, Hparam]) -> float:
         """Build the cache at the active (full) subnet; returns its score (an error raises a
-        SearchError naming the full model, as :meth:`checked` does)."""
+        SearchError naming the full model, as :meth:`checked` does).
+        """
         return self.checked(lambda: self._prepare(members, hparams), "the full model")
 
     def _prepare(self, members: dict[str, list[str]], hparams: dict[str, Hparam]) -> float:
@@ -228,14 +230,16 @@ class Evaluator(CachedEvaluation, Scorer):
 
     def _score_sub(self, sub: CachedSub, changed: tuple[str, ...], feed: Feed) -> float:
         """The metric over the score batches run through the sub-graph from their cached
-        frontier values."""
+        frontier values.
+        """
         n = len(self.data.score or [])
         outs = [sub.module(*feed(self._score_vals, i, "score")) for i in range(n)]
         return cast(float, self._metric(concat(outs), self.data.targets(device_of(self.model))))
 
     def _fill_score(self, capture: fx.GraphModule, keep: list[fx.Node]) -> float:
         """The full model's score, keeping the frontier values of every score batch; checks
-        the traced graph against the model on the first score batch."""
+        the traced graph against the model on the first score batch.
+        """
         outs = []
         with torch.no_grad():
             for x, _ in self.data.score or []:
@@ -247,7 +251,8 @@ class Evaluator(CachedEvaluation, Scorer):
             if _batch_first(x0, out0):  # eval mode treats samples alone: check a few of them
                 x0, out0 = x0[:8], out0[:8]
             if not same_output(out0, self.model(x0)):  # the graph must be the model
-                raise ValueError("its output on the first score batch differs from the model's")
+                msg = "its output on the first score batch differs from the model's"
+                raise ValueError(msg)
         return cast(float, self._metric(concat(outs), self.data.targets(device_of(self.model))))
 
     def report(self) -> dict[str, Any]:
@@ -277,7 +282,8 @@ class Evaluator(CachedEvaluation, Scorer):
     @property
     def forward_loop(self) -> ForwardLoop | None:
         """The BatchNorm calibration loop over the kept calibration batches (``None`` without a
-        ``data_loader``)."""
+        ``data_loader``).
+        """
         return self._calib_loop()
 
     def state_entries(self) -> dict[str, Any]:
@@ -302,7 +308,8 @@ def _batch_first(x: Any, out: Any) -> bool:
 @dataclass
 class EvaluatorSpec(ScorerSpec):
     """The evaluator form as a picklable recipe: its config keys (a worker builds its own
-    cache)."""
+    cache).
+    """
 
     config: dict[str, Any]
 

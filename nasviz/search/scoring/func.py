@@ -116,7 +116,8 @@ class FuncScorer(CachedEvaluation, Scorer):
     @classmethod
     def from_config(cls, model: nn.Module, config: dict[str, Any]) -> FuncScorer:
         """From a sanitized search config (``score_func``, and ``forward_loop`` or
-        ``data_loader`` with ``max_iter_data_loader``)."""
+        ``data_loader`` with ``max_iter_data_loader``).
+        """
         return cls(
             model,
             config["score_func"],
@@ -136,7 +137,8 @@ class FuncScorer(CachedEvaluation, Scorer):
 
     def prepare(self, members: dict[str, list[str]], hparams: dict[str, Hparam]) -> float | None:
         """With a ``data_loader``: build the cache at the full subnet and return its score;
-        otherwise nothing is prepared (``None``)."""
+        otherwise nothing is prepared (``None``).
+        """
         if not self.cached:
             return None
         return self.checked(lambda: self._prepare_cache(members, hparams), "the full model")

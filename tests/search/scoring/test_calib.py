@@ -1,5 +1,6 @@
 """Batched BatchNorm re-calibration: one pass over all calibration batches gives the running
-statistics, outputs and sensitivity map of the per-batch loop (unequal last batch included)."""
+statistics, outputs and sensitivity map of the per-batch loop (unequal last batch included).
+"""
 
 from __future__ import annotations
 
@@ -84,7 +85,8 @@ def test_pack_keeps_views_of_one_tensor_and_groups_respect_the_cap() -> None:
 
 class MeanCentred(nn.Module):
     """A BatchNorm fed by a reduction over the batch (times 0, so that eval mode still treats
-    each sample alone, which the evaluator checks): not sample by sample."""
+    each sample alone, which the evaluator checks): not sample by sample.
+    """
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,6 +1,7 @@
 """The evaluator form beyond the map: candidates from the cache, each subnet scored once, the
 chosen subnet's statistics kept, the fast graph (channels_last, in-place ReLU) and the
-enumerated candidate ranking - each checked against the plain computation."""
+enumerated candidate ranking - each checked against the plain computation.
+"""
 
 from __future__ import annotations
 

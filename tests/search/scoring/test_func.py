@@ -1,5 +1,6 @@
 """The score_func form: cached BatchNorm calibration == full re-calibration, the
-``max_iter_data_loader`` default, and the final-candidate skip rule."""
+``max_iter_data_loader`` default, and the final-candidate skip rule.
+"""
 
 from __future__ import annotations
 
@@ -124,7 +125,8 @@ def test_default_is_documented() -> None:
 @pytest.mark.parametrize("flops", ["35%", "45%", "55%", "65%", "75%", "85%"])
 def test_skip_rule_never_skips_the_winner(flops: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """With known additive drops, the subnet that wins when every candidate is scored also wins
-    when candidates predicted no better than the best real score are skipped."""
+    when candidates predicted no better than the best real score are skipped.
+    """
 
     def run() -> tuple[dict[str, Any], list[Any]]:
         model, x = searchable_mlp()

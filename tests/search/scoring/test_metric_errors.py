@@ -1,5 +1,6 @@
 """Issue #15 item 8: a metric that raises is never swallowed by the evaluator form: the error
-propagates (chained) naming the metric, and the cache is not switched off with a wrong reason."""
+propagates (chained) naming the metric, and the cache is not switched off with a wrong reason.
+"""
 
 from __future__ import annotations
 

@@ -32,6 +32,7 @@ GENERIC = (
     "search",
     "patch",
     "extension",
+    "hooks",
 )
 #: re-export modules kept for former import paths; they may import what they re-export, and no
 #: engine module may import them

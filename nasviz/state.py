@@ -43,7 +43,6 @@ from nasviz._utils import atomic_torch_save, read_checked
 from nasviz.config import ModeloptBaseConfig
 from nasviz.errors import ApplyModeError, CorruptFileError, RestoreError
 from nasviz.modes.apply import (
-    STATE_ATTR,
     ModeLike,
     apply_mode,
     check_order,
@@ -51,6 +50,7 @@ from nasviz.modes.apply import (
     mode_names,
     parse_modes,
     pending_export_modes,
+    record_mode,
     state_record,
 )
 from nasviz.modes.base import ModeDescriptor, get_mode
@@ -284,6 +284,5 @@ def _replay(model: nn.Module, state: Any) -> nn.Module:
             msg = f"mode {desc.name!r} failed to restore the model (got {result!r})"
             raise RestoreError(msg)
         work = result
-        record["modes"].append((desc.name, {"config": config, "metadata": metadata}))
-        work.__dict__[STATE_ATTR] = record
+        record_mode(work, record, desc.name, config, metadata)
     return work

@@ -31,6 +31,7 @@ __all__ = [
     "mode_names",
     "parse_modes",
     "pending_export_modes",
+    "record_mode",
     "state_record",
 ]
 
@@ -52,6 +53,16 @@ def state_record(model: nn.Module) -> dict[str, Any] | None:
     """The record of the modes applied to ``model`` (``None``: none ever were)."""
     state: dict[str, Any] | None = model.__dict__.get(STATE_ATTR)
     return state
+
+
+def record_mode(
+    model: nn.Module, record: dict[str, Any], name: str, config: Any, metadata: dict[str, Any]
+) -> None:
+    """Append mode ``name`` with its config and metadata to ``record``, the record that
+    ``model`` then carries.
+    """
+    record["modes"].append((name, {"config": config, "metadata": metadata}))
+    model.__dict__[STATE_ATTR] = record
 
 
 def is_converted(model: nn.Module) -> bool:
@@ -234,6 +245,5 @@ def _apply_planned(
             msg = f"mode {desc.name!r}: convert must return a metadata dict, got {metadata!r}"
             raise ApplyModeError(msg)
         model = new_model
-        state["modes"].append((desc.name, {"config": config, "metadata": metadata}))
-        model.__dict__[STATE_ATTR] = state
+        record_mode(model, state, desc.name, config, metadata)
     return model

@@ -137,11 +137,16 @@ def converted(name: str, build: Callable[[], Built], config: dict[str, Any]) -> 
     the tests that share it select their own subnets.
     """
     if name not in _CONVERTED:
-        torch.manual_seed(0)
-        model, x = build()
-        nv.convert(model, mode=[("fastnas", config)], dummy_input=x)
-        _CONVERTED[name] = (model, x)
+        _CONVERTED[name] = converted_new(build, config)
     return _CONVERTED[name]
+
+
+def converted_new(build: Callable[[], Built], config: dict[str, Any]) -> Built:
+    """``build()`` (seed 0) converted with the FastNAS ``config``: a model of one test's own."""
+    torch.manual_seed(0)
+    model, x = build()
+    nv.convert(model, mode=[("fastnas", config)], dummy_input=x)
+    return model, x
 
 
 def check_random_subnet(model: nn.Module, x: dict[str, torch.Tensor], data: st.DataObject) -> None:

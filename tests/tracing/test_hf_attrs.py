@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from _hf import T, check_random_subnet, converted, gpt2, logits, t5, whisper
+from _hf import T, check_random_subnet, converted, converted_new, gpt2, logits, t5, whisper
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -59,9 +59,7 @@ def test_gpt2_heads_ffn_and_stream_are_searchable(impl: str) -> None:
 
 
 def test_gpt2_exports_half_with_the_same_outputs_fewer_flops_and_attributes() -> None:
-    torch.manual_seed(0)
-    model, x = gpt2()
-    nv.convert(model, mode=[("fastnas", CFG)], dummy_input=x)
+    model, x = converted_new(gpt2, CFG)
     hps = nv.search_space(model).hparams
     before = nv.profile(model, x).flops
     nv.select(model, _half(hps))
@@ -99,9 +97,7 @@ def test_random_gpt2_subnets_export_to_the_same_outputs(data: st.DataObject) -> 
 
 
 def test_whisper_heads_are_prunable_and_num_heads_follows() -> None:
-    torch.manual_seed(0)
-    model, x = whisper()
-    nv.convert(model, mode=[("fastnas", CFG)], dummy_input=x)
+    model, x = converted_new(whisper, CFG)
     hps = nv.search_space(model).hparams
     name = "model.encoder.layers.0.self_attn.heads"
     assert list(hps[name].choices) == [1, 2, 3, 4]
@@ -116,9 +112,7 @@ def test_whisper_heads_are_prunable_and_num_heads_follows() -> None:
 
 
 def test_save_restore_rebuilds_the_following_attributes(tmp_path: Any) -> None:
-    torch.manual_seed(0)
-    model, x = gpt2()
-    nv.convert(model, mode=[("fastnas", CFG)], dummy_input=x)
+    model, x = converted_new(gpt2, CFG)
     nv.select(model, _half(nv.search_space(model).hparams))
     y = logits(model, x)
     nv.save(model, tmp_path / "gpt2.pt")
@@ -134,9 +128,7 @@ def test_t5_cross_attention_heads_follow_through_a_zeros_bias() -> None:
     """``zeros((1, self.n_heads, q, k))``: the new tensor's heads are the module's heads (its
     ``n_heads`` follows them), so cross-attention heads are searchable too.
     """
-    torch.manual_seed(0)
-    model, x = t5()
-    nv.convert(model, mode=[("fastnas", CFG)], dummy_input=x)
+    model, x = converted_new(t5, CFG)
     hps = nv.search_space(model).hparams
     name = "decoder.block.0.layer.1.EncDecAttention.heads"
     assert list(hps[name].choices) == [1, 2, 3, 4]

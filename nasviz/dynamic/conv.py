@@ -32,7 +32,7 @@ from the selection (indices, padding, groups) is computed once per selection cha
 :meth:`~nasviz.dynamic.base.DynamicModule.sliced`), so a fixed subnet costs a single convolution
 per call, and the full-size model the plain one.
 
-The module is one piece (~600 lines, over the house ~400) because the six classes share a single
+The module is one piece (over the house ~400 lines) because the six classes share a single
 implementation, ``_DynamicConvNd`` (~400 lines by itself): the three layouts and the transposed
 weight layout are branches inside one plan, one weight slicing and one export. The transposed
 classes add only their weight layout and ``forward`` (~25 lines); in a file of their own they

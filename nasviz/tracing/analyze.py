@@ -1,6 +1,6 @@
 """The analyzer: walks the captured graphs and couples channel dimensions into groups.
 
-The module is one piece (~470 lines, over the house ~400): it is the end of the analyzer's mixin
+The module is one piece (over the house ~400 lines): it is the end of the analyzer's mixin
 chain (:mod:`~nasviz.tracing.shapeops` -> :mod:`~nasviz.tracing.headops` ->
 :mod:`~nasviz.tracing.ops` -> here), the node walk and the layer handlers that the op handlers call
 back into; the op handlers already live in those modules.

@@ -1,6 +1,6 @@
 """BisectionAnimation: FastNAS's binary search, step by step, against the constraint.
 
-The module is one piece (~430 lines, over the house ~400): one figure whose two panels, frame
+The module is one piece (over the house ~400 lines): one figure whose two panels, frame
 slider and explanation text are all drawn from the same timeline of search events.
 
 After the sensitivity map, the binary searcher bisects the tolerated score drop: at each step

@@ -1,6 +1,6 @@
 """The subnet explorer: pick a width for every channel group and see the cost move, live.
 
-The module is one piece (~470 lines, over the house ~400): one view whose sliders, cost bars and
+The module is one piece (over the house ~400 lines): one view whose sliders, cost bars and
 *Evaluate* update each other in place through shared widget state; the decision panel, the part
 that stands alone, already lives in :mod:`nasviz.widgets._decide`.
 

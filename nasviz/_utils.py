@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import io
 import os
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 from torch import nn
@@ -29,8 +30,12 @@ __all__ = [
     "device_of",
     "parameter_users",
     "read_checked",
+    "signature_of",
     "training_flags",
 ]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 _HASH_MAGIC = b"nasviz-sha256:"
 _TRAILER_LEN = len(_HASH_MAGIC) + 64
@@ -44,6 +49,27 @@ def device_of(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (CPU for a model without parameters)."""
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
+
+
+def signature_of(source: Callable[_P, object]) -> Callable[[Callable[..., _R]], Callable[_P, _R]]:
+    """Decorator: a function that passes ``*args, **kwargs`` on to ``source`` takes ``source``'s
+    parameters (a class: its ``__init__``'s), for the type checker and for ``inspect.signature``
+    and ``help()``, without writing the parameter list out a second time.
+
+    Example::
+
+        >>> @signature_of(Distiller)
+        ... def distill(*args: Any, **kwargs: Any) -> DistillResult:
+        ...     return Distiller(*args, **kwargs).run()
+    """
+
+    def apply(fn: Callable[..., _R]) -> Callable[_P, _R]:
+        returns = inspect.signature(fn).return_annotation
+        # mypy: a Callable has no __signature__; inspect reads it from any function
+        fn.__signature__ = inspect.signature(source).replace(return_annotation=returns)  # type: ignore[attr-defined]
+        return fn
+
+    return apply
 
 
 def _umask() -> int:

@@ -32,6 +32,8 @@ GENERIC = (
     "search",
     "patch",
     "extension",
+    "hooks",
+    "calibrate",
 )
 #: re-export modules kept for former import paths; they may import what they re-export, and no
 #: engine module may import them

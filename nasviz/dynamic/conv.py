@@ -32,14 +32,17 @@ from the selection (indices, padding, groups) is computed once per selection cha
 :meth:`~nasviz.dynamic.base.DynamicModule.sliced`), so a fixed subnet costs a single convolution
 per call, and the full-size model the plain one.
 
-The module is one piece (longer than the house ~400 lines) because the six classes share a single
-implementation: the three layouts differ only inside the plan and the weight slicing.
+The module is one piece (over the house ~400 lines) because the six classes share a single
+implementation, ``_DynamicConvNd`` (~400 lines by itself): the three layouts and the transposed
+weight layout are branches inside one plan, one weight slicing and one export. The transposed
+classes add only their weight layout and ``forward`` (~25 lines); in a file of their own they
+would import the shared base from here while this module re-exported them (their public path), a
+cycle. :class:`GroupedHparam`, a concept of its own, lives in :mod:`nasviz.dynamic.grouped`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, ClassVar, Literal, NamedTuple, cast
 
@@ -50,6 +53,7 @@ from torch.nn.modules.utils import _reverse_repeat_tuple
 
 from nasviz.dynamic.base import _OPTIMIZER_STEPS, DynamicModule, register_dynamic, slice_dim
 from nasviz.dynamic.family import LayerSpec, RuleSpec, WidthRule
+from nasviz.dynamic.grouped import GroupedHparam
 from nasviz.errors import HparamError
 from nasviz.hparam import DimSource, Hparam, Index, RepeatDim
 
@@ -62,87 +66,6 @@ __all__ = [
     "DynamicConvTranspose3d",
     "GroupedHparam",
 ]
-
-
-class GroupedHparam(Hparam):
-    """An :class:`~nasviz.hparam.Hparam` that keeps the same number of channels in every group.
-
-    The ``original`` channels form ``groups`` consecutive blocks; a width ``k`` (a multiple of
-    ``groups``) keeps ``k / groups`` channels of each block, block after block, the most important
-    first within a block (see ``enforce_order``). This is the source a grouped conv needs.
-
-    Example::
-
-        >>> hp = GroupedHparam([4, 8], groups=2)
-        >>> hp.active = 4
-        >>> hp.active_slice
-        tensor([0, 1, 4, 5])
-    """
-
-    def __init__(
-        self,
-        choices: Iterable[int],
-        original: int | None = None,
-        name: str = "",
-        *,
-        groups: int,
-    ) -> None:
-        super().__init__(choices, original, name)
-        label = name or "hparam"
-        if groups < 1 or self.original % groups:
-            msg = f"{label}: groups={groups} must be >= 1 and divide the original {self.original}"
-            raise HparamError(msg)
-        bad = [c for c in self.choices if c % groups]
-        if bad:
-            msg = (
-                f"{label}: with groups={groups} every choice must be a multiple of {groups} (the "
-                f"same number of channels per group); drop {bad}"
-            )
-            raise HparamError(msg)
-        self.groups = groups
-
-    @property
-    def active_slice(self) -> Index:
-        cached = self._index_cache
-        if cached is not None and cached[0] == self._version:
-            return cached[1]
-        n, kept = self.original // self.groups, self.active // self.groups
-        idx: Index
-        if self._order is None and kept == n:
-            idx = slice(0, self.original)
-        else:
-            ranked = torch.arange(self.original) if self._order is None else self._order
-            block = ranked // n  # stable sort by block keeps the importance order within a block
-            ranked = ranked[torch.sort(block, stable=True).indices]
-            idx = ranked.view(self.groups, n)[:, :kept].flatten()
-            if torch.equal(idx, torch.arange(self.active)):
-                idx = slice(0, self.active)
-        self._index_cache = (self._version, idx)
-        return idx
-
-    def merge(self, other: Hparam) -> GroupedHparam:
-        """Couple with ``other``: common choices that keep whole groups of both."""
-        plain = Hparam.merge(self, other)
-        groups = math.lcm(self.groups, other.groups if isinstance(other, GroupedHparam) else 1)
-        if plain.original % groups:
-            msg = (
-                f"cannot couple {self.name or 'hparam'} with {other.name or 'hparam'}: their "
-                f"groups need a multiple of {groups}, which does not divide {plain.original}"
-            )
-            raise HparamError(msg)
-        merged = GroupedHparam(
-            [c for c in plain.choices if c % groups == 0],
-            original=plain.original,
-            name=plain.name,
-            groups=groups,
-        )
-        merged.importance = plain.importance
-        return merged
-
-    def __repr__(self) -> str:
-        return super().__repr__()[:-1].replace("Hparam(", "GroupedHparam(", 1) + (
-            f", groups={self.groups})"
-        )
 
 
 class _Plan(NamedTuple):

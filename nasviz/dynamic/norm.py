@@ -426,8 +426,56 @@ class DynamicInstanceNorm3d(_DynamicInstanceNormBase, nn.InstanceNorm3d):
     channel_axis = -4
 
 
+class _DynamicLastDimNorm(_DynamicNorm):
+    """A norm over the last dimension alone (LayerNorm, RMSNorm): ``normalized_shape`` reads as
+    ``(active,)``; one over more dimensions stays static, with the reason.
+    """
+
+    channel_axis = -1
+    channel_attr = "normalized_shape"
+    dynamic_attrs = {"normalized_shape": "out"}
+    #: the torch class with its article, as the refusal names it ("a LayerNorm")
+    _one: ClassVar[str]
+
+    # attributes of the torch layer this mixin reads (declared for the type checker)
+    eps: Any  # float in LayerNorm, float | None in RMSNorm
+    elementwise_affine: bool
+
+    @classmethod
+    def unsupported_reason(cls, module: nn.Module) -> str | None:
+        """Why ``module`` cannot be made dynamic (``None`` if it can)."""
+        reason = super().unsupported_reason(module)
+        if reason is not None or not isinstance(module, cls.torch_cls):
+            return reason
+        shape = tuple(
+            module.original("normalized_shape")
+            if isinstance(module, DynamicModule)
+            else cast(Any, module).normalized_shape
+        )
+        if len(shape) != 1:
+            return (
+                f"{cls.torch_cls.__name__}(normalized_shape={shape}) normalises over {len(shape)} "
+                f"dimensions; only {cls._one} over the last dimension (a normalized_shape of "
+                "length 1) can be pruned, so this one stays static"
+            )
+        return None
+
+    def _nv_attr_value(self, attr: str) -> Any:
+        return (self.active_size(attr),)
+
+    def export(self) -> nn.Module:
+        """The plain torch norm over the active features."""
+        plain = self.torch_cls(
+            self.active_size("normalized_shape"),
+            eps=self.eps,
+            elementwise_affine=self.elementwise_affine,
+            **self._factory(),
+        )
+        return self._export_affine(plain)
+
+
 @register_dynamic
-class DynamicLayerNorm(_DynamicNorm, nn.LayerNorm):
+class DynamicLayerNorm(_DynamicLastDimNorm, nn.LayerNorm):
     """``nn.LayerNorm`` over the last dimension; ``normalized_shape`` reads as ``(active,)``.
 
     Example::
@@ -438,48 +486,14 @@ class DynamicLayerNorm(_DynamicNorm, nn.LayerNorm):
 
     torch_cls = nn.LayerNorm
     layer_type = "nn.LayerNorm"
-    channel_axis = -1
-    channel_attr = "normalized_shape"
-    dynamic_attrs = {"normalized_shape": "out"}
+    _one = "a LayerNorm"
     param_dims = {"weight": {0: "normalized_shape"}, "bias": {0: "normalized_shape"}}
-
-    @classmethod
-    def unsupported_reason(cls, module: nn.Module) -> str | None:
-        """Why ``module`` cannot be made dynamic (``None`` if it can)."""
-        reason = super().unsupported_reason(module)
-        if reason is not None or not isinstance(module, nn.LayerNorm):
-            return reason
-        shape = tuple(
-            module.original("normalized_shape")
-            if isinstance(module, DynamicModule)
-            else module.normalized_shape
-        )
-        if len(shape) != 1:
-            return (
-                f"LayerNorm(normalized_shape={shape}) normalises over {len(shape)} dimensions; "
-                "only a LayerNorm over the last dimension (a normalized_shape of length 1) can be "
-                "pruned, so this one stays static"
-            )
-        return None
-
-    def _nv_attr_value(self, attr: str) -> Any:
-        return (self.active_size(attr),)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.is_full():
             return super().forward(input)
         weight, bias = self._affine()
         return F.layer_norm(input, self.normalized_shape, weight, bias, self.eps)
-
-    def export(self) -> nn.Module:
-        """The plain ``nn.LayerNorm`` over the active features."""
-        plain = nn.LayerNorm(
-            self.active_size("normalized_shape"),
-            eps=self.eps,
-            elementwise_affine=self.elementwise_affine,
-            **self._factory(),
-        )
-        return self._export_affine(plain)
 
 
 @register_dynamic

@@ -17,64 +17,29 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasviz.dynamic.base import DynamicModule, register_dynamic
+from nasviz.dynamic.base import register_dynamic
 from nasviz.dynamic.family import RuleSpec
-from nasviz.dynamic.norm import _DynamicNorm
+from nasviz.dynamic.norm import _DynamicLastDimNorm
 
 __all__ = ["DynamicRMSNorm"]
 
 
 @register_dynamic
-class DynamicRMSNorm(_DynamicNorm, nn.RMSNorm):
+class DynamicRMSNorm(_DynamicLastDimNorm, nn.RMSNorm):
     """``nn.RMSNorm`` over the last dimension with sliceable features."""
 
     torch_cls = nn.RMSNorm
     layer_type = "nn.RMSNorm"
+    _one = "an RMSNorm"
     rule = RuleSpec("features")
-    channel_axis = -1
-    channel_attr = "normalized_shape"
-    dynamic_attrs = {"normalized_shape": "out"}
     param_dims = {"weight": {0: "normalized_shape"}}
-
-    @classmethod
-    def unsupported_reason(cls, module: nn.Module) -> str | None:
-        """Why ``module`` cannot be made dynamic (``None`` if it can)."""
-        if not isinstance(module, nn.RMSNorm):
-            return None
-        shape = tuple(
-            module.original("normalized_shape")
-            if isinstance(module, DynamicModule)
-            else module.normalized_shape
-        )
-        if len(shape) != 1:
-            return (
-                f"RMSNorm(normalized_shape={shape}) normalises over {len(shape)} dimensions; "
-                "only an RMSNorm over the last dimension (a normalized_shape of length 1) can be "
-                "pruned, so this one stays static"
-            )
-        return None
-
-    def _nv_attr_value(self, attr: str) -> Any:
-        return (self.active_size(attr),)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_full():
             return super().forward(x)
         weight, _ = self._affine()
         return F.rms_norm(x, self.normalized_shape, weight, self.eps)
-
-    def export(self) -> nn.Module:
-        """The plain ``nn.RMSNorm`` over the active features."""
-        plain = nn.RMSNorm(
-            self.active_size("normalized_shape"),
-            eps=self.eps,
-            elementwise_affine=self.elementwise_affine,
-            **self._factory(),
-        )
-        return self._export_affine(plain)

@@ -1,5 +1,10 @@
 """FastNAS's binary searcher: a sensitivity map, a bisected score drop, and then better.
 
+The module is one piece (over the house ~400 lines): BinarySearcher's phases - the map, the
+bisection, the growth, the final candidates - read and write one search state, checkpointed as a
+whole. The candidate enumeration (``_alternatives``, ``_enumerated``, ``_grow``) is the part that
+could stand alone, as functions of the map and the cost model.
+
 As in the FastNAS reference:
 
 1. ``before_search`` builds the **sensitivity map** ``{hparam: {choice: drop}}``: the score drop

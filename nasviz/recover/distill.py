@@ -40,7 +40,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from nasviz._utils import device_of
+from nasviz._utils import device_of, signature_of
 from nasviz.errors import NasvizError
 from nasviz.extension import ActivationMapGrabber
 from nasviz.recover.channels import KeptMap, kept_channels
@@ -366,43 +366,14 @@ class Distiller:
         )
 
 
-def distill(
-    student: nn.Module,
-    teacher: nn.Module,
-    data_loader: Iterable[Any],
-    *,
-    epochs: int,
-    optimizer: torch.optim.Optimizer | None = None,
-    lr: float = 1e-3,
-    temperature: float = 4.0,
-    alpha: float = 0.9,
-    features: Sequence[str] | Literal["auto"] | None = None,
-    feature_weight: float = 1.0,
-    score_loader: Iterable[Any] | None = None,
-    metric: str | Metric | None = None,
-    callbacks: Sequence[Callable[[SearchEvent], None]] | None = None,
-    schedule: Literal["constant", "cosine"] = "constant",
-) -> DistillResult:
+@signature_of(Distiller)
+def distill(*args: Any, **kwargs: Any) -> DistillResult:
     """Distil ``teacher`` into ``student`` (trained in place) for ``epochs``; see the module
     docstring. Returns a :class:`DistillResult` (``.model``, ``.history``).
 
+    Takes the parameters of :class:`Distiller` (``student, teacher, data_loader, *, epochs, ...``).
     ``features``: ``None`` (logits only), ``"auto"`` or module names matched through the kept
     channels, weighted by ``feature_weight``. ``optimizer`` defaults to Adam(``lr``) over the
     student's parameters; ``schedule="cosine"`` anneals its rate to 0 over the run.
     """
-    return Distiller(
-        student,
-        teacher,
-        data_loader,
-        epochs=epochs,
-        optimizer=optimizer,
-        lr=lr,
-        temperature=temperature,
-        alpha=alpha,
-        features=features,
-        feature_weight=feature_weight,
-        score_loader=score_loader,
-        metric=metric,
-        callbacks=callbacks,
-        schedule=schedule,
-    ).run()
+    return Distiller(*args, **kwargs).run()

@@ -1,5 +1,10 @@
 """The analyzer: walks the captured graphs and couples channel dimensions into groups.
 
+The module is one piece (over the house ~400 lines): it is the end of the analyzer's mixin
+chain (:mod:`~nasviz.tracing.shapeops` -> :mod:`~nasviz.tracing.headops` ->
+:mod:`~nasviz.tracing.ops` -> here), the node walk and the layer handlers that the op handlers call
+back into; the op handlers already live in those modules.
+
 Every node gets an abstract value (:class:`~nasviz.tracing.values.Val`): the layout of its
 channel dimension and the axis that carries it. Prunable layers create elements (their output
 widths) and read layouts (their input widths); norms and depthwise convs pass their input's

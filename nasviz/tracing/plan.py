@@ -1,5 +1,9 @@
 """The search-space plan: which layers become dynamic, their hparams, and why the rest is static.
 
+The module is one piece (over the house ~400 lines): :func:`make_plan` writes the plan's JSON
+layouts and :func:`apply_plan` reads them back on restore; writer and reader of each field are kept
+side by side so that they cannot drift apart.
+
 :func:`make_plan` turns an :class:`~nasviz.tracing.analyze.Analysis` and a rule config into a
 :class:`Plan`, pure data that round-trips through the modelopt state:
 

@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import html
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import ipywidgets as widgets
+import pandas as pd
 from torch import nn
 
 from nasviz.errors import NasvizError
@@ -57,6 +59,7 @@ __all__ = [
     "fmt_score",
     "has_search_space",
     "history_of",
+    "html_table",
     "load_search_state",
     "locked_batch",
 ]
@@ -229,3 +232,23 @@ def history_of(
         f"a checkpoint path; got a sequence of {sorted({type(x).__name__ for x in items})}"
     )
     raise NasvizError(msg)
+
+
+def html_table(df: pd.DataFrame, styles: list[str] | None = None) -> str:
+    """``df`` as a small HTML table, cells escaped; ``styles[i]`` is row ``i``'s CSS."""
+    esc = html.escape
+    head = "".join(f"<th style='text-align:left;padding:2px 6px'>{esc(str(c))}</th>" for c in df)
+    body = []
+    for i, row in enumerate(df.itertuples(index=False)):
+        style = styles[i] if styles else ""
+        cells = "".join(f"<td style='padding:2px 6px'>{esc(_cell(v))}</td>" for v in row)
+        body.append(f"<tr style='{style}'>{cells}</tr>")
+    return f"<table style='border-collapse:collapse'><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)

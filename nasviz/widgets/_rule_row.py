@@ -27,6 +27,7 @@ from nasviz.widgets._base import COLORS
 __all__ = [
     "RuleError",
     "RuleRow",
+    "describe_rule",
     "format_numbers",
     "glob_error",
     "parse_numbers",
@@ -291,3 +292,14 @@ class RuleRow:
             return
         self._show_off()
         self._on_change()
+
+
+def describe_rule(rule: LayerConfig | None) -> str:
+    """A rule in a few words: its ratios, divisor and kernels, or ``"switched off"``."""
+    if rule is None:
+        return "switched off"
+    ratios = rule.ratios
+    kernels = getattr(rule, "kernel_size", [])
+    extra = f", kernels {format_numbers(kernels)}" if kernels else ""
+    span = f"{min(ratios):g}-{max(ratios):g}" if len(ratios) > 1 else f"{ratios[0]:g}"
+    return f"ratios {span} ({len(ratios)}), divisor {rule.divisor}{extra}"

@@ -1,5 +1,8 @@
 """BisectionAnimation: FastNAS's binary search, step by step, against the constraint.
 
+The module is one piece (over the house ~400 lines): one figure whose two panels, frame
+slider and explanation text are all drawn from the same timeline of search events.
+
 After the sensitivity map, the binary searcher bisects the tolerated score drop: at each step
 every group takes its smallest width whose drop is within ``mid``; a candidate that meets the
 constraints moves ``hi`` down to ``mid``, one that does not moves ``lo`` up. Then it grows the

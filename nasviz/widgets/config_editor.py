@@ -28,46 +28,16 @@ import nasviz as nv
 from nasviz.config import LAYER_TYPES, LayerConfig, ModeloptBaseRuleConfig
 from nasviz.dynamic import dynamic_class_for
 from nasviz.errors import NasvizError
-from nasviz.widgets._base import COLORS, UI_LOCK, View
+from nasviz.widgets._base import COLORS, UI_LOCK, View, html_table
 from nasviz.widgets._rule_row import (
     RuleError,
     RuleRow,
-    format_numbers,
+    describe_rule,
     glob_error,
     pydantic_error,
 )
 
 __all__ = ["RuleConfigEditor", "RuleError", "RuleRow", "html_table"]
-
-
-def html_table(df: pd.DataFrame, styles: list[str] | None = None) -> str:
-    """``df`` as a small HTML table, cells escaped; ``styles[i]`` is row ``i``'s CSS."""
-    esc = html.escape
-    head = "".join(f"<th style='text-align:left;padding:2px 6px'>{esc(str(c))}</th>" for c in df)
-    body = []
-    for i, row in enumerate(df.itertuples(index=False)):
-        style = styles[i] if styles else ""
-        cells = "".join(f"<td style='padding:2px 6px'>{esc(_cell(v))}</td>" for v in row)
-        body.append(f"<tr style='{style}'>{cells}</tr>")
-    return f"<table style='border-collapse:collapse'><tr>{head}</tr>{''.join(body)}</table>"
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value)
-    return str(value)
-
-
-def _describe(rule: LayerConfig | None) -> str:
-    if rule is None:
-        return "switched off"
-    ratios = rule.ratios
-    kernels = getattr(rule, "kernel_size", [])
-    extra = f", kernels {format_numbers(kernels)}" if kernels else ""
-    span = f"{min(ratios):g}-{max(ratios):g}" if len(ratios) > 1 else f"{ratios[0]:g}"
-    return f"ratios {span} ({len(ratios)}), divisor {rule.divisor}{extra}"
 
 
 def _typed_modules(model: nn.Module | None) -> list[tuple[str, str]]:
@@ -230,7 +200,7 @@ class RuleConfigEditor(View):
                     "matched_by": [g for g in globs if fnmatch.fnmatchcase(name, g)],
                     "winner": match.pattern,
                     "pruned": match.enabled,
-                    "rule": _describe(match.rule) if match.pattern is not None else no_rule,
+                    "rule": describe_rule(match.rule) if match.pattern is not None else no_rule,
                 }
             )
         cols = ["module", "layer_type", "matched_by", "winner", "pruned", "rule"]

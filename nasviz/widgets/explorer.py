@@ -1,5 +1,9 @@
 """The subnet explorer: pick a width for every channel group and see the cost move, live.
 
+The module is one piece (over the house ~400 lines): one view whose sliders, cost bars and
+*Evaluate* update each other in place through shared widget state; the decision panel, the part
+that stands alone, already lives in :mod:`nasviz.widgets._decide`.
+
 A converted model has one hparam per group of coupled channels. :class:`SubnetExplorer` gives each
 group a slider over its valid choices, and (given a sensitivity map ``{hparam: {choice: drop}}``)
 one global *tolerated drop* slider: every group takes its smallest choice whose score drop is at

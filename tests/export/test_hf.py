@@ -8,24 +8,19 @@ halved where the config has a fixed head size or the stream is cut with them).
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from _hf import FAMILIES
+from _hf import logits as _logits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 import nasviz as nv
 from nasviz.errors import ExportError
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-T = pytest.importorskip("transformers")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tracing"))
-from test_hf_models import FAMILIES, _logits  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from _convnet import ConvBN
 from torch import nn
 
 import nasviz as nv
@@ -214,21 +215,6 @@ def test_model_without_search_space_is_refused() -> None:
         BinarySearcher().search(
             MLP(), {"flops": "60%"}, torch.zeros(1, 8), {"score_func": KnownScore()}
         )
-
-
-class ConvBN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(16)
-        self.head = nn.Linear(16, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn1(self.conv1(x)))
-        x = torch.relu(self.bn2(self.conv2(x)))
-        return self.head(x.mean((2, 3)))
 
 
 def test_bn_recalibration_reaches_the_exported_model() -> None:

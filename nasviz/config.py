@@ -86,9 +86,13 @@ class ModeloptBaseConfig(BaseModel):
         raise KeyError(key)
 
     def keys(self) -> list[str]:
+        """The field keys as a dict has them: each field's alias where it has one (a rule config's
+        layer types such as ``"nn.Conv2d"``), else its name.
+        """
         return [field.alias or name for name, field in type(self).model_fields.items()]
 
     def items(self) -> Iterator[tuple[str, Any]]:
+        """``(key, value)`` pairs in :meth:`keys` order, as ``dict.items`` gives them."""
         for key in self.keys():
             yield key, self[key]
 
@@ -131,10 +135,16 @@ class LayerConfig(ModeloptBaseConfig):
 
     @property
     def ratios(self) -> list[float]:
+        """This rule's width ratios, read from the family's ratio field (``channels_ratio`` or
+        ``features_ratio``).
+        """
         return list(getattr(self, self.ratio_field))
 
     @property
     def divisor(self) -> int:
+        """This rule's divisor, read from the family's divisor field (``channel_divisor`` or
+        ``feature_divisor``).
+        """
         return int(getattr(self, self.divisor_field))
 
     def choices_for(self, original: int, multiple_of: int = 1) -> list[int]:
@@ -322,6 +332,7 @@ class RuleMatch:
 
     @property
     def enabled(self) -> bool:
+        """Whether the module is pruned: a glob matched and its rule is not ``None``."""
         return self.rule is not None
 
 
@@ -438,7 +449,9 @@ class ModeloptBaseRuleConfig(ModeloptBaseConfig):
         """A config with one channel divisor for every layer type (the ``*_divisor`` field of
         each: convs' ``channel_divisor``, linears' and norms' ``feature_divisor``), so coupled
         layers such as a conv and its BatchNorm share it; ``rules`` (``{layer type: value}``, as
-        in the constructor) replace a layer type's entry. Example::
+        in the constructor) replace a layer type's entry.
+
+        Example::
 
             >>> cfg = FastNASConfig.with_divisor(8, {"nn.Linear": None})
             >>> cfg.rule_for("nn.BatchNorm2d", "bn1").rule.feature_divisor, cfg.rules("nn.Linear")
@@ -485,6 +498,9 @@ class ModeloptBaseRuleConfig(ModeloptBaseConfig):
         raise KeyError(_unknown_layer_type_message(layer_type))
 
     def to_json(self, indent: int | None = 2) -> str:
+        """The config as JSON text, keyed by alias (layer types such as ``"nn.Conv2d"``); ``indent``
+        as in :func:`json.dumps`.
+        """
         return json.dumps(self.model_dump(), indent=indent)
 
 

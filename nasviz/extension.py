@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
+from typing_extensions import override
 
 from nasviz._utils import training_flags
 from nasviz.errors import ExtensionNameError, ModuleIdError, NasvizError
@@ -168,6 +169,7 @@ class HooksHandle(nn.Module, abc.ABC):
         for handle in self.__dict__.get("hook_handles", {}).values():
             handle.remove()
 
+    @override
     def extra_repr(self) -> str:
         return f"module_ids={self._module_ids}, hooks_attached={self._attached}"
 
@@ -262,6 +264,7 @@ class ActivationMapGrabber(HooksHandle):
         stump.training = False  # the stump alone: eval() would switch the shared model too
         return stump
 
+    @override
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, capture={self.capture!r}, detach={self.detach}"
 
@@ -394,6 +397,7 @@ class ModelExtender(ActivationMapGrabber):
                 ext_outs[name] = [ext(a) for a in act] if self.capture == "all" else ext(act)
         return (main_out, ext_outs) if self.return_orig_out else ext_outs
 
+    @override
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, return_orig_out={self.return_orig_out}"
 
@@ -458,6 +462,7 @@ class ModelStump(HooksHandle):
         )
         raise NasvizError(msg)
 
+    @override
     def extra_repr(self) -> str:
         return f"stump_head={self.stump_head!r}, hooks_attached={self._attached}"
 

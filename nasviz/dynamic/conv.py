@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _reverse_repeat_tuple
+from typing_extensions import override
 
 from nasviz.dynamic.base import _OPTIMIZER_STEPS, DynamicModule, register_dynamic, slice_dim
 from nasviz.dynamic.family import LayerSpec, RuleSpec, WidthRule
@@ -102,6 +103,7 @@ class GroupedHparam(Hparam):
         self.groups = groups
 
     @property
+    @override
     def active_slice(self) -> Index:
         cached = self._index_cache
         if cached is not None and cached[0] == self._version:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import override
 
 from nasviz.dynamic.base import DynamicModule, register_dynamic
 from nasviz.dynamic.family import RuleSpec
@@ -63,6 +64,7 @@ class DynamicRMSNorm(_DynamicNorm, nn.RMSNorm):
     def _nv_attr_value(self, attr: str) -> Any:
         return (self.active_size(attr),)
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_full():
             return super().forward(x)

@@ -54,6 +54,7 @@ import time
 from typing import Any, cast
 
 import numpy as np
+from typing_extensions import override
 
 from nasviz.errors import SearchError
 from nasviz.fastnas.sensmap import check_pins, config_at_drop, drop_levels
@@ -97,6 +98,7 @@ class BinarySearcher(IterativeSearcher):
         self._pins: dict[str, int] = {}  # set from config["pins"] by before_search
 
     @property
+    @override
     def default_search_config(self) -> dict[str, Any]:
         return {
             **super().default_search_config,
@@ -112,6 +114,7 @@ class BinarySearcher(IterativeSearcher):
         }
 
     @property
+    @override
     def default_state_dict(self) -> dict[str, Any]:
         return {
             **super().default_state_dict,

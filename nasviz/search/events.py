@@ -46,6 +46,7 @@ class SearchEvent:
     """Base of every event."""
 
     def to_dict(self) -> dict[str, Any]:
+        """The event as plain data: ``{"event": class name, **fields}`` (what checkpoints store)."""
         return {"event": type(self).__name__, **asdict(self)}
 
 
@@ -172,6 +173,9 @@ class EventBus:
         return unsubscribe
 
     def emit(self, event: SearchEvent) -> None:
+        """Call every subscriber with ``event``, in subscription order (a callback may unsubscribe
+        during the call).
+        """
         for cb in list(self._subscribers):
             cb(event)
 
@@ -183,6 +187,7 @@ class SearchHistory:
         self.events: list[SearchEvent] = list(events or [])
 
     def __call__(self, event: SearchEvent) -> None:
+        """Record ``event`` (a history is itself a callback)."""
         self.events.append(event)
 
     def _table(self, kind: type[SearchEvent]) -> pd.DataFrame:
@@ -199,6 +204,7 @@ class SearchHistory:
         return self._table(BisectionStep)
 
     def grow_table(self) -> pd.DataFrame:
+        """One row per growth step: hparam, old and new width, predicted drop, flops, params."""
         return self._table(GrowStep)
 
     def candidate_table(self) -> pd.DataFrame:
@@ -211,6 +217,9 @@ class SearchHistory:
 
     @classmethod
     def from_records(cls, records: list[dict[str, Any]]) -> SearchHistory:
+        """A history from :meth:`to_records` output (e.g. a checkpoint's ``"history"``); records of
+        unknown event types are skipped.
+        """
         kinds = {k.__name__: k for k in _all_event_types()}
         events: list[SearchEvent] = []
         for rec in records:

@@ -44,6 +44,7 @@ from typing import Any, Literal
 import ipywidgets as widgets
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+from typing_extensions import override
 
 from nasviz.cost.latency import format_latency
 from nasviz.errors import NasvizError
@@ -207,6 +208,7 @@ class BisectionAnimation(EventView):
         return fig
 
     # -- events -----------------------------------------------------------------------------------
+    @override
     def handle(self, event: SearchEvent) -> None:
         if isinstance(event, SearchStarted):
             self.items = []
@@ -270,6 +272,7 @@ class BisectionAnimation(EventView):
     # -- rendering --------------------------------------------------------------------------------
     @property
     def metric(self) -> Metric:
+        """The cost plotted: ``"flops"``, ``"params"`` or ``"latency"`` (the toggle's value)."""
         value: Metric = self.metric_toggle.value
         return value
 
@@ -407,6 +410,9 @@ class BisectionAnimation(EventView):
 
     @property
     def frame(self) -> int:
+        """The frame shown (the slider's value); setting it moves the slider, clamped to
+        ``0 .. n_frames``.
+        """
         return int(self.slider.value)
 
     @frame.setter

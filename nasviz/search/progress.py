@@ -24,8 +24,8 @@ class TqdmProgress:
         self._bar: Any = None
 
     def __call__(self, event: SearchEvent) -> None:
-        """Advance the bars for one event: the map, the bisection, the final score; other events are
-        ignored.
+        """Advance the bar of one event: the map, the bisection or the final score (the end of
+        the search closes it; other events are ignored).
         """
         from tqdm.auto import tqdm
 

@@ -84,7 +84,7 @@ def iter_vals(obj: Any) -> Iterator[Val]:
 
 
 def node_shape(node: fx.Node) -> tuple[int, ...] | None:
-    """The tensor shape shape propagation recorded on ``node``, or ``None``."""
+    """The shape recorded on ``node`` by shape propagation (``None``: none recorded)."""
     shape: tuple[int, ...] | None = node.meta.get(SHAPE_KEY)
     return shape
 

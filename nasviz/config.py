@@ -62,6 +62,17 @@ class ModeloptBaseConfig(BaseModel):
 
     Round-trips through JSON (``model_dump_json`` / ``model_validate_json``) and publishes a JSON
     Schema (``model_json_schema``).
+
+    Example (a per-layer config reads like a dict and refuses a bad value on assignment)::
+
+        >>> rule = FastNASConfig().rule_for("nn.Linear", "fc1").rule
+        >>> rule["feature_divisor"], rule.get("kernel_size", "n/a"), rule.keys()
+        (32, 'n/a', ['features_ratio', 'feature_divisor'])
+        >>> rule.feature_divisor = 0
+        Traceback (most recent call last):
+        ...
+        pydantic_core._pydantic_core.ValidationError: 1 validation error for DynamicLinearConfig
+        ...
     """
 
     model_config = ConfigDict(
@@ -420,6 +431,14 @@ class ModeloptBaseRuleConfig(ModeloptBaseConfig):
     """A config with one glob-rule field per registered layer type (see module docstring).
 
     Subclasses declare the layer-type fields; ``rule_for`` resolves which rule wins for a module.
+
+    Example (the last matching glob wins; ``None`` leaves the matched layers alone)::
+
+        >>> cfg = FastNASConfig(**{"nn.Conv2d": {"*": {"channel_divisor": 8}, "head*": None}})
+        >>> cfg.rule_for("nn.Conv2d", "layer1.conv").rule.channel_divisor
+        8
+        >>> cfg.rule_for("nn.Conv2d", "head.conv")
+        RuleMatch(rule=None, pattern='head*')
     """
 
     #: field name -> layer type key ("nn_conv2d" -> "nn.Conv2d"), filled in by subclasses

@@ -82,6 +82,15 @@ class Hparam:
         choices: allowed values; the original is added if missing.
         original: the value of the unpruned model (default: the largest choice).
         name: a stable, human-readable name (``"<module>.<attribute>"``).
+
+    Example (a smaller width keeps the most important channels once an order is enforced)::
+
+        >>> hp = Hparam([2, 4], name="conv.out_channels")
+        >>> hp.importance = torch.tensor([0.1, 0.9, 0.5, 0.2])
+        >>> hp.enforce_order()
+        >>> hp.active = 2
+        >>> hp.active_slice
+        tensor([1, 2])
     """
 
     def __init__(self, choices: Iterable[int], original: int | None = None, name: str = "") -> None:

@@ -85,7 +85,17 @@ def _next_choice(hp: Hparam, value: int) -> int | None:
 
 
 class BinarySearcher(IterativeSearcher):
-    """An iterative searcher that bisects the tolerated score drop (see module docstring)."""
+    """An iterative searcher that bisects the tolerated score drop (see module docstring).
+
+    Example (on the test MLP, whose map is known: :mod:`nasviz.testing`)::
+
+        >>> from nasviz.testing import known_score, searchable_mlp
+        >>> model, x = searchable_mlp()
+        >>> searcher = BinarySearcher()
+        >>> state = searcher.search(model, {"params": "70%"}, x, {"score_func": known_score})
+        >>> state["best"]["config"], state["best"]["score"]
+        ({'fc1.out_features': 12, 'fc2.out_features': 12}, 0.97)
+    """
 
     sensitivity_map: dict[str, dict[int, float]]
     original_score: float | None

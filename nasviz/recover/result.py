@@ -44,6 +44,13 @@ class DistillResult:
       recovery, the student now (``None`` without a ``score_loader``);
     * ``events``: every event, as a :class:`~nasviz.search.events.SearchHistory`;
     * ``finished``: whether every epoch ran (``False`` after a stop).
+
+    Example (a pruned student recovering from an unpruned teacher)::
+
+        >>> result = nv.distill(student, teacher, loader, epochs=2, score_loader=val_loader,
+        ...                     metric="accuracy")
+        >>> result.model is student, result.finished, list(result.epochs.columns)
+        (True, True, ['epoch', 'step', 'loss', 'score'])
     """
 
     def __init__(self, model: nn.Module, events: SearchHistory, finished: bool) -> None:

@@ -181,7 +181,18 @@ class EventBus:
 
 
 class SearchHistory:
-    """Every event of a search, with table views for people and widgets."""
+    """Every event of a search, with table views for people and widgets.
+
+    Example (``state`` is the state dict a search returned, or its checkpoint's)::
+
+        >>> history = SearchHistory.from_records(state["history"])
+        >>> history
+        SearchHistory(6 map entries, 12 bisection steps)
+        >>> history.sensitivity_table()[["hparam", "choice", "drop"]].head(2)
+                     hparam  choice  drop
+        0  fc1.out_features      12  0.01
+        1  fc1.out_features       8  0.05
+    """
 
     def __init__(self, events: list[SearchEvent] | None = None) -> None:
         self.events: list[SearchEvent] = list(events or [])

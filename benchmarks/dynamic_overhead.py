@@ -1,4 +1,4 @@
-"""What do dynamic layers cost at inference time?
+"""What dynamic layers cost at inference time, full size and at a subnet.
 
 Builds a small ResNet-ish CNN inline (a stem, two basic blocks - the second one strided with a
 1x1 shortcut -, a MobileNet-style inverted residual with a depthwise conv, and a two-layer
@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from nasviz.dynamic.base import DynamicModule, dynamic_class_for
 from nasviz.dynamic.conv import DynamicConv2d
@@ -45,18 +46,27 @@ def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> n
 
 
 class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 conv+BN, residual add (a 1x1 stride-2 conv+BN shortcut when
+    the shape changes).
+    """
+
     def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
         super().__init__()
         self.conv1, self.bn1 = _conv_bn(cin, cout, 3, stride)
         self.conv2, self.bn2 = _conv_bn(cout, cout, 3)
         self.shortcut = nn.Identity() if stride == 1 and cin == cout else _conv_bn(cin, cout, 1, 2)
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.relu(self.bn1(self.conv1(x)))
         return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
 
 
 class InvertedResidual(nn.Module):
+    """MobileNetV2-style block: 1x1 expand, 3x3 depthwise, 1x1 project (each with BN), residual
+    add.
+    """
+
     def __init__(self, channels: int, expand: int) -> None:
         super().__init__()
         hidden = channels * expand
@@ -64,6 +74,7 @@ class InvertedResidual(nn.Module):
         self.depthwise, self.bn_dw = _conv_bn(hidden, hidden, 3, groups=hidden)
         self.project, self.bn_out = _conv_bn(hidden, channels, 1)
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.relu(self.bn(self.expand(x)))
         y = torch.relu(self.bn_dw(self.depthwise(y)))
@@ -71,6 +82,10 @@ class InvertedResidual(nn.Module):
 
 
 class SmallResNet(nn.Module):
+    """The benchmark's CNN: stem, two basic blocks (the second strided), an inverted residual, a
+    two-layer head.
+    """
+
     def __init__(self, width: int = 32, classes: int = 10) -> None:
         super().__init__()
         self.stem = nn.Sequential(*_conv_bn(3, width, 3), nn.ReLU())
@@ -80,6 +95,7 @@ class SmallResNet(nn.Module):
         self.fc1 = nn.Linear(2 * width, 2 * width)
         self.fc2 = nn.Linear(2 * width, classes)
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.inverted(self.block2(self.block1(self.stem(x))))
         return self.fc2(torch.relu(self.fc1(x.mean(dim=(2, 3)))))

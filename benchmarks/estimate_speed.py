@@ -1,4 +1,4 @@
-"""How fast is ``CostModel.estimate`` on a ResNet-50-sized net, next to an exact profile?
+"""The speed of ``CostModel.estimate`` on a ResNet-50-sized net, next to an exact profile.
 
 Builds ``nasviz.models.resnet50_like()`` and makes it searchable: with ``nasviz.space.convert``
 (FastNAS defaults), or, with ``--by-hand`` or when that is missing, by turning every conv and

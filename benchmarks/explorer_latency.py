@@ -1,4 +1,4 @@
-"""How long does the SubnetExplorer take to react to one slider change on ``resnet_tiny``?
+"""The time the SubnetExplorer takes to react to one slider change on ``resnet_tiny``.
 
 One change = the slider's value observer: ``CostModel.estimate`` of the new subnet, the FLOPs /
 params label, the kept-channels bar chart and the cost bars (two plotly ``FigureWidget`` updates).

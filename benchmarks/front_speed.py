@@ -1,4 +1,4 @@
-"""How long do the Pareto front and a lock change take in the explorer, on ``resnet_tiny``?
+"""The time the Pareto front and a lock change take in the explorer, on ``resnet_tiny``.
 
 Converts ``nasviz.models.resnet_tiny()`` with ``nasviz.demo.demo_config()`` (6 groups,
 262,144 subnets, so the front is computed over a seeded sample), makes up a sensitivity map (the

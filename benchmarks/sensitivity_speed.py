@@ -1,4 +1,4 @@
-"""How much faster is the sensitivity map with the evaluator form's activation cache?
+"""How much faster the sensitivity map is with the evaluator form's activation cache.
 
 Two models, one run, ``torch.set_num_threads(1)``:
 

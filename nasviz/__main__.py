@@ -10,6 +10,9 @@ from nasviz.errors import NasvizError
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); the exit status is 0 when
+    the demo's saved model restored correctly, else 1 (bad arguments exit with 2).
+    """
     parser = argparse.ArgumentParser(prog="nasviz", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train, prune, export, save and restore the digits CNN")

@@ -27,31 +27,90 @@ __all__ = [
 
 
 class NasvizError(ValueError):
-    """Base class of every error nasviz raises on purpose."""
+    """Base class of every error nasviz raises on purpose.
+
+    Example (every subclass is a ``ValueError`` too; ``model`` from
+    :func:`nasviz.testing.searchable_mlp`)::
+
+        >>> try:
+        ...     nv.select(model, {"fc1.out_features": 5})
+        ... except ValueError as e:
+        ...     print(type(e).__name__, isinstance(e, NasvizError))
+        HparamError True
+    """
 
 
 class ApplyModeError(NasvizError):
-    """A mode could not be applied (wrong order, failed conversion, unknown mode)."""
+    """A mode could not be applied (wrong order, failed conversion, unknown mode).
+
+    Example::
+
+        >>> nv.convert(TinyMLP(), mode="fastnass")
+        Traceback (most recent call last):
+        ...
+        nasviz.errors.ApplyModeError: unknown mode 'fastnass'. Did you mean 'fastnas'? ...
+    """
 
 
 class RestoreError(NasvizError):
-    """A saved state does not fit the model it is restored onto (the model is left untouched)."""
+    """A saved state does not fit the model it is restored onto (the model is left untouched).
+
+    Example::
+
+        >>> torch.save({"weights": 1}, "other.pt")
+        >>> nv.restore(TinyMLP(), "other.pt")
+        Traceback (most recent call last):
+        ...
+        nasviz.errors.RestoreError: 'other.pt' is not a nasviz checkpoint: expected keys ...
+    """
 
 
 class HparamError(NasvizError):
-    """An hparam was given a value outside its choices, or two hparams cannot be merged."""
+    """An hparam was given a value outside its choices, or two hparams cannot be merged.
+
+    Example (``model`` from :func:`nasviz.testing.searchable_mlp`)::
+
+        >>> nv.select(model, {"fc1.out_features": 5})
+        Traceback (most recent call last):
+        ...
+        nasviz.errors.HparamError: fc1.out_features: 5 is not a valid choice; choose one of ...
+    """
 
 
 class TracingError(NasvizError):
-    """The model graph could not be analysed at all."""
+    """The model graph could not be analysed at all.
+
+    Example (:class:`~nasviz.testing.TinyMLP` takes 8 features)::
+
+        >>> nv.convert(TinyMLP(), mode="fastnas", dummy_input=torch.randn(2, 3))
+        Traceback (most recent call last):
+        ...
+        nasviz.errors.TracingError: TinyMLP does not run on the given dummy_input (RuntimeError: ...
+    """
 
 
 class ConstraintError(NasvizError):
-    """A constraint is malformed or cannot be met by any subnet."""
+    """A constraint is malformed or cannot be met by any subnet.
+
+    Example (``model, x`` from :func:`nasviz.testing.searchable_mlp`)::
+
+        >>> nv.BinarySearcher().search(model, {"flop": "70%"}, x, {"score_func": known_score})
+        Traceback (most recent call last):
+        ...
+        nasviz.errors.ConstraintError: unknown constraint 'flop' = '70%': nasviz can bound ...
+    """
 
 
 class SearchError(NasvizError):
-    """The search could not run (bad config, a failing score function, a bad checkpoint)."""
+    """The search could not run (bad config, a failing score function, a bad checkpoint).
+
+    Example (``model, x`` from :func:`nasviz.testing.searchable_mlp`)::
+
+        >>> nv.BinarySearcher().search(model, {"params": "70%"}, x, {"scorefunc": known_score})
+        Traceback (most recent call last):
+        ...
+        nasviz.errors.SearchError: unknown search config key(s) ['scorefunc']; ...
+    """
 
 
 class UntraceableError(TracingError):
@@ -84,7 +143,15 @@ class CorruptFileError(NasvizError):
 
 
 class ExportError(NasvizError):
-    """An export could not be written, or its file does not reproduce the model's outputs."""
+    """An export could not be written, or its file does not reproduce the model's outputs.
+
+    Example::
+
+        >>> nv.export_onnx(TinyMLP(), torch.randn(2, 8), "mlp.onnx", exporter="tensorrt")
+        Traceback (most recent call last):
+        ...
+        nasviz.errors.ExportError: exporter='tensorrt': use 'auto', 'dynamo' or 'torchscript'
+    """
 
 
 class NasvizWarning(UserWarning):

@@ -25,6 +25,7 @@ from typing import Any, Literal, cast
 import pandas as pd
 import torch
 from torch import nn
+from typing_extensions import override
 
 from nasviz._utils import training_flags
 from nasviz.errors import ExtensionNameError, ModuleIdError, NasvizError
@@ -117,6 +118,7 @@ class ActivationMapGrabber(HooksHandle):
         stump.training = False  # the stump alone: eval() would switch the shared model too
         return stump
 
+    @override
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, capture={self.capture!r}, detach={self.detach}"
 
@@ -249,6 +251,7 @@ class ModelExtender(ActivationMapGrabber):
                 ext_outs[name] = [ext(a) for a in act] if self.capture == "all" else ext(act)
         return (main_out, ext_outs) if self.return_orig_out else ext_outs
 
+    @override
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, return_orig_out={self.return_orig_out}"
 
@@ -313,6 +316,7 @@ class ModelStump(HooksHandle):
         )
         raise NasvizError(msg)
 
+    @override
     def extra_repr(self) -> str:
         return f"stump_head={self.stump_head!r}, hooks_attached={self._attached}"
 

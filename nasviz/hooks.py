@@ -46,6 +46,22 @@ class HooksHandle(nn.Module, abc.ABC):
     ``registered_submodules`` lists the registered ids in order; ``hook_handles`` maps each id to
     its attached hook (empty after ``remove_hooks()``). Subclasses define what a hook does with an
     output (``_on_output``) and what ``forward`` returns.
+
+    Example (a handle that records the output shape of each registered sub-module)::
+
+        >>> class ShapeRecorder(HooksHandle):
+        ...     def __init__(self, model, ids):
+        ...         super().__init__(model, ids)
+        ...         self.shapes = {}
+        ...     def _on_output(self, module_id, output):
+        ...         self.shapes[module_id] = tuple(output.shape)
+        ...     def forward(self, x):
+        ...         return self._run_model(x)  # runs the model with the hooks recording
+        >>> model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> with ShapeRecorder(model, ["0", "2"]) as rec:
+        ...     _ = rec(torch.zeros(4, 2))
+        >>> rec.shapes, rec.hooks_attached
+        ({'0': (4, 3), '2': (4, 1)}, False)
     """
 
     def __init__(self, model: nn.Module, module_ids: Iterable[str] | None = None) -> None:

@@ -82,6 +82,15 @@ class Hparam:
         choices: allowed values; the original is added if missing.
         original: the value of the unpruned model (default: the largest choice).
         name: a stable, human-readable name (``"<module>.<attribute>"``).
+
+    Example (a smaller width keeps the most important channels once an order is enforced)::
+
+        >>> hp = Hparam([2, 4], name="conv.out_channels")
+        >>> hp.importance = torch.tensor([0.1, 0.9, 0.5, 0.2])
+        >>> hp.enforce_order()
+        >>> hp.active = 2
+        >>> hp.active_slice
+        tensor([1, 2])
     """
 
     def __init__(self, choices: Iterable[int], original: int | None = None, name: str = "") -> None:
@@ -113,22 +122,27 @@ class Hparam:
     # -- values --------------------------------------------------------------------------------
     @property
     def choices(self) -> tuple[int, ...]:
+        """The allowed values, sorted ascending; the original is always among them."""
         return self._choices
 
     @property
     def original(self) -> int:
+        """The value of the unpruned model, which is also the largest choice."""
         return self._original
 
     @property
     def full(self) -> int:
+        """The dimension's size in the original model: ``original`` (:class:`DimSource`)."""
         return self._original
 
     @property
     def min(self) -> int:
+        """The smallest allowed value (the smallest subnet's choice)."""
         return self._choices[0]
 
     @property
     def max(self) -> int:
+        """The largest allowed value: always ``original``, since no choice may exceed it."""
         return self._choices[-1]
 
     @property
@@ -138,6 +152,7 @@ class Hparam:
 
     @property
     def active(self) -> int:
+        """The chosen value (setting one outside ``choices`` raises HparamError)."""
         return self._active
 
     @active.setter
@@ -215,9 +230,11 @@ class Hparam:
 
     # -- DimSource -----------------------------------------------------------------------------
     def active_size(self) -> int:
+        """The active value: the dimension's size in the active subnet (:class:`DimSource`)."""
         return self._active
 
     def active_index(self) -> Index:
+        """Same as :attr:`active_slice` (:class:`DimSource`)."""
         return self.active_slice
 
     @property
@@ -237,9 +254,13 @@ class Hparam:
         return idx
 
     def hparams(self) -> list[Hparam]:
+        """``[self]``: a direct dimension depends on this hparam only."""
         return [self]
 
     def version(self) -> tuple[int, ...]:
+        """``(id(self), counter)``; the counter grows whenever the active value or the order
+        changes.
+        """
         return (id(self), self._version)
 
     def _bump(self) -> None:
@@ -286,12 +307,17 @@ class ConcatDim:
 
     @property
     def full(self) -> int:
+        """The concatenated size in the original model: the sum of the parts' full sizes."""
         return self._full
 
     def active_size(self) -> int:
+        """The sum of the parts' active sizes."""
         return sum(p.active_size() for p in self.parts)
 
     def active_index(self) -> Index:
+        """The parts' active positions, each offset by the full sizes of the parts before it
+        (``slice(0, full)`` when every part is at full size); cached per :meth:`version`.
+        """
         key = self.version()
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
@@ -309,9 +335,11 @@ class ConcatDim:
         return out
 
     def hparams(self) -> list[Hparam]:
+        """Every part's hparams in part order (a hparam shared by two parts appears twice)."""
         return [h for p in self.parts for h in p.hparams()]
 
     def version(self) -> tuple[int, ...]:
+        """The parts' versions, concatenated."""
         return tuple(v for p in self.parts for v in p.version())
 
     def __repr__(self) -> str:
@@ -331,12 +359,17 @@ class RepeatDim:
 
     @property
     def full(self) -> int:
+        """The size in the original model: ``source.full * inner``."""
         return self.source.full * self.inner
 
     def active_size(self) -> int:
+        """``source.active_size() * inner``: each kept channel keeps all its ``inner`` features."""
         return self.source.active_size() * self.inner
 
     def active_index(self) -> Index:
+        """For each kept source channel ``c``, features ``c*inner .. c*inner + inner - 1`` (a
+        slice when the source keeps a prefix); cached per :meth:`version`.
+        """
         key = self.version()
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
@@ -351,9 +384,11 @@ class RepeatDim:
         return out
 
     def hparams(self) -> list[Hparam]:
+        """The source's hparams (``inner`` is fixed)."""
         return self.source.hparams()
 
     def version(self) -> tuple[int, ...]:
+        """The source's version (``inner`` never changes)."""
         return self.source.version()
 
     def __repr__(self) -> str:

@@ -141,10 +141,16 @@ class SearchSpace:
 
     @property
     def hparams(self) -> dict[str, Hparam]:
+        """``{name: Hparam}`` of the configurable groups, in topological order (a new dict of the
+        model's live hparams: setting ``active`` selects a subnet).
+        """
         return dict(self._record.hparams)
 
     @property
     def groups(self) -> list[Group]:
+        """One :class:`Group` per configurable hparam, in the plan's order: its choices, active
+        value and member layers (a snapshot).
+        """
         hps = self._record.hparams
         return [
             Group(

@@ -21,6 +21,7 @@ from typing import cast
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 import nasviz as nv
 
@@ -43,6 +44,7 @@ class TinyMLP(nn.Module):
         self.fc2 = nn.Linear(16, 16)
         self.fc3 = nn.Linear(16, 4)
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return cast(torch.Tensor, self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x))))))
 

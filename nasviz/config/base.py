@@ -19,6 +19,17 @@ class ModeloptBaseConfig(BaseModel):
 
     Round-trips through JSON (``model_dump_json`` / ``model_validate_json``) and publishes a JSON
     Schema (``model_json_schema``).
+
+    Example (a per-layer config reads like a dict and refuses a bad value on assignment)::
+
+        >>> rule = FastNASConfig().rule_for("nn.Linear", "fc1").rule
+        >>> rule["feature_divisor"], rule.get("kernel_size", "n/a"), rule.keys()
+        (32, 'n/a', ['features_ratio', 'feature_divisor'])
+        >>> rule.feature_divisor = 0
+        Traceback (most recent call last):
+        ...
+        pydantic_core._pydantic_core.ValidationError: 1 validation error for DynamicLinearConfig
+        ...
     """
 
     model_config = ConfigDict(
@@ -43,9 +54,13 @@ class ModeloptBaseConfig(BaseModel):
         raise KeyError(key)
 
     def keys(self) -> list[str]:
+        """The field keys as a dict has them: each field's alias where it has one (a rule config's
+        layer types such as ``"nn.Conv2d"``), else its name.
+        """
         return [field.alias or name for name, field in type(self).model_fields.items()]
 
     def items(self) -> Iterator[tuple[str, Any]]:
+        """``(key, value)`` pairs in :meth:`keys` order, as ``dict.items`` gives them."""
         for key in self.keys():
             yield key, self[key]
 

@@ -67,10 +67,16 @@ class LayerConfig(ModeloptBaseConfig):
 
     @property
     def ratios(self) -> list[float]:
+        """This rule's width ratios, read from the family's ratio field (``channels_ratio`` or
+        ``features_ratio``).
+        """
         return list(getattr(self, self.ratio_field))
 
     @property
     def divisor(self) -> int:
+        """This rule's divisor, read from the family's divisor field (``channel_divisor`` or
+        ``feature_divisor``).
+        """
         return int(getattr(self, self.divisor_field))
 
     def choices_for(self, original: int, multiple_of: int = 1) -> list[int]:

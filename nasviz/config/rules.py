@@ -41,6 +41,7 @@ class RuleMatch:
 
     @property
     def enabled(self) -> bool:
+        """Whether the module is pruned: a glob matched and its rule is not ``None``."""
         return self.rule is not None
 
 
@@ -128,6 +129,14 @@ class ModeloptBaseRuleConfig(ModeloptBaseConfig):
     """A config with one glob-rule field per registered layer type (see module docstring).
 
     Subclasses declare the layer-type fields; ``rule_for`` resolves which rule wins for a module.
+
+    Example (the last matching glob wins; ``None`` leaves the matched layers alone)::
+
+        >>> cfg = FastNASConfig(**{"nn.Conv2d": {"*": {"channel_divisor": 8}, "head*": None}})
+        >>> cfg.rule_for("nn.Conv2d", "layer1.conv").rule.channel_divisor
+        8
+        >>> cfg.rule_for("nn.Conv2d", "head.conv")
+        RuleMatch(rule=None, pattern='head*')
     """
 
     #: field name -> layer type key ("nn_conv2d" -> "nn.Conv2d"), filled in by subclasses
@@ -157,7 +166,9 @@ class ModeloptBaseRuleConfig(ModeloptBaseConfig):
         """A config with one channel divisor for every layer type (the ``*_divisor`` field of
         each: convs' ``channel_divisor``, linears' and norms' ``feature_divisor``), so coupled
         layers such as a conv and its BatchNorm share it; ``rules`` (``{layer type: value}``, as
-        in the constructor) replace a layer type's entry. Example::
+        in the constructor) replace a layer type's entry.
+
+        Example::
 
             >>> cfg = FastNASConfig.with_divisor(8, {"nn.Linear": None})
             >>> cfg.rule_for("nn.BatchNorm2d", "bn1").rule.feature_divisor, cfg.rules("nn.Linear")
@@ -204,6 +215,9 @@ class ModeloptBaseRuleConfig(ModeloptBaseConfig):
         raise KeyError(unknown_layer_type_message(layer_type))
 
     def to_json(self, indent: int | None = 2) -> str:
+        """The config as JSON text, keyed by alias (layer types such as ``"nn.Conv2d"``); ``indent``
+        as in :func:`json.dumps`.
+        """
         return json.dumps(self.model_dump(), indent=indent)
 
 

@@ -184,6 +184,9 @@ class LatencyKey:
     fingerprint: str
 
     def filename(self) -> str:
+        """The cache file name of this key: ``latency-<16 hex digits>.json``, a SHA-256 prefix over
+        all four fields.
+        """
         raw = f"{self.device}|{self.threads}|{self.batch}|{self.fingerprint}"
         return f"latency-{hashlib.sha256(raw.encode()).hexdigest()[:16]}.json"
 

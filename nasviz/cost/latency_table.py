@@ -123,10 +123,16 @@ class LatencyTable:
         return self.scale
 
     def to_json(self) -> dict[str, Any]:
+        """The table's fields as a dict for ``json.dump`` (which turns the integer choice keys into
+        strings; :meth:`from_json` turns them back).
+        """
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LatencyTable:
+        """The table from :meth:`to_json`'s dict, also after a JSON round trip (choice keys and
+        choices back to ints, deltas to floats).
+        """
         d = dict(data)
         for k in ("delta", "flops_delta"):
             d[k] = {n: {int(c): float(v) for c, v in row.items()} for n, row in d[k].items()}

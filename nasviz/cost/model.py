@@ -210,10 +210,12 @@ class CostModel:
 
     @property
     def full_flops(self) -> int:
+        """FLOPs of the full-size model on the dummy input (``full.flops``, from its profile)."""
         return self.full.flops
 
     @property
     def full_params(self) -> int:
+        """Parameter count of the full-size model (``full.params``)."""
         return self.full.params
 
     def estimate(self, config: Mapping[str, int] | None = None) -> tuple[int, int]:

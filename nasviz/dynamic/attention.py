@@ -49,18 +49,23 @@ class FollowHeads:
 
     @property
     def full(self) -> int:
+        """The layer's original number of heads."""
         return self._full
 
     def active_size(self) -> int:
+        """Active heads: the stream's active width divided by ``head_dim`` (integer division)."""
         return self.stream.active_size() // self.head_dim
 
     def active_index(self) -> Index:
+        """``slice(0, active_size())``: the first heads are kept, never a reordered subset."""
         return slice(0, self.active_size())
 
     def hparams(self) -> list[Hparam]:
+        """The stream's hparams (the heads have none of their own)."""
         return self.stream.hparams()
 
     def version(self) -> tuple[int, ...]:
+        """The stream's version: the heads change exactly when the stream does."""
         return self.stream.version()
 
     def __repr__(self) -> str:
@@ -118,10 +123,12 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
     # -- declared aliases: out_proj's tensors follow the stream -------------------------------
     @property
     def out_proj_weight(self) -> torch.Tensor:
+        """``out_proj.weight`` under the name ``param_dims`` slices (rows follow ``embed_dim``)."""
         return self.out_proj.weight
 
     @property
     def out_proj_bias(self) -> torch.Tensor | None:
+        """``out_proj.bias`` (``None`` without bias), sliced along ``embed_dim`` like the weight."""
         return self.out_proj.bias
 
     @property

@@ -133,6 +133,7 @@ def dynamic_class_for(module: nn.Module) -> type[DynamicModule] | None:
 
 
 def is_dynamic(module: nn.Module) -> bool:
+    """Whether ``module`` is a dynamic twin (a converted :class:`DynamicModule`)."""
     return isinstance(module, DynamicModule)
 
 
@@ -319,6 +320,9 @@ class DynamicModule(nn.Module):
         return self._nv_orig[attr]
 
     def original_size(self, attr: str) -> int:
+        """The attribute's size in the original layer, as an int (the last entry of a tuple
+        attribute such as ``kernel_size``).
+        """
         value = self._nv_orig[attr]
         return int(value[-1]) if isinstance(value, (tuple, list)) else int(value)
 
@@ -342,6 +346,7 @@ class DynamicModule(nn.Module):
         self._nv_cache.clear()
 
     def active_size(self, attr: str) -> int:
+        """The attribute's size in the active subnet (its original size if no source drives it)."""
         src = self._nv_dims[attr]
         return self.original_size(attr) if src is None else src.active_size()
 

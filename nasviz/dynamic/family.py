@@ -51,14 +51,17 @@ class RuleSpec:
 
     @property
     def ratio_field(self) -> str:
+        """The ratio field's name: ``channels_ratio`` or ``features_ratio``."""
         return f"{self.width}_ratio"
 
     @property
     def divisor_field(self) -> str:
+        """The divisor field's name: ``channel_divisor`` or ``feature_divisor``."""
         return f"{self.width[:-1]}_divisor"
 
     @property
     def fields(self) -> tuple[str, ...]:
+        """The family's rule fields: ratio, divisor, then ``kernel_size`` if it takes one."""
         return (self.ratio_field, self.divisor_field) + (
             ("kernel_size",) if self.kernel_size else ()
         )
@@ -68,12 +71,17 @@ class WidthRule(Protocol):
     """What a dynamic layer reads from its rule (a per-layer config of :mod:`nasviz.config`)."""
 
     @property
-    def ratios(self) -> list[float]: ...
+    def ratios(self) -> list[float]:
+        """Allowed widths as fractions of the original width, each in (0, 1]."""
 
     @property
-    def divisor(self) -> int: ...
+    def divisor(self) -> int:
+        """Every width but the original must be a multiple of this (1: any width)."""
 
-    def choices_for(self, original: int, multiple_of: int = 1) -> list[int]: ...
+    def choices_for(self, original: int, multiple_of: int = 1) -> list[int]:
+        """The allowed widths for a dimension of size ``original``, sorted, the original included
+        (all multiples of ``multiple_of`` too, e.g. a GroupNorm's group size).
+        """
 
 
 @dataclass(frozen=True)

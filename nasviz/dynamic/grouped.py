@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable
 
 import torch
+from typing_extensions import override
 
 from nasviz.errors import HparamError
 from nasviz.hparam import Hparam, Index
@@ -59,6 +60,7 @@ class GroupedHparam(Hparam):
         self.groups = groups
 
     @property
+    @override
     def active_slice(self) -> Index:
         """The kept channels: ``active / groups`` of each group, most important first within a
         group (a ``slice`` when that is the first ``active`` channels).

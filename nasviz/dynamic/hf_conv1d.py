@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from nasviz.dynamic.base import DynamicModule, register_dynamic
 from nasviz.dynamic.family import RuleSpec
@@ -46,6 +47,7 @@ class DynamicHFConv1D(DynamicModule):
     weight: nn.Parameter
     bias: nn.Parameter
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.sliced("weight", self.weight, self.param_dims["weight"])
         bias = self.sliced("bias", self.bias, self.param_dims["bias"])
@@ -58,6 +60,7 @@ class DynamicHFConv1D(DynamicModule):
             return cast(torch.Tensor, self.weight.detach().float().norm(dim=0))
         return None
 
+    @override
     def extra_repr(self) -> str:
         return f"nf={self.nf}, nx={self.nx}"
 

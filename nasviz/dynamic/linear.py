@@ -9,6 +9,7 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import override
 
 from nasviz.dynamic.base import DynamicModule, register_dynamic
 from nasviz.dynamic.family import RuleSpec
@@ -38,16 +39,20 @@ class DynamicLinear(DynamicModule, nn.Linear):
     dynamic_attrs = {"out_features": "out", "in_features": "in"}
     param_dims = {"weight": {0: "out_features", 1: "in_features"}, "bias": {0: "out_features"}}
 
+    @override
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         weight = self.sliced("weight", self.weight, self.param_dims["weight"])
         bias = self.sliced("bias", self.bias, self.param_dims["bias"])
         return F.linear(input, weight, bias)
 
+    @override
     def importance(self, attr: str) -> torch.Tensor | None:
+        """``out_features``: the L2 norm of each output feature's weights (a row), else ``None``."""
         if attr == "out_features":
             return cast(torch.Tensor, self.weight.detach().float().norm(dim=1))
         return None
 
+    @override
     def export(self) -> nn.Linear:
         w = self.sliced("weight", self.weight.detach(), self.param_dims["weight"])
         plain = nn.Linear(

@@ -45,6 +45,7 @@ from torch import nn
 from torch.nn.modules._functions import SyncBatchNorm as _SyncBatchNormFn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
+from typing_extensions import override
 
 from nasviz.dynamic.base import DynamicModule, register_dynamic
 from nasviz.dynamic.family import RuleSpec, WidthRule
@@ -349,6 +350,7 @@ class DynamicSyncBatchNorm(_DynamicBatchNormBase, nn.SyncBatchNorm):
     channel_axis = None
     channel_pos_axis = 1
 
+    @override
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.is_full():
             return super().forward(input)  # torch's SyncBatchNorm.forward, via the base
@@ -376,6 +378,7 @@ class DynamicSyncBatchNorm(_DynamicBatchNormBase, nn.SyncBatchNorm):
         world_size = dist.get_world_size(group)
         return (group, world_size) if world_size > 1 else None
 
+    @override
     def export(self) -> nn.Module:
         return self._export_stats_norm(process_group=self.process_group)
 
@@ -489,6 +492,7 @@ class DynamicLayerNorm(_DynamicLastDimNorm, nn.LayerNorm):
     _one = "a LayerNorm"
     param_dims = {"weight": {0: "normalized_shape"}, "bias": {0: "normalized_shape"}}
 
+    @override
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.is_full():
             return super().forward(input)
@@ -527,6 +531,7 @@ class DynamicGroupNorm(_DynamicNorm, nn.GroupNorm):
         """Channels per group (fixed while pruning)."""
         return self.original_size("num_channels") // int(self.__dict__["num_groups"])
 
+    @override
     def channel_block(self, attr: str) -> int:
         self._check_attr(attr)
         return self.group_size
@@ -566,6 +571,7 @@ class DynamicGroupNorm(_DynamicNorm, nn.GroupNorm):
             )
             raise HparamError(msg)
 
+    @override
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.is_full():
             return super().forward(input)
@@ -585,6 +591,7 @@ class DynamicGroupNorm(_DynamicNorm, nn.GroupNorm):
         )
         return self._export_affine(plain)
 
+    @override
     def extra_repr(self) -> str:
         original = self.__dict__["num_groups"]
         self.__dict__["num_groups"] = self.num_groups

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import override
 
 from nasviz.dynamic.base import register_dynamic
 from nasviz.dynamic.family import RuleSpec
@@ -38,6 +39,7 @@ class DynamicRMSNorm(_DynamicLastDimNorm, nn.RMSNorm):
     rule = RuleSpec("features")
     param_dims = {"weight": {0: "normalized_shape"}}
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_full():
             return super().forward(x)

@@ -42,6 +42,12 @@ class ExportReport:
 
     ``max_abs_diff`` is over every output tensor on the dummy input; ``limit`` is the largest
     difference accepted (``tolerance * max(1, max |output|)``).
+
+    Example::
+
+        >>> report = nv.export_onnx(nv.export(model), x, "mlp.onnx")
+        >>> report.ok, report.format, report.path.name
+        (True, 'ONNX', 'mlp.onnx')
     """
 
     format: str

@@ -59,6 +59,7 @@ import time
 from typing import Any, cast
 
 import numpy as np
+from typing_extensions import override
 
 from nasviz.errors import SearchError
 from nasviz.fastnas.sensmap import check_pins, config_at_drop, drop_levels
@@ -89,7 +90,17 @@ def _next_choice(hp: Hparam, value: int) -> int | None:
 
 
 class BinarySearcher(IterativeSearcher):
-    """An iterative searcher that bisects the tolerated score drop (see module docstring)."""
+    """An iterative searcher that bisects the tolerated score drop (see module docstring).
+
+    Example (on the test MLP, whose map is known: :mod:`nasviz.testing`)::
+
+        >>> from nasviz.testing import known_score, searchable_mlp
+        >>> model, x = searchable_mlp()
+        >>> searcher = BinarySearcher()
+        >>> state = searcher.search(model, {"params": "70%"}, x, {"score_func": known_score})
+        >>> state["best"]["config"], state["best"]["score"]
+        ({'fc1.out_features': 12, 'fc2.out_features': 12}, 0.97)
+    """
 
     sensitivity_map: dict[str, dict[int, float]]
     original_score: float | None
@@ -102,6 +113,7 @@ class BinarySearcher(IterativeSearcher):
         self._pins: dict[str, int] = {}  # set from config["pins"] by before_search
 
     @property
+    @override
     def default_search_config(self) -> dict[str, Any]:
         return {
             **super().default_search_config,
@@ -117,6 +129,7 @@ class BinarySearcher(IterativeSearcher):
         }
 
     @property
+    @override
     def default_state_dict(self) -> dict[str, Any]:
         return {
             **super().default_state_dict,

@@ -12,6 +12,7 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from nasviz.errors import NasvizError
 
@@ -58,6 +59,7 @@ class Conv1dNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool1d(1)
         self.fc = nn.Linear(channels, num_classes)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return cast(Tensor, self.fc(torch.flatten(self.pool(self.features(x)), 1)))
 
@@ -95,5 +97,6 @@ class Conv3dNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool3d(1)
         self.fc = nn.Linear(channels, num_classes)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return cast(Tensor, self.fc(torch.flatten(self.pool(self.features(x)), 1)))

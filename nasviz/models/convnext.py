@@ -14,6 +14,7 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from nasviz.errors import NasvizError
 
@@ -32,6 +33,7 @@ class LayerNorm2d(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(channels, eps=eps)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         x = x.permute(0, 2, 3, 1)
         x = self.norm(x)
@@ -58,6 +60,7 @@ class ConvNeXtBlock(nn.Module):
         self.pwconv2 = nn.Linear(mlp_ratio * dim, dim)
         self.gamma = nn.Parameter(torch.full((dim,), layer_scale_init))
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x
         x = self.dwconv(x)
@@ -117,6 +120,7 @@ class ConvNeXtLike(nn.Module):
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         self.head = nn.Linear(dims[-1], num_classes)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         for downsample, stage in zip(self.downsample_layers, self.stages):
             x = stage(downsample(x))

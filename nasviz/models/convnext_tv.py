@@ -15,6 +15,7 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 __all__ = ["CNBlock", "ConvNeXtTV", "LayerNorm2dTV", "Permute"]
 
@@ -26,6 +27,7 @@ class Permute(nn.Module):
         super().__init__()
         self.dims = dims
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return torch.permute(x, self.dims)
 
@@ -38,6 +40,7 @@ class LayerNorm2dTV(nn.LayerNorm):
         tensor(True)
     """
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         x = x.permute(0, 2, 3, 1)
         x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -65,6 +68,7 @@ class CNBlock(nn.Module):
         )
         self.layer_scale = nn.Parameter(torch.ones(dim, 1, 1) * layer_scale)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return cast(Tensor, self.layer_scale * self.block(x) + x)
 
@@ -96,5 +100,6 @@ class ConvNeXtTV(nn.Module):
             LayerNorm2dTV(widths[-1], eps=1e-6), nn.Flatten(1), nn.Linear(widths[-1], num_classes)
         )
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return cast(Tensor, self.classifier(self.avgpool(self.features(x))))

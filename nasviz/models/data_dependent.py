@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import cast
 
 from torch import Tensor, nn
+from typing_extensions import override
 
 from nasviz.models._layers import conv_bn_act
 
@@ -48,6 +49,7 @@ class DataDependentNet(nn.Module):
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)
         )
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         # Deliberately data-dependent control flow: torch.fx cannot trace this line.
         x = self.features(x) if x.sum() > 0 else self.features(-x)

@@ -14,6 +14,7 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 __all__ = ["DenseLayer", "DenseNetLike", "Transition"]
 
@@ -36,6 +37,7 @@ class DenseLayer(nn.Module):
         self.relu2 = nn.ReLU()
         self.conv2 = nn.Conv2d(inner, growth_rate, 3, padding=1, bias=False)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         new = self.conv1(self.relu1(self.norm1(x)))
         new = self.conv2(self.relu2(self.norm2(new)))
@@ -52,6 +54,7 @@ class Transition(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.pool = nn.AvgPool2d(2)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return cast(Tensor, self.pool(self.conv(self.relu(self.norm(x)))))
 
@@ -99,6 +102,7 @@ class DenseNetLike(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(channels, num_classes)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         x = self.relu(self.norm(self.features(self.stem(x))))
         return cast(Tensor, self.classifier(torch.flatten(self.avgpool(x), 1)))

@@ -13,6 +13,7 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from nasviz.models._layers import conv_bn_act
 
@@ -47,6 +48,7 @@ class DigitsCNN(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(width, num_classes)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem(x)
         x = self.relu(x + self.res_conv2(self.res_conv1(x)))

@@ -14,6 +14,7 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from nasviz.errors import NasvizError
 from nasviz.models.vit import Mlp
@@ -55,6 +56,7 @@ class CausalSelfAttention(nn.Module):
         causal = torch.tril(torch.ones(block_size, block_size, dtype=torch.bool))
         self.register_buffer("mask", causal.view(1, 1, block_size, block_size), persistent=False)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         b, t = x.size(0), x.size(1)
         qkv = self.qkv(x).view(b, t, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
@@ -75,6 +77,7 @@ class GPTBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, mlp_ratio * dim)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.ln_1(x))
         return cast(Tensor, x + self.mlp(self.ln_2(x)))
@@ -114,6 +117,7 @@ class GPTLike(nn.Module):
         nn.init.normal_(self.tok_emb.weight, std=0.02)
         nn.init.normal_(self.pos_emb.weight, std=0.02)
 
+    @override
     def forward(self, idx: Tensor) -> Tensor:
         pos = torch.arange(idx.size(1), device=idx.device)
         x = self.tok_emb(idx) + self.pos_emb(pos)

@@ -14,6 +14,7 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from nasviz.errors import NasvizError
 from nasviz.models._layers import conv_bn_act
@@ -38,6 +39,7 @@ class SqueezeExcitation(nn.Module):
         self.fc2 = nn.Conv2d(reduced, channels, 1)
         self.gate = nn.Sigmoid()
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         scale = self.gate(self.fc2(self.relu(self.fc1(self.avgpool(x)))))
         return cast(Tensor, x * scale)
@@ -73,6 +75,7 @@ class InvertedResidual(nn.Module):
         layers.append(conv_bn_act(hidden, out_channels, 1, act=None))
         self.conv = nn.Sequential(*layers)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         if self.use_residual:
             return cast(Tensor, x + self.conv(x))
@@ -142,6 +145,7 @@ class MobileNetV2Like(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(scaled(last_channels), num_classes)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         x = self.head_conv(self.features(self.stem(x)))
         return cast(Tensor, self.classifier(torch.flatten(self.avgpool(x), 1)))

@@ -14,6 +14,7 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from nasviz.errors import NasvizError
 from nasviz.models._layers import conv_bn_act
@@ -69,6 +70,7 @@ class ShuffleUnit(nn.Module):
             )
             self.branch2 = _branch(in_channels, half, 2)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         if self.stride == 1:
             x1, x2 = x.chunk(2, dim=1)
@@ -119,6 +121,7 @@ class ShuffleNetLike(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(last_channels, num_classes)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         x = self.head_conv(self.stages(self.stem(x)))
         return cast(Tensor, self.fc(torch.flatten(self.avgpool(x), 1)))

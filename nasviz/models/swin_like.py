@@ -16,6 +16,7 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 __all__ = ["ShiftedWindowAttention", "SwinBlock", "SwinLike", "shifted_window_attention"]
 
@@ -61,6 +62,7 @@ class ShiftedWindowAttention(nn.Module):
         n = window * window
         self.relative_position_bias = nn.Parameter(torch.randn(num_heads, n, n) * 0.02)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return shifted_window_attention(
             x, self.qkv, self.proj, self.relative_position_bias,
@@ -83,6 +85,7 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
         return cast(Tensor, x + self.mlp(self.norm2(x)))
@@ -108,6 +111,7 @@ class SwinLike(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         x = self.patch_norm(self.patch(x).permute(0, 2, 3, 1))
         x = self.norm(self.blocks(x))

@@ -14,6 +14,7 @@ from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from nasviz.errors import NasvizError
 
@@ -48,6 +49,7 @@ class DoubleConv(nn.Module):
         self.norm2 = _norm(norm, out_channels, groups)
         self.relu = nn.ReLU()
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         x = self.relu(self.norm1(self.conv1(x)))
         return cast(Tensor, self.relu(self.norm2(self.conv2(x))))
@@ -99,6 +101,7 @@ class UNetLike(nn.Module):
             channels = width
         self.out_conv = nn.Conv2d(channels, out_channels, 1)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         skips: list[Tensor] = []
         for i, encoder in enumerate(self.encoders):

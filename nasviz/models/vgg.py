@@ -12,6 +12,7 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from nasviz.errors import NasvizError
 from nasviz.models._layers import conv_bn_act
@@ -62,6 +63,7 @@ class VGGLike(nn.Module):
             nn.Linear(hidden, num_classes),
         )
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         x = torch.flatten(self.features(x), 1)
         return cast(Tensor, self.classifier(x))

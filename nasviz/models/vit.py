@@ -14,6 +14,7 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from nasviz.errors import NasvizError
 
@@ -34,6 +35,7 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return cast(Tensor, self.fc2(self.act(self.fc1(x))))
 
@@ -59,6 +61,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         b, n = x.size(0), x.size(1)
         qkv = self.qkv(x).view(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
@@ -78,6 +81,7 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
         return cast(Tensor, x + self.mlp(self.norm2(x)))
@@ -118,6 +122,7 @@ class ViTLike(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         x = self.patch_embed(x).flatten(2).transpose(1, 2)
         cls = self.cls_token.expand(x.size(0), -1, -1)

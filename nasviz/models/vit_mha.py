@@ -14,6 +14,7 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 __all__ = ["EncoderBlock", "ViTMHA"]
 
@@ -33,6 +34,7 @@ class EncoderBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         y = self.ln_1(x)
         y, _ = self.self_attention(y, y, y, need_weights=False)
@@ -68,6 +70,7 @@ class ViTMHA(nn.Module):
         self.ln = nn.LayerNorm(dim, eps=1e-6)
         self.heads = nn.Linear(dim, num_classes)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv_proj(x)
         x = x.flatten(2).permute(0, 2, 1)  # (B, N, D)

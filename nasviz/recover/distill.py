@@ -186,10 +186,12 @@ class Distiller:
     # -- control ---------------------------------------------------------------------------------
     @property
     def done(self) -> bool:
+        """Whether all ``epochs`` epochs have finished (a stopped run is not done)."""
         return self._epoch >= self.epochs
 
     @property
     def step(self) -> int:
+        """Optimizer steps finished so far, counted across epochs and resumed runs."""
         return self._step
 
     def stop(self) -> None:
@@ -197,6 +199,9 @@ class Distiller:
         self._stop.set()
 
     def result(self) -> DistillResult:
+        """The run so far as a :class:`DistillResult`: the student (trained in place), a copy of
+        the events, and whether it is done (also usable after a stop).
+        """
         return DistillResult(self.student, SearchHistory(list(self.events.events)), self.done)
 
     # -- the run ---------------------------------------------------------------------------------

@@ -72,6 +72,7 @@ class IterativeResult:
 
     @property
     def table(self) -> pd.DataFrame:
+        """One row per step: ``target, flops, flops_kept, pruned_score, score``."""
         cols = ["target", "flops", "flops_kept", "pruned_score", "score"]
         return cast(
             pd.DataFrame,

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from nasviz.errors import NasvizError
 
@@ -101,11 +102,13 @@ class KDLoss(nn.Module):
         ce = F.cross_entropy(s_rows, target.reshape(-1))
         return self.alpha * kd + (1.0 - self.alpha) * ce, kd, ce
 
+    @override
     def forward(
         self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor | None = None
     ) -> Tensor:
         return self.terms(student_logits, teacher_logits, target)[0]
 
+    @override
     def extra_repr(self) -> str:
         return f"temperature={self.temperature:g}, alpha={self.alpha:g}"
 

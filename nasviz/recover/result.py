@@ -44,6 +44,13 @@ class DistillResult:
       recovery, the student now (``None`` without a ``score_loader``);
     * ``events``: every event, as a :class:`~nasviz.search.events.SearchHistory`;
     * ``finished``: whether every epoch ran (``False`` after a stop).
+
+    Example (a pruned student recovering from an unpruned teacher)::
+
+        >>> result = nv.distill(student, teacher, loader, epochs=2, score_loader=val_loader,
+        ...                     metric="accuracy")
+        >>> result.model is student, result.finished, list(result.epochs.columns)
+        (True, True, ['epoch', 'step', 'loss', 'score'])
     """
 
     def __init__(self, model: nn.Module, events: SearchHistory, finished: bool) -> None:
@@ -54,6 +61,9 @@ class DistillResult:
 
     @property
     def history(self) -> pd.DataFrame:
+        """One row per optimizer step: ``epoch, step, loss, kd, ce, feature, lr, score`` (``score``
+        only on an epoch's last step).
+        """
         scores = {e.step: e.score for e in self._of(DistillEpoch)}
         rows = [
             {**{k: getattr(e, k) for k in _STEP_COLUMNS[:-1]}, "score": scores.get(e.step)}
@@ -63,21 +73,27 @@ class DistillResult:
 
     @property
     def epochs(self) -> pd.DataFrame:
+        """One row per finished epoch: ``epoch, step, loss, score`` (the validation score, ``None``
+        without a ``score_loader``).
+        """
         rows = [(e.epoch, e.step, e.loss, e.score) for e in self._of(DistillEpoch)]
         return cast(pd.DataFrame, pd.DataFrame(rows, columns=["epoch", "step", "loss", "score"]))
 
     @property
     def teacher_score(self) -> float | None:
+        """The unpruned teacher's validation score (``None`` without a ``score_loader``)."""
         started = self._of(DistillStarted)
         return started[0].teacher_score if started else None
 
     @property
     def initial_score(self) -> float | None:
+        """The student's validation score before recovery (``None`` without a ``score_loader``)."""
         started = self._of(DistillStarted)
         return started[0].initial_score if started else None
 
     @property
     def score(self) -> float | None:
+        """The student's score after its last finished epoch (before any: ``initial_score``)."""
         done = self._of(DistillEpoch)
         return done[-1].score if done else self.initial_score
 
@@ -95,6 +111,9 @@ class DistillResult:
 
 
 def logits_of(out: Any, who: str) -> Tensor:
+    """The logits in a model output ``out``: the tensor itself, its ``"logits"`` entry or
+    attribute, or a tuple's first item; otherwise a NasvizError naming ``who`` (``"student"``).
+    """
     if isinstance(out, Tensor):
         return out
     if isinstance(out, Mapping) and isinstance(out.get("logits"), Tensor):
@@ -111,6 +130,9 @@ def logits_of(out: Any, who: str) -> Tensor:
 
 
 def split_batch(batch: Any) -> tuple[Any, Tensor | None]:
+    """``(inputs, targets)`` of a batch: a tuple/list gives its first item, and its second if that
+    is a tensor (else ``None``); any other batch is all input.
+    """
     if isinstance(batch, tuple | list):
         y = batch[1] if len(batch) > 1 and isinstance(batch[1], Tensor) else None
         return batch[0], y
@@ -118,6 +140,7 @@ def split_batch(batch: Any) -> tuple[Any, Tensor | None]:
 
 
 def to_device(value: Any, device: torch.device) -> Any:
+    """``value`` with every tensor in it (also in dicts, lists and tuples) moved to ``device``."""
     if isinstance(value, Tensor):
         return value.to(device)
     if isinstance(value, Mapping):
@@ -128,6 +151,7 @@ def to_device(value: Any, device: torch.device) -> Any:
 
 
 def call(model: nn.Module, x: Any) -> Any:
+    """``model(**x)`` for a mapping (a tokenizer's output), else ``model(x)``."""
     return model(**x) if isinstance(x, Mapping) else model(x)
 
 
@@ -148,6 +172,10 @@ def sigint_held() -> Iterator[None]:
 
 
 def resolve_metric(metric: str | Metric | None, score_loader: Any) -> Metric | None:
+    """The metric function: ``None`` when neither ``score_loader`` nor ``metric`` is given, the
+    :data:`~nasviz.search.scoring.METRICS` entry of a name, or the callable itself; a NasvizError
+    when only one of the two is given or ``metric`` is unknown.
+    """
     if score_loader is None and metric is None:
         return None
     if score_loader is None or metric is None:

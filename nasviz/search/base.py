@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from typing_extensions import override
 
 from nasviz.errors import SearchError
 from nasviz.patch import ForwardLoop
@@ -71,6 +72,9 @@ class BaseSearcher(ABC):
     # -- config ---------------------------------------------------------------------------------
     @property
     def default_search_config(self) -> dict[str, Any]:
+        """The config keys this searcher takes, with their defaults: ``checkpoint``, ``verbose``,
+        ``callbacks`` and the scoring keys (:data:`~nasviz.search.scoring.SCORING_DEFAULTS`).
+        """
         return {"checkpoint": None, "verbose": False, "callbacks": [], **SCORING_DEFAULTS}
 
     @property
@@ -79,6 +83,9 @@ class BaseSearcher(ABC):
         """The searcher's state at the start of a search (everything a checkpoint holds)."""
 
     def sanitize_search_config(self, config: dict[str, Any] | None) -> dict[str, Any]:
+        """``config`` merged over :attr:`default_search_config`; an unknown key or a bad scoring
+        value raises :class:`~nasviz.errors.SearchError`.
+        """
         config = dict(config or {})
         defaults = self.default_search_config
         unknown = sorted(set(config) - set(defaults))
@@ -149,6 +156,9 @@ class BaseSearcher(ABC):
         """Hook: runs once after the search loop."""
 
     def emit(self, event: SearchEvent) -> None:
+        """Deliver ``event`` to every subscriber of ``bus`` (the history, the ``callbacks``, the
+        progress bar), in order.
+        """
         self.bus.emit(event)
 
     # -- scoring --------------------------------------------------------------------------------
@@ -261,6 +271,7 @@ class BaseSearcher(ABC):
             ckpt.write(self.state_dict())
 
     def elapsed(self) -> float:
+        """Wall-clock seconds since :meth:`search` started (``time.perf_counter``)."""
         return time.perf_counter() - self._started
 
 
@@ -268,16 +279,19 @@ class IterativeSearcher(BaseSearcher, ABC):
     """A searcher that repeats ``before_step`` -> ``sample`` -> ``after_step``."""
 
     @property
+    @override
     def default_search_config(self) -> dict[str, Any]:
         return {**super().default_search_config, "iterations": 30}
 
     @property
+    @override
     def default_state_dict(self) -> dict[str, Any]:
         return {"iter_num": 0, "best": {"config": {}, "score": None}}
 
     iter_num: int
     best: dict[str, Any]
 
+    @override
     def run_search(self) -> None:
         while self.iter_num < self.config["iterations"] and not self.early_stop():
             self.before_step()

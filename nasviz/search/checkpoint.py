@@ -241,7 +241,9 @@ def load_search_state(source: PathLike | Mapping[str, Any]) -> dict[str, Any]:
 class SearchCheckpoint:
     """A searcher's checkpoint file for one search: locked while open, read only when its
     fingerprint matches, written with that fingerprint. ``path=None``: no checkpoint (reads
-    give ``None``, writes do nothing). Example::
+    give ``None``, writes do nothing).
+
+    Example::
 
         with SearchCheckpoint("search.pt", fingerprint) as ckpt:
             state = ckpt.read()       # None, or the state if it was computed from the same
@@ -268,6 +270,7 @@ class SearchCheckpoint:
         return self
 
     def close(self) -> None:
+        """Release the path's lock (nothing to do without a path); the file stays on disk."""
         if self.lock is not None:
             self.lock.release()
 
@@ -284,6 +287,9 @@ class SearchCheckpoint:
         return state
 
     def write(self, state: Mapping[str, Any]) -> None:
+        """Save ``state`` atomically with this search's fingerprint (nothing without a path); the
+        first write refuses to overwrite another search's checkpoint (SearchError).
+        """
         if self.path is None:
             return
         if not self._checked:

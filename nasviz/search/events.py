@@ -46,6 +46,7 @@ class SearchEvent:
     """Base of every event."""
 
     def to_dict(self) -> dict[str, Any]:
+        """The event as plain data: ``{"event": class name, **fields}`` (what checkpoints store)."""
         return {"event": type(self).__name__, **asdict(self)}
 
 
@@ -172,17 +173,32 @@ class EventBus:
         return unsubscribe
 
     def emit(self, event: SearchEvent) -> None:
+        """Call every subscriber with ``event``, in subscription order (a callback may unsubscribe
+        during the call).
+        """
         for cb in list(self._subscribers):
             cb(event)
 
 
 class SearchHistory:
-    """Every event of a search, with table views for people and widgets."""
+    """Every event of a search, with table views for people and widgets.
+
+    Example (``state`` is the state dict a search returned, or its checkpoint's)::
+
+        >>> history = SearchHistory.from_records(state["history"])
+        >>> history
+        SearchHistory(6 map entries, 12 bisection steps)
+        >>> history.sensitivity_table()[["hparam", "choice", "drop"]].head(2)
+                     hparam  choice  drop
+        0  fc1.out_features      12  0.01
+        1  fc1.out_features       8  0.05
+    """
 
     def __init__(self, events: list[SearchEvent] | None = None) -> None:
         self.events: list[SearchEvent] = list(events or [])
 
     def __call__(self, event: SearchEvent) -> None:
+        """Record ``event`` (a history is itself a callback)."""
         self.events.append(event)
 
     def _table(self, kind: type[SearchEvent]) -> pd.DataFrame:
@@ -199,6 +215,7 @@ class SearchHistory:
         return self._table(BisectionStep)
 
     def grow_table(self) -> pd.DataFrame:
+        """One row per growth step: hparam, old and new width, predicted drop, flops, params."""
         return self._table(GrowStep)
 
     def candidate_table(self) -> pd.DataFrame:
@@ -211,6 +228,9 @@ class SearchHistory:
 
     @classmethod
     def from_records(cls, records: list[dict[str, Any]]) -> SearchHistory:
+        """A history from :meth:`to_records` output (e.g. a checkpoint's ``"history"``); records of
+        unknown event types are skipped.
+        """
         kinds = {k.__name__: k for k in _all_event_types()}
         events: list[SearchEvent] = []
         for rec in records:

@@ -260,6 +260,7 @@ class LatencyGuard:
         return self.table.minimum
 
     def predict(self, config: Mapping[str, int]) -> float:
+        """Predicted latency of the subnet ``config``, in seconds (from the table, not measured)."""
         return self.latency_model.predict(config)
 
     def measure_pair(self, config: Mapping[str, int]) -> tuple[float, float]:

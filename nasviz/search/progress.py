@@ -24,6 +24,9 @@ class TqdmProgress:
         self._bar: Any = None
 
     def __call__(self, event: SearchEvent) -> None:
+        """Advance the bar of one event: the map, the bisection or the final score (the end of
+        the search closes it; other events are ignored).
+        """
         from tqdm.auto import tqdm
 
         if isinstance(event, MapStarted):
@@ -50,6 +53,7 @@ class TqdmProgress:
             self.close()
 
     def close(self) -> None:
+        """Close the open bar, if any."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None

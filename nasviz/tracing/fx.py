@@ -21,6 +21,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import override
 
 from nasviz._utils import training_flags
 from nasviz.dynamic import dynamic_class_for, is_dynamic
@@ -55,6 +56,7 @@ _NOT_PER_ELEMENT_METHODS = frozenset({"softmax", "log_softmax"})
 class LeafTracer(fx.Tracer):
     """fx tracer that keeps layers with a dynamic twin, and dynamic layers, as leaves."""
 
+    @override
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if is_dynamic(m) or dynamic_class_for(m) is not None:
             return True

@@ -65,6 +65,7 @@ class CapturedGraph:
     exported: bool = False
 
     def qualify(self, target: str) -> str:
+        """``target``'s qualified name in the whole model (``prefix.target``; as is at the root)."""
         return f"{self.prefix}.{target}" if self.prefix else target
 
 

@@ -143,6 +143,7 @@ class Coupling:
         return idx
 
     def find(self, e: int) -> int:
+        """The root of ``e``'s group (compressing the path on the way)."""
         parent = self._parent
         root = e
         while parent[root] != root:
@@ -194,13 +195,16 @@ class Coupling:
                 self.fix_expr(sub, reason)
 
     def fix_expr(self, e: Expr, reason: str) -> None:
+        """Fix every element the layout ``e`` refers to, because of ``reason``."""
         for s in expr_syms(e):
             self.fix(s.elem, reason)
 
     def is_fixed(self, e: int) -> bool:
+        """Whether ``e``'s group is static (it has at least one reason)."""
         return bool(self._reasons.get(self.find(e)))
 
     def reasons(self, e: int) -> list[str]:
+        """Why ``e``'s group is static, in the order the reasons came (empty: it is prunable)."""
         return list(self._reasons.get(self.find(e), []))
 
     def is_live(self, e: Expr) -> bool:

@@ -90,12 +90,16 @@ class Plan:
     attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The plan as plain data (lists, dicts, strings, ints) for the model's saved state."""
         d = asdict(self)
         d["hparams"] = [{**g, "members": [list(m) for m in g["members"]]} for g in d["hparams"]]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Plan:
+        """The plan from :meth:`to_dict` data; :class:`~nasviz.errors.TracingError` if it is
+        malformed (written by an incompatible nasviz version).
+        """
         try:
             groups = [
                 GroupInfo(**{**g, "members": [tuple(m) for m in g["members"]]})

@@ -56,6 +56,7 @@ class Val:
     tail: tuple[int, ...] | None = None
 
     def with_layout(self, expr: Expr | None, axis: int | None) -> Val:
+        """A copy with layout ``expr`` along ``axis`` (no axis when ``expr`` is ``None``)."""
         return replace(self, expr=expr, axis=axis if expr is not None else None)
 
 
@@ -83,11 +84,15 @@ def iter_vals(obj: Any) -> Iterator[Val]:
 
 
 def node_shape(node: fx.Node) -> tuple[int, ...] | None:
+    """The shape recorded on ``node`` by shape propagation (``None``: none recorded)."""
     shape: tuple[int, ...] | None = node.meta.get(SHAPE_KEY)
     return shape
 
 
 def node_is_tensor(node: fx.Node, shapes_known: bool) -> bool | None:
+    """Whether ``node`` produces a tensor (it has a recorded shape); ``None`` when shapes are
+    unknown.
+    """
     if not shapes_known:
         return None
     return SHAPE_KEY in node.meta

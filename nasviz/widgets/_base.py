@@ -197,8 +197,10 @@ class ProgressBar(View):
 
 def has_search_space(model: nn.Module) -> bool:
     """Whether ``model`` carries a search space (converted, not exported): the one check the
-    views use before asking for ``nv.search_space(model)``. (``nv.is_converted`` is also true
-    for an exported model, whose modelopt state records the export.)
+    views use before asking for ``nv.search_space(model)``.
+
+    (``nv.is_converted`` is also true for an exported model, whose modelopt state records the
+    export.)
     """
     try:
         search_space(model)

@@ -47,6 +47,7 @@ from typing import Any, Literal
 import ipywidgets as widgets
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+from typing_extensions import override
 
 from nasviz.cost.latency import format_latency
 from nasviz.errors import NasvizError
@@ -210,6 +211,7 @@ class BisectionAnimation(EventView):
         return fig
 
     # -- events -----------------------------------------------------------------------------------
+    @override
     def handle(self, event: SearchEvent) -> None:
         if isinstance(event, SearchStarted):
             self.items = []
@@ -273,6 +275,7 @@ class BisectionAnimation(EventView):
     # -- rendering --------------------------------------------------------------------------------
     @property
     def metric(self) -> Metric:
+        """The cost plotted: ``"flops"``, ``"params"`` or ``"latency"`` (the toggle's value)."""
         value: Metric = self.metric_toggle.value
         return value
 
@@ -410,6 +413,9 @@ class BisectionAnimation(EventView):
 
     @property
     def frame(self) -> int:
+        """The frame shown (the slider's value); setting it moves the slider, clamped to
+        ``0 .. n_frames``.
+        """
         return int(self.slider.value)
 
     @frame.setter

@@ -74,6 +74,7 @@ class ReloadCheck:
 
     @property
     def ok(self) -> bool:
+        """Whether the restored model matched the exported one within tolerance (``"ok"``)."""
         return self.status == "ok"
 
 

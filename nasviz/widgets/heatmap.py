@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
+from typing_extensions import override
 
 from nasviz.errors import NasvizError
 from nasviz.fastnas import load_sensitivity_map, monotone_map
@@ -205,6 +206,7 @@ class SensitivityHeatmap(EventView):
         return [(n, c) for n, row in raw.items() for c, d in row.items() if mono[n][c] != d]
 
     # -- events -----------------------------------------------------------------------------------
+    @override
     def handle(self, event: SearchEvent) -> None:
         if isinstance(event, SearchStarted):
             self.choices = {n: sorted(int(c) for c in cs) for n, cs in event.hparams.items()}
@@ -334,6 +336,9 @@ class SensitivityHeatmap(EventView):
 
     @property
     def column_labels(self) -> list[str]:
+        """The x-axis labels, one per column: absolute widths (``columns="width"``) or kept
+        percentages such as ``"50%"`` (``"ratio"``); empty before a search starts.
+        """
         return list(self._labels)
 
     @property

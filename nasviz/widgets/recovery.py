@@ -37,6 +37,7 @@ from typing import Any
 import ipywidgets as widgets
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+from typing_extensions import override
 
 from nasviz.errors import NasvizError
 from nasviz.recover import (
@@ -169,6 +170,7 @@ class RecoveryMonitor(EventView):
 
         return callback
 
+    @override
     def handle(self, event: SearchEvent) -> None:
         self._handle(event, self.label)
 

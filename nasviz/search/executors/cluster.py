@@ -81,6 +81,9 @@ class DaskExecutor:
         return client, True
 
     def open(self, searcher: Any, hps: dict[str, Any]) -> SweepRun:
+        """A sweep of ``searcher``'s map over ``hps`` on the cluster: pickles the model and scoring
+        recipe once (SearchError if a part cannot be pickled), then connects (:meth:`connect`).
+        """
         return _DaskRun(self, searcher, hps)
 
 
@@ -204,6 +207,7 @@ def _import_distributed() -> Any:
 
 
 def is_client(obj: Any) -> bool:
+    """Whether ``obj`` is a ``distributed.Client`` (Dask is imported only for objects from it)."""
     module = type(obj).__module__ or ""
     if not module.startswith("distributed"):
         return False

@@ -16,12 +16,18 @@ __all__ = ["LocalExecutor", "members_of", "searcher_parts"]
 
 
 def searcher_parts(searcher: Any) -> tuple[dict[str, int], int, list[Any]]:
+    """``(full config, seed, roots)`` of a searcher's sweep: every hparam at its original, the
+    ``seed`` config value, and the config objects whose torch generators each unit resets.
+    """
     cfg = searcher.config
     roots = [cfg[k] for k in ("score_func", "forward_loop", "data_loader", "score_loader")]
     return searcher._max_config(), int(cfg["seed"]), [*roots, cfg["metric"]]
 
 
 def members_of(searcher: Any, hps: dict[str, Any]) -> dict[str, list[str]]:
+    """``{hparam: member names}`` for ``hps``: each member layer's qualified name, or for a channel
+    parameter (``how == "param"``) the parameter's qualified name.
+    """
     members = {  # a channel parameter is named by its qualified name (the owner may be the root)
         g.name: [
             f"{m.module}.{m.attr}".lstrip(".") if m.how == "param" else m.module for m in g.members
@@ -43,6 +49,9 @@ class LocalExecutor:
     """
 
     def open(self, searcher: Any, hps: dict[str, Any]) -> SweepRun:
+        """A sweep of ``searcher``'s map over ``hps`` in this process (entries are scored one by one
+        as ``results()`` is iterated).
+        """
         return _LocalRun(searcher, hps)
 
 

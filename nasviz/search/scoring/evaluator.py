@@ -85,6 +85,7 @@ from typing import Any, cast
 import torch
 import torch.fx as fx
 from torch import nn
+from typing_extensions import override
 
 from nasviz._utils import device_of
 from nasviz.errors import MetricError, SearchError
@@ -290,6 +291,7 @@ class Evaluator(CachedEvaluation, Scorer):
         """The cache's report under ``"evaluator"``."""
         return {"evaluator": self.report()}
 
+    @override
     def spec(self) -> EvaluatorSpec:
         return EvaluatorSpec({k: self._config[k] for k in EVALUATOR_KEYS})
 
@@ -313,11 +315,14 @@ class EvaluatorSpec(ScorerSpec):
 
     config: dict[str, Any]
 
+    @override
     def build(self, model: nn.Module, emit: Callable[[SearchEvent], None]) -> Scorer:
         return Evaluator(model, self.config, emit)
 
+    @override
     def parts(self) -> dict[str, Any]:
         return {f"config[{k!r}]": self.config[k] for k in ("data_loader", "score_loader", "metric")}
 
+    @override
     def data_roots(self) -> list[Any]:
         return [self.config[k] for k in ("data_loader", "score_loader", "metric")]

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from nasviz.hparam import Hparam
 from nasviz.patch import ForwardLoop, prep_for_eval
@@ -60,6 +61,7 @@ class FuncSpec(ScorerSpec):
     max_iter_data_loader: int | None = DEFAULT_MAX_ITER_DATA_LOADER
     cache_bytes: int = DEFAULT_CACHE_BYTES
 
+    @override
     def build(self, model: nn.Module, emit: Callable[[SearchEvent], None]) -> Scorer:
         return FuncScorer(
             model,
@@ -70,6 +72,7 @@ class FuncSpec(ScorerSpec):
             cache_bytes=self.cache_bytes,
         )
 
+    @override
     def parts(self) -> dict[str, Any]:
         return {
             "config['score_func']": self.score_func,
@@ -77,19 +80,22 @@ class FuncSpec(ScorerSpec):
             "config['data_loader']": self.data_loader,
         }
 
+    @override
     def data_roots(self) -> list[Any]:
         return [self.score_func, self.forward_loop, self.data_loader]
 
 
 class FuncScorer(CachedEvaluation, Scorer):
-    """Scores with the user's ``score_func`` (see the module docstring). Example::
+    """Scores with the user's ``score_func`` (see the module docstring).
 
-    >>> scorer = FuncScorer(model, f, None, data_loader=dl, max_iter_data_loader=8)
-    >>> scorer.prepare(members, hparams)       # the full model's score; fills the cache
-    0.95
-    >>> nv.select(model, {"fc1.out_features": 8})
-    >>> scorer.checked(scorer.score_active)    # BatchNorm re-calibrated downstream of fc1 only
-    0.93
+    Example::
+
+        >>> scorer = FuncScorer(model, f, None, data_loader=dl, max_iter_data_loader=8)
+        >>> scorer.prepare(members, hparams)       # the full model's score; fills the cache
+        0.95
+        >>> nv.select(model, {"fc1.out_features": 8})
+        >>> scorer.checked(scorer.score_active)    # BatchNorm re-calibrated downstream of fc1 only
+        0.93
     """
 
     label = "score_func"
@@ -132,6 +138,7 @@ class FuncScorer(CachedEvaluation, Scorer):
         return self._calib_loader is not None
 
     @property
+    @override
     def forward_loop(self) -> ForwardLoop | None:
         return self._user_loop if self._calib_loader is None else self._calib_loop()
 
@@ -143,6 +150,7 @@ class FuncScorer(CachedEvaluation, Scorer):
             return None
         return self.checked(lambda: self._prepare_cache(members, hparams), "the full model")
 
+    @override
     def score_active(self) -> Any:
         if not self.cached:
             prep_for_eval(self.model, self._user_loop)
@@ -155,16 +163,19 @@ class FuncScorer(CachedEvaluation, Scorer):
         with torch.no_grad():
             return self.score_func(self.model)
 
+    @override
     def finish_sweep(self) -> None:
         if self.cached:
             CachedEvaluation.finish_sweep(self)
 
+    @override
     def restore_calibration(self, last_scored: bool) -> None:
         if self.cached:
             CachedEvaluation.restore_calibration(self, last_scored)
         elif not last_scored:
             prep_for_eval(self.model, self._user_loop)
 
+    @override
     def release(self) -> None:
         if self.cached:
             CachedEvaluation.release(self)
@@ -186,6 +197,7 @@ class FuncScorer(CachedEvaluation, Scorer):
             }
         }
 
+    @override
     def spec(self) -> FuncSpec:
         return FuncSpec(
             self.score_func,

@@ -64,6 +64,7 @@ class _Options(_Rules):  # type: ignore[misc,valid-type]  # a class built at run
             raise ValueError(msg)
         return v
 
+
 #: the layer-type fields first (in reference order), then the search-space options
 FastNASConfig: type[ModeloptBaseRuleConfig] = create_model(
     "FastNASConfig",

@@ -13,8 +13,9 @@ e. rank each group's channels by importance (the members' ``importance``, normal
    running statistics of a subnet are views that update in place;
 f. **self-check**: run the dummy input at full size and compare with (a) (an output whose width
    follows the pruned model, :mod:`nasviz.tracing.outputs`, holds the same values with its
-   channels in importance order: compared as sorted values); run the smallest subnet once. If either fails, or anything is interrupted, the model is put back exactly as it was
-   (the same Parameter objects with their values: :mod:`nasviz._transaction`) and a
+   channels in importance order: compared as sorted values); run the smallest subnet once.
+   If either fails, or anything is interrupted, the model is put back exactly as it was (the
+   same Parameter objects with their values: :mod:`nasviz._transaction`) and a
    :class:`~nasviz.errors.TracingError` names the model: a broken model is never returned.
 
 The search space lives on the model as a :class:`~nasviz.space.SpaceRecord` (attached with
@@ -102,9 +103,7 @@ def build_search_space(
         if getattr(config, "tie_roles", False) and tie_plan(plan):
             hparams = rebind(model, plan, hparams)
         if dummy_input is not None:
-            _self_check(
-                model, label, dummy_input, reference, hparams, set(analysis.free_outputs)
-            )
+            _self_check(model, label, dummy_input, reference, hparams, set(analysis.free_outputs))
     except BaseException as e:
         before.restore()
         if isinstance(e, TracingError) or not isinstance(e, Exception):

@@ -96,10 +96,12 @@ def test_bn_calibration_calls_the_model_with_keywords() -> None:
     model = KwargsNet()
     loop = calibration_loop(_dict_batches(), max_batches=2)
     assert loop is not None
-    before = model.bn.running_mean.clone()
+    mean = model.bn.running_mean
+    assert mean is not None
+    before = mean.clone()
     prep_for_eval(model, loop)
     assert model.calls == [("mask", "labels")] * 2
-    assert not torch.equal(model.bn.running_mean, before)  # the statistics were recomputed
+    assert not torch.equal(mean, before)  # the statistics were recomputed
 
 
 def test_prune_with_a_dict_data_loader_calls_model_with_keywords() -> None:

@@ -193,7 +193,7 @@ def _fold_output_scale(model: nn.Module, old: int, new: int) -> None:
         return
     with torch.no_grad():
         weight.mul_((new / old) ** 0.5)
-    model.model_dim = new
+    setattr(model, "model_dim", new)  # noqa: B010  # a plain attribute, not a submodule
 
 
 def save_pretrained(

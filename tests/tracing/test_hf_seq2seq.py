@@ -93,7 +93,10 @@ def _out(model: nn.Module, x: Batch) -> Any:
 
 def _half(model: nn.Module) -> None:
     hps = nv.search_space(model).hparams
-    nv.select(model, {n: min(hp.choices, key=lambda c: abs(c - hp.original / 2)) for n, hp in hps.items()})  # fmt: skip
+    nv.select(
+        model,
+        {n: min(hp.choices, key=lambda c: abs(c - hp.original / 2)) for n, hp in hps.items()},
+    )
 
 
 @pytest.mark.parametrize("family", sorted(BUILDERS))

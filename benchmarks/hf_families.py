@@ -49,7 +49,7 @@ def _ids(b: int, s: int) -> torch.Tensor:
 
 
 def _hf() -> dict[str, Builder]:
-    import transformers as T  # noqa: N812  # the usual short name; optional dependency
+    import transformers as T  # the usual short name; optional dependency
 
     common = {"vocab_size": VOCAB, "max_position_embeddings": 32}
 
@@ -230,8 +230,10 @@ def main() -> None:
           "export max abs diff | convert s |")  # fmt: skip
     print("|---|---:|---:|---|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['model']} | {r['hparams']} | {r['static']} | {r['why static']} | "
-              f"{r['FLOPs kept']:.3f} | {r['max |diff|']:.1e} | {r['convert s']:.2f} |")  # fmt: skip
+        print(
+            f"| {r['model']} | {r['hparams']} | {r['static']} | {r['why static']} | "
+            f"{r['FLOPs kept']:.3f} | {r['max |diff|']:.1e} | {r['convert s']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import os
 import time
@@ -49,7 +50,7 @@ def _ids(b: int, s: int) -> torch.Tensor:
 
 
 def _hf() -> dict[str, Builder]:
-    import transformers as T  # the usual short name; optional dependency
+    T: Any = importlib.import_module("transformers")  # optional; configs typed loosely here
 
     common = {"vocab_size": VOCAB, "max_position_embeddings": 32}
 

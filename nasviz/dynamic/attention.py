@@ -136,6 +136,7 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
         DynamicLinear.convert(self.out_proj)
 
     def _nv_before_unconvert(self) -> None:
+        self.__dict__.pop("_nv_tokens", None)  # the token counts flops_ratio read
         if isinstance(self.out_proj, DynamicModule):
             self.out_proj.unconvert()
 

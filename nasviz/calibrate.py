@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from nasviz._batch import call_model, model_input, to_device
 from nasviz._utils import device_of
 
 __all__ = ["ForwardLoop", "calibration_loop", "recalibrate_bn"]
@@ -78,10 +79,11 @@ def calibration_loop(
 ) -> ForwardLoop | None:
     """The BatchNorm calibration loop over ``data_loader`` (``None`` without a loader).
 
-    Each batch's input (a batch ``(x, ...)`` gives ``x``) is moved to the model's device and run
-    through the model. With ``max_batches``, the first ``max_batches`` batches are drawn once and
-    reused on every call, so every subnet is calibrated on the same data (a shuffled loader would
-    otherwise add noise to every score); without it every call is a full pass over the loader.
+    Each batch's input (a batch ``(x, ...)`` gives ``x``; a mapping is called as ``model(**batch)``,
+    see :mod:`nasviz._batch`) is moved to the model's device and run through the model. With
+    ``max_batches``, the first ``max_batches`` batches are drawn once and reused on every call,
+    so every subnet is calibrated on the same data (a shuffled loader would otherwise add noise
+    to every score); without it every call is a full pass over the loader.
     The searcher and the widgets calibrate with this loop. Example::
 
         >>> nv.prep_for_eval(model, calibration_loop(train_loader, max_batches=8))
@@ -94,18 +96,18 @@ def calibration_loop(
     def inputs() -> Iterable[Any]:
         if max_batches is None:
             for batch in loader:
-                yield batch[0] if isinstance(batch, (tuple, list)) else batch
+                yield model_input(batch)
             return
         if not fixed:
             for i, batch in enumerate(loader):
                 if i >= max_batches:
                     break
-                fixed.append(batch[0] if isinstance(batch, (tuple, list)) else batch)
+                fixed.append(model_input(batch))
         yield from fixed
 
     def forward_loop(model: nn.Module) -> None:
         device = device_of(model)
         for x in inputs():
-            model(x.to(device) if isinstance(x, torch.Tensor) else x)
+            call_model(model, to_device(x, device))
 
     return forward_loop

@@ -97,11 +97,11 @@ class ActivationMapGrabber(HooksHandle):
         else:
             self._intermediate_outs[module_id] = output
 
-    def forward(self, *inps: Any) -> tuple[Any, dict[str, Any]]:
-        """Run the model; returns ``(main output, {module_id: output})``."""
+    def forward(self, *inps: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        """Run ``model(*inps, **kwargs)``; returns ``(main output, {module_id: output})``."""
         self._intermediate_outs = {}
         try:
-            main_out = self._run_model(*inps)
+            main_out = self._run_model(*inps, **kwargs)
             got = self._intermediate_outs
             outs = {m: got[m] for m in self._module_ids if m in got}
         finally:
@@ -237,10 +237,10 @@ class ModelExtender(ActivationMapGrabber):
         super().unregister_submodule(module_id)
 
     def forward(  # type: ignore[override]
-        self, *inps: Any
+        self, *inps: Any, **kwargs: Any
     ) -> tuple[Any, dict[str, Any]] | dict[str, Any]:
         """Returns ``(main output, {name: ext output})``, or only the dict."""
-        main_out, acts = super().forward(*inps)
+        main_out, acts = super().forward(*inps, **kwargs)
         ext_outs: dict[str, Any] = {}
         for module_id, names in self._name_registrations.items():
             if module_id not in acts:
@@ -294,7 +294,7 @@ class ModelStump(HooksHandle):
     def _on_output(self, module_id: str, output: Any) -> None:
         raise _StumpStop(output)
 
-    def forward(self, *inps: Any) -> Any:
+    def forward(self, *inps: Any, **kwargs: Any) -> Any:
         """Run the model up to ``stump_head`` and return its output.
 
         A stump in eval mode runs the model in eval mode, whatever the model's own flags are,
@@ -304,7 +304,7 @@ class ModelStump(HooksHandle):
         try:
             for m, _ in flags:
                 m.training = False
-            self._run_model(*inps)
+            self._run_model(*inps, **kwargs)
         except _StumpStop as stop:
             return stop.output
         finally:

@@ -169,7 +169,7 @@ class HooksHandle(nn.Module, abc.ABC):
 
         return hook
 
-    def _run_model(self, *inps: Any) -> Any:
+    def _run_model(self, *inps: Any, **kwargs: Any) -> Any:
         """Run ``wrapped_model`` with the hooks recording; refuse to run with removed hooks."""
         if not self._attached and self._module_ids:
             msg = (
@@ -179,7 +179,7 @@ class HooksHandle(nn.Module, abc.ABC):
             raise NasvizError(msg)
         self._recording = True
         try:
-            return self.wrapped_model(*inps)
+            return self.wrapped_model(*inps, **kwargs)
         finally:
             self._recording = False
 

@@ -27,6 +27,7 @@ from abc import ABC
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
 from torch import nn
 
 from nasviz.calibrate import ForwardLoop, calibration_loop, recalibrate_bn
@@ -185,10 +186,20 @@ class PatchManager(ABC):  # noqa: B024
 
     @staticmethod
     def hooked_forward(mod: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        """The forward method with hooks."""
+        """The forward method with hooks.
+
+        It runs with torch's fused multi-head-attention fast path off: that fused kernel
+        (``nn.TransformerEncoderLayer``'s) reads the full weights of its linear layers, not a
+        subnet's slices; the unfused path computes the same function from the layers' calls.
+        """
         manager = PatchManager.get_manager(mod)
         manager._hook_pre_forward(*args, **kwargs)
-        output = _call_original(mod, "forward", *args, **kwargs)
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            output = _call_original(mod, "forward", *args, **kwargs)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
         manager._hook_post_forward(output, *args, **kwargs)
         return output
 

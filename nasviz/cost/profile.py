@@ -242,6 +242,10 @@ def exclusive_flops(model: nn.Module, dummy_input: Any) -> dict[int, int]:
     attributor = _Attributor(counter, model)
     pre = register_module_forward_pre_hook(attributor.pre)
     post = register_module_forward_hook(attributor.post)
+    # the fused fast path of nn.MultiheadAttention / TransformerEncoderLayer (taken in eval mode
+    # without grad) is one op FlopCounterMode does not count: count the same math unfused
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         with training_flags(model, mode=False), torch.no_grad(), counter:
             try:
@@ -255,6 +259,7 @@ def exclusive_flops(model: nn.Module, dummy_input: Any) -> dict[int, int]:
                 raise NasvizError(msg) from e
             attributor.flush()
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         pre.remove()
         post.remove()
     return attributor.flops

@@ -143,6 +143,7 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
         DynamicLinear.convert(self.out_proj)
 
     def _nv_before_unconvert(self) -> None:
+        self.__dict__.pop("_nv_tokens", None)  # the token counts flops_ratio read
         if isinstance(self.out_proj, DynamicModule):
             self.out_proj.unconvert()
 
@@ -259,6 +260,9 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
         is_causal: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Exactly the plain layer's forward on the active subnet's tensors."""
+        lk = key.shape[1] if self.batch_first and key.dim() == 3 else key.shape[0]
+        tq, tk = query.numel() // max(1, query.shape[-1]), key.numel() // max(1, key.shape[-1])
+        self.__dict__["_nv_tokens"] = (int(tq), int(tk), int(tq) * int(lk))
         if self.is_full():
             return super().forward(
                 query, key, value, key_padding_mask, need_weights, attn_mask,
@@ -314,10 +318,36 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
             total += n
         return total
 
-    def flops_ratio(self) -> float:
-        """Active / full projection weights, ``out_proj`` included: the projections dominate
-        and each scales with its weight; the attention products scale with the heads.
+    def _flops(self, full: bool) -> int:
+        """FLOPs of one forward on the last input's token counts, as FlopCounterMode counts the
+        plain layer: the q/k/v projections and ``out_proj``. The attention products run in
+        ``scaled_dot_product_attention``, whose CPU kernel FlopCounterMode does not count, so
+        they are not counted here either (``pairs``, query x key positions, is kept for them).
         """
+        tokens: tuple[int, int, int] = self.__dict__["_nv_tokens"]
+        tq, tk, _pairs = tokens
+
+        def size(name: str) -> int:  # the full parameter's, or the active subnet's
+            n = 1
+            for s in getattr(self, name).shape if full else self.active_shape(name):
+                n *= int(s)
+            return n
+
+        if self.same_embed_dim:
+            q = size("in_proj_weight") // 3
+            kv = 2 * q
+        else:
+            q, kv = size("q_proj_weight"), size("k_proj_weight") + size("v_proj_weight")
+        return 2 * (tq * q + tk * kv + tq * size("out_proj_weight"))
+
+    def flops_ratio(self) -> float:
+        """Active / full FLOPs on the token counts of the last forward (exact for what a
+        profile counts, see :meth:`_flops`); before any forward, active / full projection
+        weights.
+        """
+        if "_nv_tokens" in self.__dict__:
+            full = self._flops(True)
+            return self._flops(False) / full if full else 1.0
         names = [n for n, _ in self.named_parameters(recurse=False)] + ["out_proj_weight"]
         full = act = 0
         for name in names:

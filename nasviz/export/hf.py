@@ -7,7 +7,9 @@ say: the stream (``hidden_size``/``n_embd``/``d_model``), the FFN width per stac
 counts (``num_attention_heads``, ``n_head``, ``num_heads``, ``encoder_attention_heads``,
 ``decoder_attention_heads``, ``num_key_value_heads``) and the fixed head size where the config
 has one (``head_dim``, ``d_kv``); the attention modules' stored counts (``num_heads``,
-``num_key_value_groups``, ``all_head_size``, ``inner_dim`` ...) are updated too. The
+``num_key_value_groups``, ``all_head_size``, ``inner_dim`` ...) are updated too, and T5's
+decoder-output scale ``model_dim ** -0.5`` is folded into its final norm when the stream
+narrows (so the reloaded model computes the same). The
 ``"export"`` mode calls it for every model that has a transformers ``config``.
 
 A config has one value per key, so a result whose widths differ per layer cannot be described:
@@ -158,6 +160,9 @@ def sync_hf_config(model: nn.Module) -> dict[str, int]:
     widths, _ = hf_widths(model)
     cfg: Any = model.config
     changed = {k: v for k, v in widths.items() if getattr(cfg, k, None) != v}
+    for key in _STREAM_KEYS:
+        if key in changed:
+            _fold_output_scale(model, int(getattr(cfg, key)), changed[key])
     for key, value in changed.items():
         setattr(cfg, key, value)
     for _, m, heads, kv, hd in _attention(model):
@@ -169,6 +174,26 @@ def sync_hf_config(model: nn.Module) -> dict[str, int]:
             if isinstance(getattr(m, attr, None), int) and not isinstance(getattr(m, attr), bool):
                 setattr(m, attr, value)
     return changed
+
+
+def _fold_output_scale(model: nn.Module, old: int, new: int) -> None:
+    """T5 scales the decoder output by ``model_dim ** -0.5`` (``model_dim = config.d_model``)
+    before a tied LM head. A narrower stream changes that constant on reload, so it is folded
+    into the decoder's final RMS norm (its output is linear in its weight):
+    ``w * sqrt(new / old)`` with ``model_dim = new`` computes what ``w`` with ``old`` did.
+    Without such a norm nothing is changed (``save_pretrained``'s check then refuses the model).
+    """
+    cfg: Any = getattr(model, "config", None)
+    dim = getattr(model, "model_dim", None)
+    if not getattr(cfg, "scale_decoder_outputs", False) or dim != old:
+        return
+    norm = getattr(getattr(model, "decoder", None), "final_layer_norm", None)
+    weight = getattr(norm, "weight", None)
+    if not isinstance(weight, nn.Parameter):
+        return
+    with torch.no_grad():
+        weight.mul_((new / old) ** 0.5)
+    setattr(model, "model_dim", new)  # noqa: B010  # a plain attribute, not a submodule
 
 
 def save_pretrained(

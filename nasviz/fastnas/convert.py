@@ -11,9 +11,11 @@ e. rank each group's channels by importance (the members' ``importance``, normal
    buffers of every member along that dimension, in place (same ``Parameter`` objects). The hparam
    keeps the identity order: a width ``k`` is always the cheap slice ``[:k]``, and BatchNorm
    running statistics of a subnet are views that update in place;
-f. **self-check**: run the dummy input at full size and compare with (a); run the smallest subnet
-   once. If either fails, or anything is interrupted, the model is put back exactly as it was
-   (the same Parameter objects with their values: :mod:`nasviz._transaction`) and a
+f. **self-check**: run the dummy input at full size and compare with (a) (an output whose width
+   follows the pruned model, :mod:`nasviz.tracing.outputs`, holds the same values with its
+   channels in importance order: compared as sorted values); run the smallest subnet once.
+   If either fails, or anything is interrupted, the model is put back exactly as it was (the
+   same Parameter objects with their values: :mod:`nasviz._transaction`) and a
    :class:`~nasviz.errors.TracingError` names the model: a broken model is never returned.
 
 The search space lives on the model as a :class:`~nasviz.space.SpaceRecord` (attached with
@@ -44,6 +46,7 @@ from nasviz.fastnas.roles import rebind, tie_plan
 from nasviz.hparam import ConcatDim, DimSource, Hparam, RepeatDim
 from nasviz.space import SpaceRecord, attach_record, get_record
 from nasviz.tracing import Plan, analyze, apply_plan, capture, example_args, make_plan
+from nasviz.tracing.outputs import leaf_names
 from nasviz.tracing.plan import static_for_lack_of_input
 
 __all__ = ["ChannelSort", "build_search_space", "restore_search_space", "sort_channels"]
@@ -92,14 +95,15 @@ def build_search_space(
         raise TracingError(msg) from e
     before = ModelSnapshot.take(model)
     try:
-        analysis = analyze(model, capture(model, dummy_input))
+        keep = getattr(config, "keep_outputs", None)
+        analysis = analyze(model, capture(model, dummy_input), keep)
         plan = make_plan(model, analysis, config)
         hparams = apply_plan(model, plan)
         (sort_channels if sort is None else sort)(model, plan, hparams)
         if getattr(config, "tie_roles", False) and tie_plan(plan):
             hparams = rebind(model, plan, hparams)
         if dummy_input is not None:
-            _self_check(model, label, dummy_input, reference, hparams)
+            _self_check(model, label, dummy_input, reference, hparams, set(analysis.free_outputs))
     except BaseException as e:
         before.restore()
         if isinstance(e, TracingError) or not isinstance(e, Exception):
@@ -270,10 +274,16 @@ def _within_group(perm: torch.Tensor, size: int) -> torch.Tensor | None:
 
 
 def _self_check(
-    model: nn.Module, label: str, dummy_input: Any, reference: Any, hparams: dict[str, Hparam]
+    model: nn.Module,
+    label: str,
+    dummy_input: Any,
+    reference: Any,
+    hparams: dict[str, Hparam],
+    free: set[str],
 ) -> None:
     out = _run(model, dummy_input)
     ref_leaves, ref_spec = tree_flatten(reference)
+    names = leaf_names(reference)[0].names if free else []
     out_leaves, out_spec = tree_flatten(out)
     if ref_spec != out_spec:
         msg = (
@@ -284,6 +294,8 @@ def _self_check(
     for i, (a, b) in enumerate(zip(ref_leaves, out_leaves)):
         if not isinstance(a, torch.Tensor):
             continue
+        if names and names[i] in free and a.shape == b.shape:  # channels sorted: same values
+            a, b = a.flatten().sort().values, b.flatten().sort().values
         scale = float(a.detach().abs().max()) if a.numel() and a.is_floating_point() else 1.0
         same = a.shape == b.shape and (
             torch.allclose(a, b, rtol=_RTOL, atol=_ATOL * max(1.0, scale))

@@ -324,10 +324,10 @@ class Distiller:
         try:
             with torch.no_grad():
                 xt = to_device(x, t_dev)
-                t_out, t_feats = grab_t(xt) if grab_t is not None else (call(teacher, xt), {})
+                t_out, t_feats = call(grab_t, xt) if grab_t is not None else (call(teacher, xt), {})
             student.train()
             xs = to_device(x, s_dev)
-            s_out, s_feats = grab_s(xs) if grab_s is not None else (call(student, xs), {})
+            s_out, s_feats = call(grab_s, xs) if grab_s is not None else (call(student, xs), {})
             t_logits = logits_of(t_out, "teacher").to(s_dev)
             target = None if y is None else y.to(s_dev)
             loss, kd, ce = self.loss.terms(logits_of(s_out, "student"), t_logits, target)

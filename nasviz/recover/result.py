@@ -11,9 +11,9 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 import pandas as pd
-import torch
 from torch import Tensor, nn
 
+from nasviz._batch import batch_target, call_model, model_input, to_device
 from nasviz.errors import NasvizError
 from nasviz.recover.events import DistillEpoch, DistillStarted, DistillStep
 from nasviz.search.events import SearchEvent, SearchHistory
@@ -130,29 +130,19 @@ def logits_of(out: Any, who: str) -> Tensor:
 
 
 def split_batch(batch: Any) -> tuple[Any, Tensor | None]:
-    """``(inputs, targets)`` of a batch: a tuple/list gives its first item, and its second if that
-    is a tensor (else ``None``); any other batch is all input.
+    """``(model input, target)`` of a loader batch (see :mod:`nasviz._batch`). A mapping's
+    ``labels`` are not used as the target: a transformers model shifts or masks them itself
+    (a causal LM's labels are the inputs), so a mapping batch is distilled on the teacher alone.
     """
-    if isinstance(batch, tuple | list):
-        y = batch[1] if len(batch) > 1 and isinstance(batch[1], Tensor) else None
-        return batch[0], y
-    return batch, None
+    if isinstance(batch, Mapping):
+        return batch, None
+    y = batch_target(batch)
+    return model_input(batch), y if isinstance(y, Tensor) else None
 
 
-def to_device(value: Any, device: torch.device) -> Any:
-    """``value`` with every tensor in it (also in dicts, lists and tuples) moved to ``device``."""
-    if isinstance(value, Tensor):
-        return value.to(device)
-    if isinstance(value, Mapping):
-        return {k: to_device(v, device) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return type(value)(to_device(v, device) for v in value)
-    return value
-
-
-def call(model: nn.Module, x: Any) -> Any:
-    """``model(**x)`` for a mapping (a tokenizer's output), else ``model(x)``."""
-    return model(**x) if isinstance(x, Mapping) else model(x)
+def call(model: nn.Module | Any, x: Any) -> Any:
+    """``model(**x)`` for a mapping input, else ``model(x)``."""
+    return call_model(model, x)
 
 
 @contextmanager

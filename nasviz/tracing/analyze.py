@@ -22,7 +22,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,10 +32,11 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from nasviz.dynamic import dynamic_class_for, is_dynamic
-from nasviz.tracing.exported import MODULE_KEY
+from nasviz.tracing.exported import MODULE_KEY, OUTPUT_KEY
 from nasviz.tracing.graph import Capture, CapturedGraph
 from nasviz.tracing.groups import Coupling, Expr, Sym, expr_size, make_rep
 from nasviz.tracing.ops import PointwiseOps
+from nasviz.tracing.outputs import leaf_names, pinned_outputs
 from nasviz.tracing.rules import (
     LayerSpec,
     OpKind,
@@ -95,11 +96,19 @@ class Analysis:
     #: int attributes that follow a channel size (qualified name -> use), see
     #: ``ShapeOps._follow``
     attrs: dict[str, AttrUse] = field(default_factory=dict)
+    #: model outputs whose widths follow the pruned model (see :mod:`nasviz.tracing.outputs`)
+    free_outputs: list[str] = field(default_factory=list)
 
 
-def analyze(model: nn.Module, captured: Capture) -> Analysis:
-    """Run the analyzer over every captured graph of ``model``."""
-    a = _Analyzer(model)
+def analyze(
+    model: nn.Module, captured: Capture, keep_outputs: Sequence[str] | None = None
+) -> Analysis:
+    """Run the analyzer over every captured graph of ``model``.
+
+    ``keep_outputs`` names the model outputs that keep their width (``None``: the default rule);
+    see :mod:`nasviz.tracing.outputs`.
+    """
+    a = _Analyzer(model, keep_outputs)
     for cg in captured.graphs:
         a.run(cg)
     reasons: dict[str, str] = dict(a.direct)
@@ -118,8 +127,8 @@ def analyze(model: nn.Module, captured: Capture) -> Analysis:
             reasons[name] = a.opaque[name]
         else:
             reasons[name] = _unreached_reason(name, captured, a.called)
-    notes = [*captured.export_failed.values(), *captured.untraced.values()]
-    return Analysis(a.c, a.layers, reasons, notes, a.params, a.attrs)
+    notes = [*captured.export_failed.values(), *captured.untraced.values(), *a.output_notes()]
+    return Analysis(a.c, a.layers, reasons, notes, a.params, a.attrs, list(a.free_outputs))
 
 
 def _unreached_reason(name: str, captured: Capture, called: dict[str, str]) -> str:
@@ -134,8 +143,12 @@ def _unreached_reason(name: str, captured: Capture, called: dict[str, str]) -> s
 
 
 class _Analyzer(PointwiseOps):
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, keep_outputs: Sequence[str] | None = None) -> None:
         self.model = model
+        self.keep_outputs = None if keep_outputs is None else list(keep_outputs)
+        #: model outputs whose widths follow the pruned model (not fixed), in order met
+        self.free_outputs: dict[str, None] = {}
+        self.top_outputs_seen = False
         self.modules = dict(model.named_modules())
         self.c = Coupling()
         self.layers: dict[str, LayerUse] = {}
@@ -154,6 +167,55 @@ class _Analyzer(PointwiseOps):
         for node in cg.graph.nodes:
             env[node] = self._node(node, env, cg)
 
+    def _output(self, node: fx.Node, structure: Any, cg: CapturedGraph) -> None:
+        """Fix the channels that reach an output that keeps its width (all of them, except the
+        model's own outputs that :func:`~nasviz.tracing.outputs.pinned_outputs` frees).
+        """
+        exported = node.meta.get(OUTPUT_KEY)
+        if exported is not None and isinstance(structure, (tuple, list)):
+            names, per_value = exported
+            leaves: list[tuple[str | None, Any]] = list(zip(per_value, structure, strict=False))
+        else:
+            names, flat = leaf_names(structure)
+            leaves = list(zip(names.names, flat, strict=True))
+        pinned: set[str] | None = None
+        if cg.prefix == "":  # the model's own outputs (not a sub-graph's)
+            self.top_outputs_seen = True
+            pinned = pinned_outputs(names, self.keep_outputs)
+        several = len(leaves) > 1
+        for name, leaf in leaves:
+            free = pinned is not None and name is not None and name not in pinned
+            for v in iter_vals(leaf):
+                if v.expr is None:
+                    continue
+                if free:
+                    self.free_outputs[str(name)] = None
+                    continue
+                where = f" ({name!r})" if several and name is not None else ""
+                self.c.fix_expr(v.expr, f"{cg.output_reason}{where}")
+
+    def output_notes(self) -> list[str]:
+        """Notes on the model outputs whose widths follow the pruned model."""
+        notes = []
+        if self.free_outputs:
+            how = (
+                "not named in keep_outputs"
+                if self.keep_outputs is not None
+                else "by-products of a transformers ModelOutput with logits, whose widths "
+                "follow the config"
+            )
+            notes.append(
+                f"model outputs {list(self.free_outputs)} follow the pruned widths ({how}); "
+                'keep their width with nv.convert(model, mode=[("fastnas", {"keep_outputs": '
+                '["logits", ...]})], dummy_input=x)'
+            )
+        if self.keep_outputs is not None and not self.top_outputs_seen:
+            notes.append(
+                f"keep_outputs={self.keep_outputs!r} was not applied: the model's top-level "
+                "forward could not be captured, so every output keeps its width"
+            )
+        return notes
+
     # -- dispatch ------------------------------------------------------------------------------
     def _node(self, node: fx.Node, env: dict[fx.Node, Any], cg: CapturedGraph) -> Any:
         if node.op == "placeholder":
@@ -163,9 +225,7 @@ class _Analyzer(PointwiseOps):
         args: Args = fx.node.map_arg(node.args, lambda n: env[n])
         kwargs: Kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
         if node.op == "output":
-            for v in iter_vals(args):
-                if v.expr is not None:
-                    self.c.fix_expr(v.expr, cg.output_reason)
+            self._output(node, args[0] if args else None, cg)
             return None
         self._cur_module = None
         if node.op == "call_module":

@@ -20,7 +20,11 @@ The exported aten graph is rewritten into the shape the analyzer reads from fx:
   ``addmm(bias, x, weight)`` -> ``view``) is one ``call_module`` too, when those ops run
   back to back, read its own weight, take one tensor from outside and give one out;
 * every other node keeps its aten target, classified by :mod:`nasviz.tracing.aten`;
-* each tensor-valued node carries its shape (from export's fake values) under ``SHAPE_KEY``.
+* each tensor-valued node carries its shape (from export's fake values) under ``SHAPE_KEY``;
+* the output node carries the dotted name of each of its (flat) values under ``OUTPUT_KEY``
+  (an :class:`~nasviz.tracing.outputs.OutputNames`; ``None`` for a mutated buffer), read from
+  export's output spec, so :mod:`nasviz.tracing.outputs` can tell ``logits`` from
+  ``encoder_last_hidden_state``.
 
 Example::
 
@@ -39,13 +43,16 @@ import torch.fx as fx
 from torch import nn
 
 from nasviz.tracing.aten import aten_name
+from nasviz.tracing.outputs import OutputNames, spec_names
 from nasviz.tracing.rules import layer_spec
 
-__all__ = ["MODULE_KEY", "export_graph"]
+__all__ = ["MODULE_KEY", "OUTPUT_KEY", "export_graph"]
 
 #: ``node.meta`` key of the qualified name of the innermost module a node was called from
 MODULE_KEY = "nasviz_module"
 _SHAPE_KEY = "nasviz_shape"  # the same key as graph.SHAPE_KEY (graph.py imports this module)
+#: ``node.meta`` key of the output node: ``(OutputNames, [name or None per flat value])``
+OUTPUT_KEY = "nasviz_outputs"
 
 #: layer ops -> (index of the input, index of the weight)
 _LAYER_OPS: dict[str, tuple[int, int]] = {
@@ -118,7 +125,8 @@ def _rewrite(model: nn.Module, program: Any) -> fx.Graph:
             fqn = lifted.get(node.name)
             new = graph.get_attr(fqn) if fqn is not None else graph.placeholder(node.name)
         elif node.op == "output":
-            graph.output(fx.node.map_arg(node.args[0], lambda n: env[n]))
+            out = graph.output(fx.node.map_arg(node.args[0], lambda n: env[n]))
+            out.meta[OUTPUT_KEY] = _output_names(program)
             continue
         elif node.op == "call_function":
             if (
@@ -166,6 +174,19 @@ def _rewrite(model: nn.Module, program: Any) -> fx.Graph:
             if where is not None:
                 n.meta[MODULE_KEY] = where
     return graph
+
+
+def _output_names(program: Any) -> tuple[OutputNames, list[str | None]] | None:
+    """The user outputs' dotted names, aligned with the output node's flat values."""
+    try:
+        names = spec_names(program.call_spec.out_spec)
+        kinds = [spec.kind.name for spec in program.graph_signature.output_specs]
+    except (AttributeError, TypeError):
+        return None
+    if kinds.count("USER_OUTPUT") != len(names.names):
+        return None
+    it = iter(names.names)
+    return names, [next(it) if k == "USER_OUTPUT" else None for k in kinds]
 
 
 def _closed_calls(

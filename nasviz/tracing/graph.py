@@ -82,8 +82,25 @@ class Capture:
     export_failed: dict[str, str] = field(default_factory=dict)
 
 
+#: torch.nn blocks made of layers with dynamic twins: traced through, not kept as one opaque op
+#: (fx keeps every other ``torch.nn`` module whole)
+_THROUGH: tuple[type[nn.Module], ...] = (
+    nn.TransformerEncoderLayer,
+    nn.TransformerDecoderLayer,
+    nn.TransformerEncoder,
+    nn.TransformerDecoder,
+    nn.Transformer,
+)
+
+
 class _LeafTracer(fx.Tracer):
-    """fx tracer that keeps layers with a dynamic twin (and ``extra`` modules) as leaves."""
+    """fx tracer that keeps layers with a dynamic twin (and ``extra`` modules) as leaves.
+
+    torch's transformer blocks (:data:`_THROUGH`) are traced through, with the fused
+    multi-head-attention fast path switched off while tracing: its eligibility checks branch
+    on the input (``src.dim()``), and the unfused path computes the same thing from
+    ``nn.MultiheadAttention``, ``nn.Linear`` and ``nn.LayerNorm`` calls nasviz can slice.
+    """
 
     def __init__(self, extra: frozenset[int] = frozenset()) -> None:
         super().__init__()
@@ -92,7 +109,18 @@ class _LeafTracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if dynamic_class_for(m) is not None or id(m) in self.extra:
             return True
+        if type(m) in _THROUGH:
+            return False
         return bool(super().is_leaf_module(m, module_qualified_name))
+
+    def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
+        """Trace ``root`` with the fused attention fast path off (see the class docstring)."""
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            return super().trace(root, concrete_args)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 def example_args(dummy_input: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -68,6 +68,20 @@ def _sizes(args: Args, start: int) -> list[Any]:
     return rest
 
 
+#: words of an attribute name that say it holds a width or a head count
+_WIDTH_WORDS = ("dim", "size", "head", "hidden", "width", "channel", "feature", "embd", "embed",
+                "inner")  # fmt: skip
+#: words that say it holds something else that may equal a width by chance
+_OTHER_WORDS = ("vocab", "position", "max", "len", "layer", "idx", "index", "_id", "seq",
+                "window", "bucket", "label", "token", "batch", "step", "patch", "kernel",
+                "stride", "image", "pool")  # fmt: skip
+
+
+def _names_a_width(name: str) -> bool:
+    """Whether a (lower-case) attribute name says it holds a width or a head count."""
+    return any(w in name for w in _WIDTH_WORDS) and not any(w in name for w in _OTHER_WORDS)
+
+
 class ShapeOps:
     """Mixin of shape-op handlers; the analyzer provides ``c`` and the helpers used below."""
 
@@ -126,8 +140,11 @@ class ShapeOps:
     def _follow(self, node: fx.Node, size: int, expr: Expr, heads: bool = False) -> bool:
         """Record the int attributes of the calling module equal to ``size`` as following
         ``expr`` (a literal channel size in an exported graph: the attribute will be set from
-        the active width); whether there was one. ``heads``: only attributes named for heads
-        (``num_heads``), for a head count the graph inferred. Indices (``layer_idx``) never.
+        the active width); whether there was one. Only attributes whose name says they hold a
+        width or a head count (:func:`_names_a_width`: ``embed_dim``, ``split_size``,
+        ``num_heads``), so an unrelated int that happens to equal the size (``max_tokens``,
+        ``layer_idx``) is never changed. ``heads``: only attributes named for heads
+        (``num_heads``), for a head count the graph inferred.
         """
         qual = str(node.meta.get(MODULE_KEY, ""))
         owner = self.modules.get(qual)
@@ -139,7 +156,7 @@ class ShapeOps:
                 continue
             low = name.lower()
             named_heads = "head" in low and "dim" not in low and "size" not in low
-            if low.endswith(("idx", "index", "_id")) or (heads and not named_heads):
+            if not _names_a_width(low) or (heads and not named_heads):
                 continue
             key = f"{qual}.{name}"
             known = self.attrs.get(key)

@@ -16,7 +16,7 @@ the sub-graph; the ``score_func`` form calls the user's opaque function on the m
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -25,6 +25,7 @@ import torch.fx as fx
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from nasviz._batch import call_model
 from nasviz._utils import device_of
 from nasviz.dynamic import slice_dim
 from nasviz.errors import MetricError
@@ -121,13 +122,17 @@ class CachedEvaluation:
 
     def _calibrate(self, model: nn.Module) -> None:
         """The BatchNorm calibration loop: every calibration batch through ``model``."""
-        run = self._run if model is self.model else model
         for x in self.data.calib_inputs(device_of(model)):
-            run(x)
+            if model is self.model:
+                self._run(x)
+            else:
+                call_model(model, x)
 
     def _run(self, x: Any) -> Any:
         """The model's output on ``x``: by the traced graph (channels_last) when there is one."""
-        return self.model(x) if self._runner is None else self._runner(x)[0]
+        if self._runner is None or isinstance(x, Mapping):  # a mapping: model(**x)
+            return call_model(self.model, x)
+        return self._runner(x)[0]
 
     # -- the form's scoring: the two hooks a form implements ------------------------------------
     def _score_model(self) -> Any:
@@ -198,6 +203,12 @@ class CachedEvaluation:
         self.data.load(device_of(self.model))
         self._hparams = hparams
         self._reason = self.data.reason
+        inputs = [*(self.data.calib or []), *(x for x, _ in self.data.score or [])]
+        if self._reason is None and any(isinstance(x, Mapping) for x in inputs):
+            self._reason = (
+                "the batches are mappings, run as model(**batch); the activation cache runs "
+                "tensor batches only, so every entry is scored without the cache"
+            )
         if self._reason is None:
             try:
                 graph = trace_model(self.model)

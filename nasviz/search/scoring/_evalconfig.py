@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from nasviz._batch import batch_size, batch_target, to_device
+from nasviz._batch import model_input as batch_input
 from nasviz.errors import SearchError
 from nasviz.search.events import SearchEvent
 from nasviz.search.scoring._subgraph import value_bytes
@@ -216,30 +218,6 @@ def validate_evaluator_config(given: dict[str, Any], merged: dict[str, Any]) -> 
     return True
 
 
-def batch_input(batch: Any) -> Any:
-    """The model input of a batch: its first element if it is a tuple or list."""
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
-
-
-def to_device(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, (tuple, list)):
-        return type(value)(to_device(v, device) for v in value)
-    return value
-
-
-def batch_size(value: Any) -> int:
-    """The leading dimension of the first tensor in ``value`` (1 if there is none)."""
-    if isinstance(value, torch.Tensor):
-        return int(value.shape[0]) if value.dim() else 1
-    if isinstance(value, (tuple, list)):
-        for v in value:
-            if isinstance(v, torch.Tensor):
-                return batch_size(v)
-    return 1
-
-
 def concat(values: list[Any]) -> Any:
     """Per-batch values joined along dim 0 (a list when they are not all tensors)."""
     if values and all(isinstance(v, torch.Tensor) and v.dim() > 0 for v in values):
@@ -334,14 +312,15 @@ class Batches:
             return
         n = 0
         for batch in self._score_loader:
-            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            target = batch_target(batch)
+            if target is None:
                 msg = (
-                    "config['score_loader'] must yield (inputs, targets) batches, got a "
-                    f"{type(batch).__name__}"
+                    "config['score_loader'] must yield (inputs, targets) batches or mappings "
+                    f"with 'labels', got a {type(batch).__name__}"
                 )
                 raise SearchError(msg)
             n += 1
-            yield batch[0], batch[1]
+            yield batch_input(batch), target
         if n == 0:
             msg = "config['score_loader'] yielded no batches"
             raise SearchError(msg)

@@ -529,6 +529,36 @@ class ShapeOps:
 
     _op_repeat = _op_expand
 
+    def _op_roll(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        """``torch.roll(x, shifts, dims)``: a shift along other dims (Swin's shifted windows)
+        moves whole channel vectors, so the channels pass through; a shift along the channels
+        (or of the flattened tensor, ``dims=None``) moves values between channels.
+        """
+        x = self._first(node, cg, args)
+        if x is None or x.expr is None or x.axis is None:
+            return self._untracked(node, cg, x.origin if x else f"the output of {kind.name}")
+        dims = kwargs.get("dims", args[2] if len(args) > 2 else None)
+        seq = list(dims) if isinstance(dims, (tuple, list)) else [] if dims is None else [dims]
+        if not seq:
+            return self._give_up(
+                node, cg, x, f"{kind.name} without dims shifts the flattened tensor across channels"
+            )
+        ndim = len(x.shape) if x.shape is not None else None
+        resolved = [resolve_dim(d, ndim) for d in seq]
+        if any(d is None for d in resolved):
+            return self._give_up(node, cg, x, self._need_shapes(kind, cg))
+        if x.axis in resolved:
+            return self._give_up(
+                node,
+                cg,
+                x,
+                f"{kind.name} shifts along the channel dimension: a pruned width would wrap "
+                "other channels around",
+            )
+        return Val(x.expr, x.axis, node_shape(node), True, x.origin, x.copies, x.tail)
+
     def _op_reduce(
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
     ) -> Val:

@@ -40,6 +40,8 @@ from torch import nn
 
 from nasviz.dynamic import dynamic_class_for
 from nasviz.tracing.exported import export_graph
+from nasviz.tracing.functional import collapse_layer_ops
+from nasviz.tracing.rules import has_custom_forward
 
 __all__ = ["SHAPE_KEY", "Capture", "CapturedGraph", "capture", "example_args"]
 
@@ -82,16 +84,32 @@ class Capture:
 
 
 class _LeafTracer(fx.Tracer):
-    """fx tracer that keeps layers with a dynamic twin (and ``extra`` modules) as leaves."""
+    """fx tracer that keeps layers with a dynamic twin (and ``extra`` modules) as leaves.
+
+    A layer subclass with its own ``forward`` is traced through when fx can trace it alone
+    (:mod:`~nasviz.tracing.functional` then finds its family op inside); else it is a leaf.
+    """
 
     def __init__(self, extra: frozenset[int] = frozenset()) -> None:
         super().__init__()
         self.extra = extra
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if dynamic_class_for(m) is not None or id(m) in self.extra:
+        """Whether fx keeps ``m`` as one ``call_module`` node (see the class docstring)."""
+        if id(m) in self.extra:
             return True
+        if dynamic_class_for(m) is not None:
+            return not (has_custom_forward(m) and _traceable_alone(m))
         return bool(super().is_leaf_module(m, module_qualified_name))
+
+
+def _traceable_alone(m: nn.Module) -> bool:
+    """Whether fx traces ``m``'s own forward, in eval and in train mode."""
+    try:
+        _trace_both_modes(m)
+    except Exception:
+        return False
+    return True
 
 
 def example_args(dummy_input: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -149,6 +167,7 @@ def _trace(
         no_shapes = no_input
         if example is not None:
             no_shapes = _propagate(module, graph, example)
+        collapse_layer_ops(module, graph)  # after shapes: the rewritten graph is never run
         result.graphs.append(
             CapturedGraph(prefix, module, graph, no_shapes, input_origin, output_reason)
         )

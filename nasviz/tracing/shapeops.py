@@ -27,7 +27,7 @@ from torch import nn
 
 from nasviz.tracing.exported import MODULE_KEY
 from nasviz.tracing.graph import CapturedGraph
-from nasviz.tracing.groups import Coupling, Expr, make_cat, make_rep
+from nasviz.tracing.groups import Coupling, Expr, expr_size, make_cat, make_rep
 from nasviz.tracing.rules import OpKind
 from nasviz.tracing.values import AttrUse, Many, Val, node_shape, resolve_dim
 
@@ -332,7 +332,14 @@ class ShapeOps:
             return self._give_up(node, cg, x, f"{kind.name} with unknown dims")
         order = [d % n for d in dims]
         copies = tuple(order.index(n + c) - n for c in x.copies if n + c >= 0)
-        return Val(x.expr, order.index(n + x.axis) - n, node_shape(node), True, x.origin, copies)
+        axis = order.index(n + x.axis) - n
+        known = _partial_shape(x, n)
+        if x.shape is not None or known is None:
+            return Val(x.expr, axis, node_shape(node), True, x.origin, copies)
+        moved = tuple(known[d] for d in order)
+        after = moved[n + axis + 1 :]
+        tail = None if any(v is None for v in after) else tuple(int(v or 0) for v in after)
+        return Val(x.expr, axis, None, True, x.origin, copies, tail, moved)
 
     def _op_transpose(
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
@@ -577,6 +584,18 @@ class ShapeOps:
             return self._untracked(node, cg, f"the output of {kind.name}")
         axis = x.axis if keep else x.axis + sum(1 for d in dims if d is not None and d > x.axis)
         return self._out(node, x, axis)
+
+
+def _partial_shape(x: Val, n: int) -> tuple[int | None, ...] | None:
+    """The sizes of rank-``n`` ``x`` known without shapes (``None`` where unknown): its
+    ``known`` sizes, or its channels followed by the ``tail`` of an adaptive pool.
+    """
+    if x.known is not None:
+        return x.known if len(x.known) == n else None
+    if x.tail is None or x.expr is None or x.axis != -(len(x.tail) + 1) or n <= len(x.tail):
+        return None
+    lead: tuple[int | None, ...] = (None,) * (n - len(x.tail) - 1)
+    return (*lead, expr_size(x.expr), *x.tail)
 
 
 def _view_expr(x: Val, ch: int, i0: int, i1: int) -> Expr:

@@ -79,18 +79,14 @@ def _forward_views(self: Any) -> tuple[dict[str, torch.Tensor | None], Callable[
     """
     hook = getattr(type(self), "_nv_forward_views", None)
     if hook is not None:
-        return cast(
-            tuple[dict[str, torch.Tensor | None], Callable[[], None] | None], hook(self)
-        )
+        return cast(tuple[dict[str, torch.Tensor | None], Callable[[], None] | None], hook(self))
     views: dict[str, torch.Tensor | None] = {}
     for name, dims in self.param_dims.items():
         views[name] = self.sliced(name, nn.Module.__getattr__(self, name), dims)
     return views, None
 
 
-def export_as_subclass(
-    dyn: nn.Module, plain: nn.Module, user_cls: type[nn.Module]
-) -> nn.Module:
+def export_as_subclass(dyn: nn.Module, plain: nn.Module, user_cls: type[nn.Module]) -> nn.Module:
     """A ``user_cls`` instance built from dynamic layer ``dyn`` and its family's export
     ``plain``: ``plain``'s attributes, parameters and buffers; ``dyn``'s other state (extra
     attributes, copies of its children and of its own further tensors).

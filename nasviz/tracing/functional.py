@@ -28,9 +28,9 @@ Example::
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
+import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
@@ -47,7 +47,9 @@ _SHAPE_KEY = "nasviz_shape"  # the same key as graph.SHAPE_KEY (graph.py imports
 _FUNCTIONALS: dict[Any, str] = {
     F.linear: "linear", F.conv1d: "conv1d", F.conv2d: "conv2d", F.conv3d: "conv3d",
     F.layer_norm: "layer_norm", F.batch_norm: "batch_norm", F.group_norm: "group_norm",
-    F.instance_norm: "instance_norm",
+    F.instance_norm: "instance_norm", torch.conv1d: "conv1d", torch.conv2d: "conv2d",
+    torch.conv3d: "conv3d", torch.layer_norm: "layer_norm", torch.batch_norm: "batch_norm",
+    torch.group_norm: "group_norm", torch.instance_norm: "instance_norm",
 }  # fmt: skip
 #: aten ops of an exported graph -> the functional op they are
 _ATEN_OPS = {
@@ -130,16 +132,12 @@ def _own_input(node: fx.Node, qual: str, param_dims: dict[str, Any]) -> fx.Node 
     """The op's input tensor if every other tensor it takes is one of the layer's own sliced
     parameters/buffers, read for this op only; else ``None``.
     """
-    try:
-        bound = inspect.signature(node.target).bind(*node.args, **node.kwargs)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    values = list(bound.arguments.values())
-    x = values[0] if values else None
+    kwargs = dict(node.kwargs)
+    x = node.args[0] if node.args else kwargs.pop("input", None)
     if not isinstance(x, fx.Node) or x.op == "get_attr":
         return None
     own = {f"{qual}.{name}" if qual else name for name in param_dims}
-    for value in values[1:]:
+    for value in [*node.args[1:], *kwargs.values()]:
         for arg in _nodes(value):
             if arg.op != "get_attr" or str(arg.target) not in own:
                 return None  # a computed weight, or another module's tensor

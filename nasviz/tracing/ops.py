@@ -66,9 +66,7 @@ class PointwiseOps(HeadOps):
             for v in iter_vals((args[1:], kwargs)):
                 if v.expr is not None:
                     self.c.fix_expr(v.expr, f"used as an extra argument of {kind.name}")
-        return Val(
-            x.expr, x.axis, node_shape(node), x.tensor, x.origin, x.copies, x.tail, x.known
-        )
+        return Val(x.expr, x.axis, node_shape(node), x.tensor, x.origin, x.copies, x.tail, x.known)
 
     _op_cast = _op_unary
 

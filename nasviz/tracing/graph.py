@@ -283,6 +283,10 @@ def _propagate(
         args = tuple(values[: len(placeholders)])
     gm = fx.GraphModule(module, graph)
     flags = [(m, m.training) for m in module.modules()]
+    # a train-mode graph traced through a layer's own forward has its training branch baked in
+    # (timm's BatchNormAct2d: num_batches_tracked.add_(1), F.batch_norm(training=True)): the
+    # buffers are put back, so statistics never move
+    saved = [(b, b.detach().clone()) for b in module.buffers()]
     try:
         for m, _ in flags:
             m.training = False
@@ -295,6 +299,9 @@ def _propagate(
     finally:
         for m, t in flags:
             m.training = t
+        with torch.no_grad():
+            for b, copy in saved:
+                b.copy_(copy)
     return None
 
 

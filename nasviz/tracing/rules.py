@@ -123,6 +123,7 @@ _METHOD_GROUPS = {
     "reduce": "mean sum amax amin logsumexp prod",
     "split": "chunk split unbind tensor_split",
     "matmul": "matmul bmm",
+    "create": "new_empty new_zeros new_ones new_full new_tensor",
 }
 _METHOD_KINDS: dict[str, str] = {
     name: kind for kind, names in _METHOD_GROUPS.items() for name in names.split()

@@ -93,6 +93,11 @@ EXPECTED_GROUPS = {
     # the 2 MLP widths, the 2 attention head widths (q, k, v of every head coupled) and the
     # stream (torch.roll over the window dims passes the channels through)
     "swin_like": 5,
+    # timm-style, every norm a BatchNormAct2d (traced through to its F.batch_norm): the stem
+    # stream (with the first block), the stage-2 and stage-3 streams (each coupled by its skip),
+    # 4 MBConv expansions (depthwise, BN-acts and SE gate follow), 3 SE reductions wide enough
+    # for the small divisor, the head conv
+    "efficientnet_like": 11,
 }
 
 

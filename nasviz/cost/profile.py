@@ -3,7 +3,8 @@
 :func:`profile` runs one forward pass of ``model(dummy_input)`` under ``torch.no_grad()`` with every
 module in eval mode, counting FLOPs with ``torch.utils.flop_counter.FlopCounterMode`` (its
 conventions: a multiply-add is 2 FLOPs; only matmuls, convolutions and attention are counted - bias
-adds, norms, activations and pooling count 0). It returns a :class:`Profile`: one table row per
+adds, norms, activations and pooling count 0). torch's fused fast path of ``nn.MultiheadAttention``
+(eval, no grad) is switched off meanwhile: its one fused kernel is invisible to the counter. It returns a :class:`Profile`: one table row per
 module that has FLOPs or parameters of its own, and the totals.
 
 *Attribution.* FlopCounterMode charges an op to *every* module running at the time, so its
@@ -34,7 +35,8 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +47,7 @@ from torch.nn.modules.module import (
     register_module_forward_hook,
     register_module_forward_pre_hook,
 )
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from nasviz._utils import training_flags
 from nasviz.dynamic.base import DynamicModule
@@ -235,15 +237,49 @@ class _Attributor:
                     break
 
 
+def _cpu_flash_attention_flop(
+    query_shape: Sequence[int],
+    key_shape: Sequence[int],
+    value_shape: Sequence[int],
+    *args: Any,
+    **kwargs: Any,
+) -> int:
+    """FLOPs of ``aten._scaled_dot_product_flash_attention_for_cpu`` (the kernel
+    ``scaled_dot_product_attention`` runs on CPU), as torch counts its other attention kernels.
+    """
+    return int(sdpa_flop_count(query_shape, key_shape, value_shape))
+
+
+#: formulas FlopCounterMode lacks: without them attention on CPU would count 0 FLOPs
+_EXTRA_FORMULAS: dict[Any, Any] = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flop,
+}
+
+
+@contextmanager
+def _mha_slow_path() -> Iterator[None]:
+    """Switch off torch's fused fast path of ``nn.MultiheadAttention`` and
+    ``nn.TransformerEncoderLayer`` (taken in eval mode without grad): it calls one fused kernel
+    that FlopCounterMode does not count, so attention would cost 0 FLOPs. The regular path computes
+    the same outputs with counted matmuls and ``scaled_dot_product_attention``.
+    """
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
+
+
 def exclusive_flops(model: nn.Module, dummy_input: Any) -> dict[int, int]:
     """``{id(module): FLOPs issued by the module's own code}`` for one eval forward pass."""
     args, kwargs = _split_input(dummy_input)
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
     attributor = _Attributor(counter, model)
     pre = register_module_forward_pre_hook(attributor.pre)
     post = register_module_forward_hook(attributor.post)
     try:
-        with training_flags(model, mode=False), torch.no_grad(), counter:
+        with training_flags(model, mode=False), torch.no_grad(), _mha_slow_path(), counter:
             try:
                 model(*args, **kwargs)
             except Exception as e:

@@ -3,9 +3,11 @@
 :func:`profile` runs one forward pass of ``model(dummy_input)`` under ``torch.no_grad()`` with every
 module in eval mode, counting FLOPs with ``torch.utils.flop_counter.FlopCounterMode`` (its
 conventions: a multiply-add is 2 FLOPs; only matmuls, convolutions and attention are counted - bias
-adds, norms, activations and pooling count 0). torch's fused fast path of ``nn.MultiheadAttention``
-(eval, no grad) is switched off meanwhile: its one fused kernel is invisible to the counter. It returns a :class:`Profile`: one table row per
-module that has FLOPs or parameters of its own, and the totals.
+adds, norms, activations and pooling count 0). It returns a :class:`Profile`: one table row per
+module that has FLOPs or parameters of its own, and the totals. Attention is counted everywhere:
+torch's fused fast path of ``nn.MultiheadAttention`` (eval, no grad), one kernel the counter does
+not see, is switched off meanwhile, and the CPU kernel of ``scaled_dot_product_attention`` gets
+torch's formula for its other attention kernels.
 
 *Attribution.* FlopCounterMode charges an op to *every* module running at the time, so its
 per-module counts are hierarchical (a block includes its convs). Subtracting children from parents

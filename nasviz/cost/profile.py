@@ -37,8 +37,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +50,7 @@ from torch.nn.modules.module import (
 )
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from nasviz._utils import training_flags
+from nasviz._utils import mha_fastpath_off, training_flags
 from nasviz.dynamic.base import DynamicModule
 from nasviz.errors import NasvizError
 
@@ -258,21 +257,6 @@ _EXTRA_FORMULAS: dict[Any, Any] = {
 }
 
 
-@contextmanager
-def _mha_slow_path() -> Iterator[None]:
-    """Switch off torch's fused fast path of ``nn.MultiheadAttention`` and
-    ``nn.TransformerEncoderLayer`` (taken in eval mode without grad): it calls one fused kernel
-    that FlopCounterMode does not count, so attention would cost 0 FLOPs. The regular path computes
-    the same outputs with counted matmuls and ``scaled_dot_product_attention``.
-    """
-    enabled = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(enabled)
-
-
 def exclusive_flops(model: nn.Module, dummy_input: Any) -> dict[int, int]:
     """``{id(module): FLOPs issued by the module's own code}`` for one eval forward pass."""
     args, kwargs = _split_input(dummy_input)
@@ -281,7 +265,7 @@ def exclusive_flops(model: nn.Module, dummy_input: Any) -> dict[int, int]:
     pre = register_module_forward_pre_hook(attributor.pre)
     post = register_module_forward_hook(attributor.post)
     try:
-        with training_flags(model, mode=False), torch.no_grad(), _mha_slow_path(), counter:
+        with training_flags(model, mode=False), torch.no_grad(), mha_fastpath_off(), counter:
             try:
                 model(*args, **kwargs)
             except Exception as e:

@@ -38,6 +38,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from nasviz._utils import mha_fastpath_off
 from nasviz.dynamic import dynamic_class_for
 from nasviz.tracing.exported import export_graph
 from nasviz.tracing.functional import collapse_layer_ops
@@ -104,11 +105,23 @@ class _LeafTracer(fx.Tracer):
 
 
 def _traceable_alone(m: nn.Module) -> bool:
-    """Whether fx traces ``m``'s own forward, in eval and in train mode."""
+    """Whether fx traces ``m``'s own forward in eval and in train mode (arguments after the first
+    at their defaults, as a parent that passes only the input calls it: ``src_mask=None``).
+    """
+    params = list(inspect.signature(m.forward).parameters.values())[1:]
+    concrete = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    flags = [(c, c.training) for c in m.modules()]
     try:
-        _trace_both_modes(m)
+        with mha_fastpath_off():
+            for mode in (False, True):
+                for c, _ in flags:
+                    c.training = mode
+                _LeafTracer().trace(m, concrete_args=concrete)
     except Exception:
         return False
+    finally:
+        for c, t in flags:
+            c.training = t
     return True
 
 
@@ -185,7 +198,8 @@ def _export(
 ) -> bool:
     """Capture ``module`` with ``torch.export`` on its example; whether that worked."""
     try:
-        graph = export_graph(module, example)
+        with mha_fastpath_off():
+            graph = export_graph(module, example)
     except Exception as e:
         result.export_failed[prefix] = (
             f"torch.export failed on {_label(prefix, module)} ({type(e).__name__}: "
@@ -248,20 +262,22 @@ def _analyse_alone(
 def _trace_both_modes(module: nn.Module, extra: frozenset[int] = frozenset()) -> list[fx.Graph]:
     """The eval-mode graph, plus the train-mode graph if ``forward`` branches on ``training``.
 
-    Both are analysed, so a coupling that exists in one mode only is never missed.
+    Both are analysed, so a coupling that exists in one mode only is never missed. The fused
+    attention fast path is off meanwhile (``nn.TransformerEncoderLayer`` checks it first).
     """
     flags = [(m, m.training) for m in module.modules()]
     graphs: list[fx.Graph] = []
     seen: set[str] = set()
     try:
-        for mode in (False, True):
-            for m, _ in flags:
-                m.training = mode
-            graph = _LeafTracer(extra).trace(module)
-            code = graph.python_code("self").src
-            if code not in seen:
-                seen.add(code)
-                graphs.append(graph)
+        with mha_fastpath_off():
+            for mode in (False, True):
+                for m, _ in flags:
+                    m.training = mode
+                graph = _LeafTracer(extra).trace(module)
+                code = graph.python_code("self").src
+                if code not in seen:
+                    seen.add(code)
+                    graphs.append(graph)
     finally:
         for m, t in flags:
             m.training = t

@@ -30,7 +30,8 @@ Example::
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +105,21 @@ class _LeafTracer(fx.Tracer):
         return bool(super().is_leaf_module(m, module_qualified_name))
 
 
+@contextmanager
+def _buffers_kept(module: nn.Module) -> Iterator[None]:
+    """Put every buffer back afterwards. A train-mode trace through a layer's own forward runs
+    its Python on real buffers (timm's ``self.num_batches_tracked.add_(1)``), and a train graph
+    run for shapes has ``F.batch_norm(training=True)`` baked in: statistics must never move.
+    """
+    saved = [(b, b.detach().clone()) for b in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, copy in saved:
+                b.copy_(copy)
+
+
 def _traceable_alone(m: nn.Module) -> bool:
     """Whether fx traces ``m``'s own forward in eval and in train mode (arguments after the first
     at their defaults, as a parent that passes only the input calls it: ``src_mask=None``).
@@ -112,7 +128,7 @@ def _traceable_alone(m: nn.Module) -> bool:
     concrete = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
     flags = [(c, c.training) for c in m.modules()]
     try:
-        with mha_fastpath_off():
+        with mha_fastpath_off(), _buffers_kept(m):
             for mode in (False, True):
                 for c, _ in flags:
                     c.training = mode
@@ -269,7 +285,7 @@ def _trace_both_modes(module: nn.Module, extra: frozenset[int] = frozenset()) ->
     graphs: list[fx.Graph] = []
     seen: set[str] = set()
     try:
-        with mha_fastpath_off():
+        with mha_fastpath_off(), _buffers_kept(module):
             for mode in (False, True):
                 for m, _ in flags:
                     m.training = mode
@@ -299,14 +315,10 @@ def _propagate(
         args = tuple(values[: len(placeholders)])
     gm = fx.GraphModule(module, graph)
     flags = [(m, m.training) for m in module.modules()]
-    # a train-mode graph traced through a layer's own forward has its training branch baked in
-    # (timm's BatchNormAct2d: num_batches_tracked.add_(1), F.batch_norm(training=True)): the
-    # buffers are put back, so statistics never move
-    saved = [(b, b.detach().clone()) for b in module.buffers()]
     try:
         for m, _ in flags:
             m.training = False
-        with torch.no_grad():
+        with torch.no_grad(), _buffers_kept(module):  # a train graph may update statistics
             _ShapeRecorder(gm).run(*args)
     except Exception as e:
         for n in graph.nodes:
@@ -315,9 +327,6 @@ def _propagate(
     finally:
         for m, t in flags:
             m.training = t
-        with torch.no_grad():
-            for b, copy in saved:
-                b.copy_(copy)
     return None
 
 

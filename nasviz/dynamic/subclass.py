@@ -43,8 +43,8 @@ def subclass_namespace(twin: type, user_cls: type[nn.Module]) -> dict[str, Any]:
     """The class body of ``Dynamic<user_cls>``: the subclass's forward over sliced tensors, and
     an export to the subclass (see the module docstring).
     """
-    user_forward = cast(Callable[..., Any], user_cls.forward)
-    family_export = cast(Callable[[Any], nn.Module], twin.export)
+    user_forward: Callable[..., Any] = user_cls.forward
+    family_export = cast(Callable[[Any], nn.Module], getattr(twin, "export"))  # noqa: B009
 
     def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
         if self.is_full() or _VIEWS in self.__dict__:

@@ -104,7 +104,7 @@ class SqueezeExcite(nn.Module):
         """``x`` gated per channel by its squeezed-and-excited mean."""
         x_se = x.mean((2, 3), keepdim=True)
         x_se = self.conv_expand(self.act1(self.conv_reduce(x_se)))
-        return x * self.gate(x_se)
+        return cast(Tensor, x * self.gate(x_se))
 
 
 class DepthwiseSeparable(nn.Module):

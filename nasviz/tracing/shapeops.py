@@ -26,7 +26,7 @@ import torch.fx as fx
 from torch import nn
 
 from nasviz.tracing.exported import MODULE_KEY
-from nasviz.tracing.graph import CapturedGraph
+from nasviz.tracing.graph import SHAPE_KEY, CapturedGraph
 from nasviz.tracing.groups import Coupling, Expr, expr_size, make_cat, make_rep
 from nasviz.tracing.rules import OpKind
 from nasviz.tracing.values import AttrUse, Many, Val, node_shape, resolve_dim
@@ -216,6 +216,10 @@ class ShapeOps:
         flat = kind.kind == "view" and len(sizes) == 2 and sizes[-1] == -1
         if x.shape is None and flat and _flattens_tail(x, 1, -1):
             return self._flatten_tail(node, x)  # x.view(x.size(0), -1) after an adaptive pool
+        if out_shape is None and x.shape is not None and kind.kind == "view":
+            out_shape = _literal_shape(x.shape, sizes)  # gamma.reshape(1, -1, 1, 1)
+            if out_shape is not None:  # known without a dummy_input: the node has it now
+                node.meta[SHAPE_KEY] = out_shape
         if x.shape is None or out_shape is None:
             return self._give_up(node, cg, x, self._need_shapes(kind, cg))
         if kind.kind == "unflatten":  # (x, dim, sizes): the other dims keep their sizes
@@ -584,6 +588,19 @@ class ShapeOps:
             return self._untracked(node, cg, f"the output of {kind.name}")
         axis = x.axis if keep else x.axis + sum(1 for d in dims if d is not None and d > x.axis)
         return self._out(node, x, axis)
+
+
+def _literal_shape(shape: tuple[int, ...], sizes: list[Any]) -> tuple[int, ...] | None:
+    """The shape a reshape of a ``shape``-d tensor to literal ``sizes`` (at most one ``-1``)
+    gives, without a dummy_input (``None`` if a size is not a literal int or does not fit).
+    """
+    if not all(type(v) is int for v in sizes) or sum(v == -1 for v in sizes) > 1:
+        return None
+    total, known = math.prod(shape), math.prod(v for v in sizes if v != -1)
+    if known <= 0 or total % known:
+        return None
+    out = tuple(total // known if v == -1 else v for v in sizes)
+    return out if math.prod(out) == total else None
 
 
 def _partial_shape(x: Val, n: int) -> tuple[int | None, ...] | None:

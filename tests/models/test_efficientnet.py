@@ -99,4 +99,5 @@ def test_a_training_step_on_a_subnet_updates_the_statistics_its_export_carries()
         y = model(x)
         small = nv.export(model)
         torch.testing.assert_close(small(x), y, atol=1e-5, rtol=1e-5)
-    assert int(small.bn1.num_batches_tracked) == 1
+    assert isinstance(small.bn1, BatchNormAct2d)
+    assert small.bn1.num_batches_tracked is not None and int(small.bn1.num_batches_tracked) == 1

@@ -116,7 +116,7 @@ def test_a_subclass_reading_another_dimension_stays_static_with_the_reason() -> 
 
 def test_a_subclass_using_its_weights_otherwise_stays_static_with_the_reason() -> None:
     model = Net()
-    model.bn = ShiftedBN(12)
+    model.bn = ShiftedBN(12)  # type: ignore[assignment]  # another norm in its place
     names, static = _plan(model, torch.randn(2, 3, 8, 8))
     assert names == ["a.out_channels"]
     assert "ShiftedBN overrides forward" in static[("bn", "num_features")]
@@ -148,11 +148,11 @@ _CACHE: dict[bool, tuple[nn.Module, Tensor]] = {}
 def test_random_subnets_export_identically(with_input: bool, data: st.DataObject) -> None:
     if with_input not in _CACHE:
         torch.manual_seed(0)
-        model, x = Net(width=8).eval(), torch.randn(2, 3, 8, 8)
+        net, inp = Net(width=8).eval(), torch.randn(2, 3, 8, 8)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            nv.convert(model, mode=[("fastnas", SMALL)], dummy_input=x if with_input else None)
-        _CACHE[with_input] = (model, x)
+            nv.convert(net, mode=[("fastnas", SMALL)], dummy_input=inp if with_input else None)
+        _CACHE[with_input] = (net, inp)
     model, x = _CACHE[with_input]
     hps = nv.search_space(model).hparams
     assert len(hps) == 2 and get_record(model) is not None

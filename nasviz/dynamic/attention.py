@@ -136,6 +136,7 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
         DynamicLinear.convert(self.out_proj)
 
     def _nv_before_unconvert(self) -> None:
+        self.__dict__.pop("_nv_tokens", None)
         if isinstance(self.out_proj, DynamicModule):
             self.out_proj.unconvert()
 
@@ -252,6 +253,7 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
         is_causal: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Exactly the plain layer's forward on the active subnet's tensors."""
+        self._nv_record_tokens(query, key)
         if self.is_full():
             return super().forward(
                 query, key, value, key_padding_mask, need_weights, attn_mask,
@@ -307,10 +309,23 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
             total += n
         return total
 
-    def flops_ratio(self) -> float:
-        """Active / full projection weights, ``out_proj`` included: the projections dominate
-        and each scales with its weight; the attention products scale with the heads.
+    def _nv_record_tokens(self, query: torch.Tensor, key: torch.Tensor) -> None:
+        """Remember the token counts of the last call (query tokens, key tokens, query-key
+        pairs, batch included): the cost of the attention products relative to the projections.
         """
+        batched = query.dim() == 3
+        batch = (query.shape[0] if self.batch_first else query.shape[1]) if batched else 1
+        nq, nk = query.numel() // query.shape[-1], key.numel() // key.shape[-1]
+        self.__dict__["_nv_tokens"] = (nq, nk, nq * (nk // max(batch, 1)))
+
+    def flops_ratio(self) -> float:
+        """Active / full FLOPs at the token counts of the last call: each projection scales
+        with its weight times its tokens, ``q @ k^T`` and ``attn @ v`` with the heads times the
+        query-key pairs. Before any call: active / full projection weights.
+        """
+        tokens = self.__dict__.get("_nv_tokens")
+        if tokens is not None and self.bias_k is None and not self.add_zero_attn:
+            return self._flops(tokens, active=True) / max(self._flops(tokens, active=False), 1)
         names = [n for n, _ in self.named_parameters(recurse=False)] + ["out_proj_weight"]
         full = act = 0
         for name in names:
@@ -320,6 +335,28 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
                 n *= s
             act += n
         return act / full if full else 1.0
+
+    def _flops(self, tokens: tuple[int, int, int], active: bool) -> int:
+        """Matmul FLOPs (a multiply-add is 2) of a call with ``tokens``, active or full size."""
+        nq, nk, pairs = tokens
+
+        def numel(name: str) -> int:
+            shape = self.active_shape(name) if active else tuple(getattr(self, name).shape)
+            n = 1
+            for s in shape:
+                n *= s
+            return n
+
+        if self.same_embed_dim:
+            proj = (nq + 2 * nk) * numel("in_proj_weight") // 3
+        else:
+            proj = nq * numel("q_proj_weight") + nk * (
+                numel("k_proj_weight") + numel("v_proj_weight")
+            )
+        inner = numel("out_proj_weight") // (
+            self.active_size("embed_dim") if active else self.original_size("embed_dim")
+        )
+        return 2 * (proj + nq * numel("out_proj_weight") + 2 * pairs * inner)
 
     def export(self) -> nn.Module:
         """A plain ``nn.MultiheadAttention`` with the active ``embed_dim`` and ``num_heads``."""

@@ -89,7 +89,9 @@ class _LeafTracer(fx.Tracer):
     """fx tracer that keeps layers with a dynamic twin (and ``extra`` modules) as leaves.
 
     A layer subclass with its own ``forward`` is traced through when fx can trace it alone
-    (:mod:`~nasviz.tracing.functional` then finds its family op inside); else it is a leaf.
+    (:mod:`~nasviz.tracing.functional` then finds its family op inside); else it is a leaf. So is
+    a ``torch.nn`` module holding prunable layers (``nn.TransformerEncoderLayer``), which fx
+    would keep as a leaf (tracing runs with the fused attention fast path off).
     """
 
     def __init__(self, extra: frozenset[int] = frozenset()) -> None:
@@ -102,7 +104,15 @@ class _LeafTracer(fx.Tracer):
             return True
         if dynamic_class_for(m) is not None:
             return not (has_custom_forward(m) and _traceable_alone(m))
-        return bool(super().is_leaf_module(m, module_qualified_name))
+        leaf = bool(super().is_leaf_module(m, module_qualified_name))
+        if leaf and _holds_layers(m):  # nn.TransformerEncoderLayer: its layers can be pruned
+            return not _traceable_alone(m)
+        return leaf
+
+
+def _holds_layers(m: nn.Module) -> bool:
+    """Whether a module has sub-modules with a dynamic twin."""
+    return any(dynamic_class_for(c) is not None for c in m.modules() if c is not m)
 
 
 @contextmanager

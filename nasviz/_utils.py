@@ -28,6 +28,7 @@ from nasviz.errors import CorruptFileError, NasvizError
 __all__ = [
     "atomic_torch_save",
     "device_of",
+    "mha_fastpath_off",
     "parameter_users",
     "read_checked",
     "signature_of",
@@ -255,3 +256,20 @@ def training_flags(*models: nn.Module, mode: bool | None = None) -> Iterator[Non
     finally:
         for m, flag in flags.items():
             m.training = flag
+
+
+@contextlib.contextmanager
+def mha_fastpath_off() -> Iterator[None]:
+    """Switch off torch's fused fast path of ``nn.MultiheadAttention`` and the
+    ``nn.Transformer*Layer`` s meanwhile (the previous setting is put back).
+
+    In eval mode without grad torch replaces their forward by one fused kernel: FlopCounterMode
+    does not count it, and a tracer sees one opaque op. The regular path computes the same
+    outputs with ordinary ops.
+    """
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)

@@ -27,9 +27,9 @@ from abc import ABC
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import torch
 from torch import nn
 
+from nasviz._utils import mha_fastpath_off
 from nasviz.calibrate import ForwardLoop, calibration_loop, recalibrate_bn
 from nasviz.errors import NasvizError
 
@@ -194,12 +194,8 @@ class PatchManager(ABC):  # noqa: B024
         """
         manager = PatchManager.get_manager(mod)
         manager._hook_pre_forward(*args, **kwargs)
-        fastpath = torch.backends.mha.get_fastpath_enabled()
-        torch.backends.mha.set_fastpath_enabled(False)
-        try:
+        with mha_fastpath_off():
             output = _call_original(mod, "forward", *args, **kwargs)
-        finally:
-            torch.backends.mha.set_fastpath_enabled(fastpath)
         manager._hook_post_forward(output, *args, **kwargs)
         return output
 

@@ -4,7 +4,10 @@
 module in eval mode, counting FLOPs with ``torch.utils.flop_counter.FlopCounterMode`` (its
 conventions: a multiply-add is 2 FLOPs; only matmuls, convolutions and attention are counted - bias
 adds, norms, activations and pooling count 0). It returns a :class:`Profile`: one table row per
-module that has FLOPs or parameters of its own, and the totals.
+module that has FLOPs or parameters of its own, and the totals. Attention is counted everywhere:
+torch's fused fast path of ``nn.MultiheadAttention`` (eval, no grad), one kernel the counter does
+not see, is switched off meanwhile, and the CPU kernel of ``scaled_dot_product_attention`` gets
+torch's formula for its other attention kernels.
 
 *Attribution.* FlopCounterMode charges an op to *every* module running at the time, so its
 per-module counts are hierarchical (a block includes its convs). Subtracting children from parents
@@ -45,9 +48,9 @@ from torch.nn.modules.module import (
     register_module_forward_hook,
     register_module_forward_pre_hook,
 )
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from nasviz._utils import training_flags
+from nasviz._utils import mha_fastpath_off, training_flags
 from nasviz.dynamic.base import DynamicModule
 from nasviz.errors import NasvizError
 
@@ -235,19 +238,36 @@ class _Attributor:
                     break
 
 
+def _cpu_flash_attention_flop(
+    query_shape: Sequence[int],
+    key_shape: Sequence[int],
+    value_shape: Sequence[int],
+    *args: Any,
+    **kwargs: Any,
+) -> int:
+    """FLOPs of ``aten._scaled_dot_product_flash_attention_for_cpu`` (the kernel
+    ``scaled_dot_product_attention`` runs on CPU), as torch counts its other attention kernels.
+    """
+    return int(sdpa_flop_count(query_shape, key_shape, value_shape))
+
+
+#: formulas FlopCounterMode lacks: without them attention on CPU would count 0 FLOPs
+_EXTRA_FORMULAS: dict[Any, Any] = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flop,
+}
+
+
 def exclusive_flops(model: nn.Module, dummy_input: Any) -> dict[int, int]:
     """``{id(module): FLOPs issued by the module's own code}`` for one eval forward pass."""
     args, kwargs = _split_input(dummy_input)
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
     attributor = _Attributor(counter, model)
     pre = register_module_forward_pre_hook(attributor.pre)
     post = register_module_forward_hook(attributor.post)
     # the fused fast path of nn.MultiheadAttention / TransformerEncoderLayer (taken in eval mode
     # without grad) is one op FlopCounterMode does not count: count the same math unfused
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with training_flags(model, mode=False), torch.no_grad(), counter:
+        with training_flags(model, mode=False), torch.no_grad(), mha_fastpath_off(), counter:
             try:
                 model(*args, **kwargs)
             except Exception as e:
@@ -259,7 +279,6 @@ def exclusive_flops(model: nn.Module, dummy_input: Any) -> dict[int, int]:
                 raise NasvizError(msg) from e
             attributor.flush()
     finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
         pre.remove()
         post.remove()
     return attributor.flops

@@ -143,7 +143,7 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
         DynamicLinear.convert(self.out_proj)
 
     def _nv_before_unconvert(self) -> None:
-        self.__dict__.pop("_nv_tokens", None)  # the token counts flops_ratio read
+        self.__dict__.pop("_nv_tokens", None)
         if isinstance(self.out_proj, DynamicModule):
             self.out_proj.unconvert()
 
@@ -260,9 +260,7 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
         is_causal: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Exactly the plain layer's forward on the active subnet's tensors."""
-        lk = key.shape[1] if self.batch_first and key.dim() == 3 else key.shape[0]
-        tq, tk = query.numel() // max(1, query.shape[-1]), key.numel() // max(1, key.shape[-1])
-        self.__dict__["_nv_tokens"] = (int(tq), int(tk), int(tq) * int(lk))
+        self._nv_record_tokens(query, key)
         if self.is_full():
             return super().forward(
                 query, key, value, key_padding_mask, need_weights, attn_mask,
@@ -318,36 +316,23 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
             total += n
         return total
 
-    def _flops(self, full: bool) -> int:
-        """FLOPs of one forward on the last input's token counts, as FlopCounterMode counts the
-        plain layer: the q/k/v projections and ``out_proj``. The attention products run in
-        ``scaled_dot_product_attention``, whose CPU kernel FlopCounterMode does not count, so
-        they are not counted here either (``pairs``, query x key positions, is kept for them).
+    def _nv_record_tokens(self, query: torch.Tensor, key: torch.Tensor) -> None:
+        """Remember the token counts of the last call (query tokens, key tokens, query-key
+        pairs, batch included): the cost of the attention products relative to the projections.
         """
-        tokens: tuple[int, int, int] = self.__dict__["_nv_tokens"]
-        tq, tk, _pairs = tokens
-
-        def size(name: str) -> int:  # the full parameter's, or the active subnet's
-            n = 1
-            for s in getattr(self, name).shape if full else self.active_shape(name):
-                n *= int(s)
-            return n
-
-        if self.same_embed_dim:
-            q = size("in_proj_weight") // 3
-            kv = 2 * q
-        else:
-            q, kv = size("q_proj_weight"), size("k_proj_weight") + size("v_proj_weight")
-        return 2 * (tq * q + tk * kv + tq * size("out_proj_weight"))
+        batched = query.dim() == 3
+        batch = (query.shape[0] if self.batch_first else query.shape[1]) if batched else 1
+        nq, nk = query.numel() // query.shape[-1], key.numel() // key.shape[-1]
+        self.__dict__["_nv_tokens"] = (nq, nk, nq * (nk // max(batch, 1)))
 
     def flops_ratio(self) -> float:
-        """Active / full FLOPs on the token counts of the last forward (exact for what a
-        profile counts, see :meth:`_flops`); before any forward, active / full projection
-        weights.
+        """Active / full FLOPs at the token counts of the last call: each projection scales
+        with its weight times its tokens, ``q @ k^T`` and ``attn @ v`` with the heads times the
+        query-key pairs. Before any call: active / full projection weights.
         """
-        if "_nv_tokens" in self.__dict__:
-            full = self._flops(True)
-            return self._flops(False) / full if full else 1.0
+        tokens = self.__dict__.get("_nv_tokens")
+        if tokens is not None and self.bias_k is None and not self.add_zero_attn:
+            return self._flops(tokens, active=True) / max(self._flops(tokens, active=False), 1)
         names = [n for n, _ in self.named_parameters(recurse=False)] + ["out_proj_weight"]
         full = act = 0
         for name in names:
@@ -357,6 +342,28 @@ class DynamicMultiheadAttention(DynamicModule, nn.MultiheadAttention):
                 n *= s
             act += n
         return act / full if full else 1.0
+
+    def _flops(self, tokens: tuple[int, int, int], active: bool) -> int:
+        """Matmul FLOPs (a multiply-add is 2) of a call with ``tokens``, active or full size."""
+        nq, nk, pairs = tokens
+
+        def numel(name: str) -> int:
+            shape = self.active_shape(name) if active else tuple(getattr(self, name).shape)
+            n = 1
+            for s in shape:
+                n *= s
+            return n
+
+        if self.same_embed_dim:
+            proj = (nq + 2 * nk) * numel("in_proj_weight") // 3
+        else:
+            proj = nq * numel("q_proj_weight") + nk * (
+                numel("k_proj_weight") + numel("v_proj_weight")
+            )
+        inner = numel("out_proj_weight") // (
+            self.active_size("embed_dim") if active else self.original_size("embed_dim")
+        )
+        return 2 * (proj + nq * numel("out_proj_weight") + 2 * pairs * inner)
 
     def export(self) -> nn.Module:
         """A plain ``nn.MultiheadAttention`` with the active ``embed_dim`` and ``num_heads``."""

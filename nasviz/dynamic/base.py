@@ -40,6 +40,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from nasviz.dynamic.family import LayerSpec, RuleSpec, WidthRule
+from nasviz.dynamic.subclass import subclass_namespace
 from nasviz.errors import HparamError, NasvizError
 from nasviz.hparam import DimSource, Hparam, Index, index_size
 
@@ -176,6 +177,9 @@ class DynamicModule(nn.Module):
     channel_axis: ClassVar[int | None] = -1
     #: the input's channel dimension counted from the front, for rank-dependent layouts
     channel_pos_axis: ClassVar[int | None] = None
+    #: the ``torch.nn.functional`` op the plain layer's forward is (``"layer_norm"``): inside a
+    #: subclass's own forward, that call on the layer's weights is the layer's call
+    functional_op: ClassVar[str | None] = None
 
     _nv_orig: dict[str, Any]
     _nv_dims: dict[str, DimSource | None]
@@ -251,9 +255,11 @@ class DynamicModule(nn.Module):
         if not issubclass(cls, type(module)):
             key = (cls, type(module))
             if key not in _SUBCLASS_CACHE:
-                _SUBCLASS_CACHE[key] = type(
-                    f"Dynamic{type(module).__name__}", (cls, type(module)), {}
-                )
+                user_cls = type(module)
+                plain = cls.plain_class(module)
+                own = plain is not None and user_cls.forward is not plain.forward
+                body = subclass_namespace(cls, user_cls) if own else {}  # keeps its forward
+                _SUBCLASS_CACHE[key] = type(f"Dynamic{user_cls.__name__}", (cls, user_cls), body)
             target = _SUBCLASS_CACHE[key]
         orig = {attr: module.__dict__.pop(attr) for attr in cls.dynamic_attrs}
         original_class = type(module)

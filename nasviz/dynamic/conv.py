@@ -529,6 +529,7 @@ class DynamicConv1d(_DynamicConvPlainNd, nn.Conv1d):
 
     torch_cls = nn.Conv1d
     layer_type = "nn.Conv1d"
+    functional_op = "conv1d"
     channel_axis = -2
 
 
@@ -553,6 +554,7 @@ class DynamicConv2d(_DynamicConvPlainNd, nn.Conv2d):
 
     torch_cls = nn.Conv2d
     layer_type = "nn.Conv2d"
+    functional_op = "conv2d"
     channel_axis = -3
 
 
@@ -562,6 +564,7 @@ class DynamicConv3d(_DynamicConvPlainNd, nn.Conv3d):
 
     torch_cls = nn.Conv3d
     layer_type = "nn.Conv3d"
+    functional_op = "conv3d"
     channel_axis = -4
 
 

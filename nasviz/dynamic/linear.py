@@ -33,6 +33,7 @@ class DynamicLinear(DynamicModule, nn.Linear):
 
     torch_cls = nn.Linear
     layer_type = "nn.Linear"
+    functional_op = "linear"
     rule = RuleSpec("features")
     trace_kind = "linear"
     channel_axis = -1

@@ -35,7 +35,7 @@ private bases; each public class only names its torch class.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, cast
 
 import torch
@@ -229,6 +229,20 @@ class _DynamicStatsNorm(_DynamicNorm, nn.modules.batchnorm._NormBase):
         gathered = [None if t is None else t.index_select(0, idx) for t in (mean, var)]
         return gathered[0], gathered[1], idx if update else None
 
+    def _nv_forward_views(
+        self,
+    ) -> tuple[dict[str, torch.Tensor | None], Callable[[], None] | None]:
+        """The active tensors a subclass's own forward reads (:mod:`nasviz.dynamic.subclass`):
+        sliced affine parameters, running statistics that a training step updates in the
+        buffers (views, or gathered copies written back by the returned callback).
+        """
+        weight, bias = self._affine()
+        mean, var, back = self._running_stats(update=self.training)
+        views = {"weight": weight, "bias": bias, "running_mean": mean, "running_var": var}
+        if back is None:
+            return views, None
+        return views, lambda: self._write_back(back, mean, var)
+
     def _write_back(
         self, idx: torch.Tensor | None, mean: torch.Tensor | None, var: torch.Tensor | None
     ) -> None:
@@ -261,6 +275,8 @@ class _DynamicStatsNorm(_DynamicNorm, nn.modules.batchnorm._NormBase):
 
 class _DynamicBatchNormBase(_DynamicStatsNorm, _BatchNorm):
     """The batch-norm forward of torch with sliced parameters and statistics."""
+
+    functional_op = "batch_norm"
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.is_full():
@@ -386,6 +402,8 @@ class DynamicSyncBatchNorm(_DynamicBatchNormBase, nn.SyncBatchNorm):
 class _DynamicInstanceNormBase(_DynamicStatsNorm, _InstanceNorm):
     """Instance norms: torch's forward (its input checks read the active ``num_features``)."""
 
+    functional_op = "instance_norm"
+
     def _apply_instance_norm(self, input: torch.Tensor) -> torch.Tensor:
         if self.is_full():
             return cast(torch.Tensor, super()._apply_instance_norm(input))  # type: ignore[no-untyped-call]  # torch leaves it unannotated
@@ -490,6 +508,7 @@ class DynamicLayerNorm(_DynamicLastDimNorm, nn.LayerNorm):
     torch_cls = nn.LayerNorm
     layer_type = "nn.LayerNorm"
     _one = "a LayerNorm"
+    functional_op = "layer_norm"
     param_dims = {"weight": {0: "normalized_shape"}, "bias": {0: "normalized_shape"}}
 
     @override
@@ -519,6 +538,7 @@ class DynamicGroupNorm(_DynamicNorm, nn.GroupNorm):
 
     torch_cls = nn.GroupNorm
     layer_type = "nn.GroupNorm"
+    functional_op = "group_norm"
     channel_axis = None
     channel_pos_axis = 1
     rule = RuleSpec("channels")

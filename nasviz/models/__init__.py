@@ -6,7 +6,9 @@ sequences), symbolically traceable with ``torch.fx.symbolic_trace`` (except
 ``torch.manual_seed``. Every family exercises a different channel-coupling pattern: residual
 adds (ResNet, MobileNet), concatenation (DenseNet, UNet, ShuffleNet), depthwise convs,
 flatten -> linear (VGG), channels-last norms (ConvNeXt), attention heads (ViT, GPT), tied weights
-(GPT). ``REFERENCE_MODELS`` maps a short name to a factory of ``(model, example input)``.
+(GPT), layer subclasses with their own forward (torchvision's ``LayerNorm2d``, timm's
+``BatchNormAct2d`` in EfficientNet), shifted windows (Swin). ``REFERENCE_MODELS`` maps a short
+name to a factory of ``(model, example input)``.
 
 Example:
     >>> from nasviz.models import REFERENCE_MODELS
@@ -23,6 +25,7 @@ from nasviz.models.convnext_tv import CNBlock, ConvNeXtTV, LayerNorm2dTV
 from nasviz.models.data_dependent import DataDependentNet
 from nasviz.models.densenet import DenseLayer, DenseNetLike, Transition
 from nasviz.models.digits import DigitsCNN
+from nasviz.models.efficientnet import BatchNormAct2d, EfficientNetLike, MBConv
 from nasviz.models.gpt import CausalSelfAttention, GPTBlock, GPTLike
 from nasviz.models.mobilenet import InvertedResidual, MobileNetV2Like, SqueezeExcitation
 from nasviz.models.registry import REFERENCE_MODELS, ModelFactory
@@ -45,6 +48,7 @@ __all__ = [
     "REFERENCE_MODELS",
     "Attention",
     "BasicBlock",
+    "BatchNormAct2d",
     "Bottleneck",
     "CNBlock",
     "CausalSelfAttention",
@@ -58,12 +62,14 @@ __all__ = [
     "DenseNetLike",
     "DigitsCNN",
     "DoubleConv",
+    "EfficientNetLike",
     "EncoderBlock",
     "GPTBlock",
     "GPTLike",
     "InvertedResidual",
     "LayerNorm2d",
     "LayerNorm2dTV",
+    "MBConv",
     "Mlp",
     "MobileNetV2Like",
     "ModelFactory",

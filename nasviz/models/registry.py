@@ -19,6 +19,7 @@ from nasviz.models.convnext_tv import ConvNeXtTV
 from nasviz.models.data_dependent import DataDependentNet
 from nasviz.models.densenet import DenseNetLike
 from nasviz.models.digits import DigitsCNN
+from nasviz.models.efficientnet import EfficientNetLike
 from nasviz.models.gpt import GPTLike
 from nasviz.models.mobilenet import MobileNetV2Like
 from nasviz.models.resnet import Bottleneck, ResNet, ResNeXtBottleneck, resnet_tiny
@@ -78,6 +79,7 @@ REFERENCE_MODELS: dict[str, ModelFactory] = {
     "vit_mha": _reference(ViTMHA, _images(3, 32, 32)),
     "convnext_tv": _reference(ConvNeXtTV, _images(3, 32, 32)),
     "swin_like": _reference(SwinLike, _images(3, 32, 32)),
+    "efficientnet_like": _reference(EfficientNetLike, _images(3, 32, 32)),
     "gpt_like": _reference(GPTLike, _tokens(64, 16)),
     "conv1d_net": _reference(Conv1dNet, _images(3, 64)),
     "conv3d_net": _reference(Conv3dNet, _images(1, 8, 16, 16)),

@@ -23,6 +23,7 @@ from torch import nn
 from nasviz._utils import parameter_users
 from nasviz.config import ExportConfig, ModeloptBaseConfig
 from nasviz.dynamic import DynamicModule
+from nasviz.dynamic.fastpath import restore_fastpaths
 from nasviz.dynamic.params import export_params, followed_attrs, sliced_params
 from nasviz.errors import ApplyModeError, NasvizError
 from nasviz.export.hf import sync_hf_config
@@ -69,6 +70,7 @@ def export_dynamic_modules(model: nn.Module) -> nn.Module:
     for users in tied.values():
         if len(users) > 1:
             _retie(model, users)
+    restore_fastpaths(model)
     model.__dict__.pop(SPACE_ATTR, None)
     sync_hf_config(model)  # a transformers model's config carries the new widths
     return model

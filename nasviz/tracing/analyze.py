@@ -33,6 +33,7 @@ from torch.nn.utils import parametrize
 
 from nasviz.dynamic import dynamic_class_for, is_dynamic
 from nasviz.tracing.exported import MODULE_KEY, OUTPUT_KEY
+from nasviz.tracing.functional import layer_op_matches
 from nasviz.tracing.graph import Capture, CapturedGraph
 from nasviz.tracing.groups import Coupling, Expr, Sym, expr_size, make_rep
 from nasviz.tracing.ops import PointwiseOps
@@ -232,7 +233,7 @@ class _Analyzer(PointwiseOps):
             qual = cg.qualify(str(node.target))
             m = self.modules[qual]
             spec = layer_spec(m)
-            why = _opaque_reason(m) if spec is not None else None
+            why = _opaque_reason(m, node) if spec is not None else None
             if spec is not None and why is None:
                 return self._layer(node, qual, m, spec, args, kwargs, cg)
             if spec is not None:
@@ -269,8 +270,11 @@ class _Analyzer(PointwiseOps):
         qual = cg.qualify(target)
         owner, _, attr = qual.rpartition(".")
         origin = f"{what} '{qual}'"
-        if tensor and layer_spec(self.modules.get(owner, nn.Module())) is not None:
+        layer = self.modules.get(owner, nn.Module())
+        twin = dynamic_class_for(layer)
+        if tensor and twin is not None and not _unsliced_own_read(layer, owner, attr, node, cg):
             # sorting or slicing this layer would change a tensor forward also uses directly
+            # (a tensor it never slices, read by its own forward, does not: num_batches_tracked)
             self.direct[owner] = _direct_reason(self.modules, owner, attr, node)
         elif (
             tensor
@@ -367,7 +371,7 @@ class _Analyzer(PointwiseOps):
             self._merge(use, spec.in_attr, in_expr, in_reason)
             if x is None or x.expr is None:
                 return self._untracked(node, cg, x.origin if x else f"'{qual}'")
-            return Val(x.expr, x.axis, out_shape, True, x.origin)
+            return Val(x.expr, x.axis, out_shape, True, x.origin, (), x.tail, x.known)
         groups = spec.groups
         out_size = int(getattr(m, spec.out_attr))
         in_size = int(getattr(m, spec.in_attr))
@@ -489,6 +493,21 @@ def _direct_reason(modules: dict[str, nn.Module], owner: str, attr: str, node: f
     return f"its {attr} is also used directly in forward"
 
 
+def _unsliced_own_read(
+    layer: nn.Module, owner: str, attr: str, node: fx.Node, cg: CapturedGraph
+) -> bool:
+    """Whether ``node`` reads a tensor of ``layer`` that no slicing changes (timm's
+    ``num_batches_tracked.add_(1)``) inside the layer's own, overriding forward.
+    """
+    twin = dynamic_class_for(layer)
+    if twin is None or attr in twin.param_dims or not has_custom_forward(layer):
+        return False
+    stack = node.meta.get("nn_module_stack")
+    if stack:  # fx: paths relative to the traced root
+        return cg.qualify(str(list(stack.values())[-1][0])) == owner
+    return node.meta.get(MODULE_KEY) == owner
+
+
 def _reads_dim1(spec: LayerSpec, x: Val) -> bool:
     """A norm reading dim 1 at every rank (BatchNorm1d, GroupNorm, SyncBatchNorm) without a
     known rank: its input's channels are dim 1 when the producer puts them right after the
@@ -507,17 +526,23 @@ def _is_weight(owner: nn.Module, attr: str, obj: torch.Tensor) -> bool:
     return attr in owner._parameters or attr not in owner._non_persistent_buffers_set
 
 
-def _opaque_reason(m: nn.Module) -> str | None:
-    """Why a layer with a dynamic twin is still treated as an opaque op (``None``: it is not)."""
+def _opaque_reason(m: nn.Module, node: fx.Node | None = None) -> str | None:
+    """Why a layer with a dynamic twin is still treated as an opaque op (``None``: it is not).
+
+    A subclass with its own forward is a layer call only where ``node`` stands for its family's
+    functional op found inside that forward (:mod:`nasviz.tracing.functional`).
+    """
     twin = dynamic_class_for(m)
     if twin is None:
         return "no dynamic twin"
     if is_dynamic(m):
         return "already converted to a dynamic layer (convert each model once)"
-    if has_custom_forward(m):
+    if has_custom_forward(m) and (node is None or not layer_op_matches(m, node)):
+        op = f"F.{twin.functional_op}" if twin.functional_op else "its family's op"
         return (
-            f"{type(m).__name__} overrides forward: not a plain {twin.torch_cls.__name__} "
-            "nasviz can slice"
+            f"{type(m).__name__} overrides forward, and nasviz found no single {op} call on "
+            f"its own weights there (its forward is untraceable, or uses the weights otherwise): "
+            f"not a {twin.torch_cls.__name__} nasviz can slice"
         )
     if m._forward_hooks or m._forward_pre_hooks:
         return "it has forward hooks, which tracing cannot see (e.g. old-style weight_norm)"

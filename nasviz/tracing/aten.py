@@ -61,6 +61,7 @@ _GROUPS: dict[str, str] = {
     "repeat": "repeat",
     "cat": "cat concat concatenate",
     "stack": "stack",
+    "roll": "roll",
     "slice": "slice",
     "select": "select",
     "index": "index",

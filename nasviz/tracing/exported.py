@@ -43,6 +43,7 @@ import torch.fx as fx
 from torch import nn
 
 from nasviz.tracing.aten import aten_name
+from nasviz.tracing.functional import LAYER_OP_KEY, family_op
 from nasviz.tracing.outputs import OutputNames, spec_names
 from nasviz.tracing.rules import layer_spec
 
@@ -142,6 +143,7 @@ def _rewrite(model: nn.Module, program: Any) -> fx.Graph:
                 x_index = _LAYER_OPS[aten_name(node.target) or ""][0]
                 x = node.args[x_index]
                 new = graph.call_module(qual, (env[x] if isinstance(x, fx.Node) else x,))
+                new.meta[LAYER_OP_KEY] = family_op(node.target)
                 layer_nodes.add(new)
             else:
                 new = graph.call_function(

@@ -30,7 +30,8 @@ Example::
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +39,11 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from nasviz._utils import mha_fastpath_off
 from nasviz.dynamic import dynamic_class_for
 from nasviz.tracing.exported import export_graph
+from nasviz.tracing.functional import collapse_layer_ops
+from nasviz.tracing.rules import has_custom_forward
 
 __all__ = ["SHAPE_KEY", "Capture", "CapturedGraph", "capture", "example_args"]
 
@@ -82,24 +86,13 @@ class Capture:
     export_failed: dict[str, str] = field(default_factory=dict)
 
 
-#: torch.nn blocks made of layers with dynamic twins: traced through, not kept as one opaque op
-#: (fx keeps every other ``torch.nn`` module whole)
-_THROUGH: tuple[type[nn.Module], ...] = (
-    nn.TransformerEncoderLayer,
-    nn.TransformerDecoderLayer,
-    nn.TransformerEncoder,
-    nn.TransformerDecoder,
-    nn.Transformer,
-)
-
-
 class _LeafTracer(fx.Tracer):
     """fx tracer that keeps layers with a dynamic twin (and ``extra`` modules) as leaves.
 
-    torch's transformer blocks (:data:`_THROUGH`) are traced through, with the fused
-    multi-head-attention fast path switched off while tracing: its eligibility checks branch
-    on the input (``src.dim()``), and the unfused path computes the same thing from
-    ``nn.MultiheadAttention``, ``nn.Linear`` and ``nn.LayerNorm`` calls nasviz can slice.
+    A layer subclass with its own ``forward`` is traced through when fx can trace it alone
+    (:mod:`~nasviz.tracing.functional` then finds its family op inside); else it is a leaf. So is
+    a ``torch.nn`` module holding prunable layers (``nn.TransformerEncoderLayer``), which fx
+    would keep as a leaf (tracing runs with the fused attention fast path off).
     """
 
     def __init__(self, extra: frozenset[int] = frozenset()) -> None:
@@ -107,20 +100,61 @@ class _LeafTracer(fx.Tracer):
         self.extra = extra
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if dynamic_class_for(m) is not None or id(m) in self.extra:
+        """Whether fx keeps ``m`` as one ``call_module`` node (see the class docstring)."""
+        if id(m) in self.extra:
             return True
-        if type(m) in _THROUGH:
-            return False
-        return bool(super().is_leaf_module(m, module_qualified_name))
+        if dynamic_class_for(m) is not None:
+            return not (has_custom_forward(m) and _traceable_alone(m))
+        leaf = bool(super().is_leaf_module(m, module_qualified_name))
+        if leaf and _holds_layers(m):  # nn.TransformerEncoderLayer: its layers can be pruned
+            return not _traceable_alone(m)
+        return leaf
 
     def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
         """Trace ``root`` with the fused attention fast path off (see the class docstring)."""
-        fastpath = torch.backends.mha.get_fastpath_enabled()
-        torch.backends.mha.set_fastpath_enabled(False)
-        try:
+        with mha_fastpath_off():
             return super().trace(root, concrete_args)
-        finally:
-            torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def _holds_layers(m: nn.Module) -> bool:
+    """Whether a module has sub-modules with a dynamic twin."""
+    return any(dynamic_class_for(c) is not None for c in m.modules() if c is not m)
+
+
+@contextmanager
+def _buffers_kept(module: nn.Module) -> Iterator[None]:
+    """Put every buffer back afterwards. A train-mode trace through a layer's own forward runs
+    its Python on real buffers (timm's ``self.num_batches_tracked.add_(1)``), and a train graph
+    run for shapes has ``F.batch_norm(training=True)`` baked in: statistics must never move.
+    """
+    saved = [(b, b.detach().clone()) for b in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, copy in saved:
+                b.copy_(copy)
+
+
+def _traceable_alone(m: nn.Module) -> bool:
+    """Whether fx traces ``m``'s own forward in eval and in train mode (arguments after the first
+    at their defaults, as a parent that passes only the input calls it: ``src_mask=None``).
+    """
+    params = list(inspect.signature(m.forward).parameters.values())[1:]
+    concrete = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    flags = [(c, c.training) for c in m.modules()]
+    try:
+        with mha_fastpath_off(), _buffers_kept(m):
+            for mode in (False, True):
+                for c, _ in flags:
+                    c.training = mode
+                _LeafTracer().trace(m, concrete_args=concrete)
+    except Exception:
+        return False
+    finally:
+        for c, t in flags:
+            c.training = t
+    return True
 
 
 def example_args(dummy_input: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -178,6 +212,7 @@ def _trace(
         no_shapes = no_input
         if example is not None:
             no_shapes = _propagate(module, graph, example)
+        collapse_layer_ops(module, graph)  # after shapes: the rewritten graph is never run
         result.graphs.append(
             CapturedGraph(prefix, module, graph, no_shapes, input_origin, output_reason)
         )
@@ -195,7 +230,8 @@ def _export(
 ) -> bool:
     """Capture ``module`` with ``torch.export`` on its example; whether that worked."""
     try:
-        graph = export_graph(module, example)
+        with mha_fastpath_off():
+            graph = export_graph(module, example)
     except Exception as e:
         result.export_failed[prefix] = (
             f"torch.export failed on {_label(prefix, module)} ({type(e).__name__}: "
@@ -258,20 +294,22 @@ def _analyse_alone(
 def _trace_both_modes(module: nn.Module, extra: frozenset[int] = frozenset()) -> list[fx.Graph]:
     """The eval-mode graph, plus the train-mode graph if ``forward`` branches on ``training``.
 
-    Both are analysed, so a coupling that exists in one mode only is never missed.
+    Both are analysed, so a coupling that exists in one mode only is never missed. The fused
+    attention fast path is off meanwhile (``nn.TransformerEncoderLayer`` checks it first).
     """
     flags = [(m, m.training) for m in module.modules()]
     graphs: list[fx.Graph] = []
     seen: set[str] = set()
     try:
-        for mode in (False, True):
-            for m, _ in flags:
-                m.training = mode
-            graph = _LeafTracer(extra).trace(module)
-            code = graph.python_code("self").src
-            if code not in seen:
-                seen.add(code)
-                graphs.append(graph)
+        with mha_fastpath_off(), _buffers_kept(module):
+            for mode in (False, True):
+                for m, _ in flags:
+                    m.training = mode
+                graph = _LeafTracer(extra).trace(module)
+                code = graph.python_code("self").src
+                if code not in seen:
+                    seen.add(code)
+                    graphs.append(graph)
     finally:
         for m, t in flags:
             m.training = t
@@ -296,7 +334,7 @@ def _propagate(
     try:
         for m, _ in flags:
             m.training = False
-        with torch.no_grad():
+        with torch.no_grad(), _buffers_kept(module):  # a train graph may update statistics
             _ShapeRecorder(gm).run(*args)
     except Exception as e:
         for n in graph.nodes:

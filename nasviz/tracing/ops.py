@@ -66,7 +66,7 @@ class PointwiseOps(HeadOps):
             for v in iter_vals((args[1:], kwargs)):
                 if v.expr is not None:
                     self.c.fix_expr(v.expr, f"used as an extra argument of {kind.name}")
-        return Val(x.expr, x.axis, node_shape(node), x.tensor, x.origin, x.copies, x.tail)
+        return Val(x.expr, x.axis, node_shape(node), x.tensor, x.origin, x.copies, x.tail, x.known)
 
     _op_cast = _op_unary
 
@@ -252,6 +252,16 @@ class PointwiseOps(HeadOps):
             keep = a
         elif tb and b.axis == -1 and not ta:
             keep = b
+        elif ta and tb and a.axis == -1 and b.axis == -1:
+            # a's channels are contracted with b's untracked rows (an additive bias over the
+            # key positions, then ``attn @ v``): they stay whole; v's channels pass through
+            assert a.expr is not None
+            self.c.fix_expr(a.expr, f"{kind.name} contracts them with an untracked dimension")
+            keep = b
+        elif ta and tb and a.axis == -2 and b.axis == -2:
+            assert b.expr is not None
+            self.c.fix_expr(b.expr, f"{kind.name} contracts them with an untracked dimension")
+            keep = a
         if keep is None or keep.expr is None:
             what = "contracts" if (ta and a.axis == -1) or (tb and b.axis == -2) else "mixes"
             return self._give_up_all(

@@ -34,6 +34,7 @@ from torch import nn
 from nasviz._utils import parameter_users
 from nasviz.config import LayerConfig, ModeloptBaseRuleConfig
 from nasviz.dynamic import DynamicModule, dynamic_class_for
+from nasviz.dynamic.fastpath import block_fastpaths
 from nasviz.dynamic.params import follow_attrs, slice_params
 from nasviz.errors import TracingError
 from nasviz.hparam import ConcatDim, DimSource, Hparam, RepeatDim
@@ -480,6 +481,7 @@ def apply_plan(model: nn.Module, plan: Plan) -> dict[str, Hparam]:
         followers.setdefault(owner, {})[attr] = _source(spec["layout"], hps)
     for owner, attrs in followers.items():
         follow_attrs(_module(model, owner), attrs)
+    block_fastpaths(model)  # no fused kernel may read a dynamic child's full weights
     return hps
 
 

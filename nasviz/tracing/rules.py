@@ -13,6 +13,7 @@ kind            meaning
 ``cat``/``stack`` concatenation / stacking; ``flatten``, ``view``, ``unflatten``, ``permute``,
                 ``transpose``, ``squeeze``, ``unsqueeze``, ``getitem``, ``split``, ``expand``,
                 ``repeat``: shape ops that move, merge or index dimensions
+``roll``        ``torch.roll``: passes channels through when it shifts other dims only
 ``reduce``      mean/sum/... over some dims; ``pool``/``interpolate``/``pad``: spatial ops
 ``info``        ``size()``, ``dim()``, ``x.shape``: no tensor comes out
 ``embedding``   a lookup table: its output width belongs to no prunable layer
@@ -94,7 +95,7 @@ _FUNC_KINDS: dict[Any, str] = {
     torch.logsumexp: "reduce", torch.prod: "reduce", getattr: "info",
     F.interpolate: "interpolate", F.upsample: "interpolate", F.pad: "pad",
     F.embedding: "embedding", operator.matmul: "matmul", torch.matmul: "matmul",
-    torch.bmm: "matmul", F.scaled_dot_product_attention: "sdpa",
+    torch.bmm: "matmul", F.scaled_dot_product_attention: "sdpa", torch.roll: "roll",
 }  # fmt: skip
 _POOL_FUNCS: dict[Any, int] = {
     F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3, F.avg_pool1d: 1, F.avg_pool2d: 2,
@@ -122,6 +123,7 @@ _METHOD_GROUPS = {
     "reduce": "mean sum amax amin logsumexp prod",
     "split": "chunk split unbind tensor_split",
     "matmul": "matmul bmm",
+    "create": "new_empty new_zeros new_ones new_full new_tensor",
 }
 _METHOD_KINDS: dict[str, str] = {
     name: kind for kind, names in _METHOD_GROUPS.items() for name in names.split()
@@ -129,7 +131,7 @@ _METHOD_KINDS: dict[str, str] = {
 _METHOD_KINDS.update(
     flatten="flatten", view="view", reshape="view", unflatten="unflatten", permute="permute",
     transpose="transpose", swapaxes="transpose", swapdims="transpose", t="t", squeeze="squeeze",
-    unsqueeze="unsqueeze", expand="expand", repeat="repeat",
+    unsqueeze="unsqueeze", expand="expand", repeat="repeat", roll="roll",
 )  # fmt: skip
 
 _UNARY_MODULES: tuple[type[nn.Module], ...] = (

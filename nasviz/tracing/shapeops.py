@@ -26,8 +26,8 @@ import torch.fx as fx
 from torch import nn
 
 from nasviz.tracing.exported import MODULE_KEY
-from nasviz.tracing.graph import CapturedGraph
-from nasviz.tracing.groups import Coupling, Expr, make_cat, make_rep
+from nasviz.tracing.graph import SHAPE_KEY, CapturedGraph
+from nasviz.tracing.groups import Coupling, Expr, expr_size, make_cat, make_rep
 from nasviz.tracing.rules import OpKind
 from nasviz.tracing.values import AttrUse, Many, Val, node_shape, resolve_dim
 
@@ -233,6 +233,10 @@ class ShapeOps:
         flat = kind.kind == "view" and len(sizes) == 2 and sizes[-1] == -1
         if x.shape is None and flat and _flattens_tail(x, 1, -1):
             return self._flatten_tail(node, x)  # x.view(x.size(0), -1) after an adaptive pool
+        if out_shape is None and x.shape is not None and kind.kind == "view":
+            out_shape = _literal_shape(x.shape, sizes)  # gamma.reshape(1, -1, 1, 1)
+            if out_shape is not None:  # known without a dummy_input: the node has it now
+                node.meta[SHAPE_KEY] = out_shape
         if x.shape is None or out_shape is None:
             return self._give_up(node, cg, x, self._need_shapes(kind, cg))
         if kind.kind == "unflatten":  # (x, dim, sizes): the other dims keep their sizes
@@ -349,7 +353,14 @@ class ShapeOps:
             return self._give_up(node, cg, x, f"{kind.name} with unknown dims")
         order = [d % n for d in dims]
         copies = tuple(order.index(n + c) - n for c in x.copies if n + c >= 0)
-        return Val(x.expr, order.index(n + x.axis) - n, node_shape(node), True, x.origin, copies)
+        axis = order.index(n + x.axis) - n
+        known = _partial_shape(x, n)
+        if x.shape is not None or known is None:
+            return Val(x.expr, axis, node_shape(node), True, x.origin, copies)
+        moved = tuple(known[d] for d in order)
+        after = moved[n + axis + 1 :]
+        tail = None if any(v is None for v in after) else tuple(int(v or 0) for v in after)
+        return Val(x.expr, axis, None, True, x.origin, copies, tail, moved)
 
     def _op_transpose(
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
@@ -546,6 +557,36 @@ class ShapeOps:
 
     _op_repeat = _op_expand
 
+    def _op_roll(
+        self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
+    ) -> Val:
+        """``torch.roll(x, shifts, dims)``: a shift along other dims (Swin's shifted windows)
+        moves whole channel vectors, so the channels pass through; a shift along the channels
+        (or of the flattened tensor, ``dims=None``) moves values between channels.
+        """
+        x = self._first(node, cg, args)
+        if x is None or x.expr is None or x.axis is None:
+            return self._untracked(node, cg, x.origin if x else f"the output of {kind.name}")
+        dims = kwargs.get("dims", args[2] if len(args) > 2 else None)
+        seq = list(dims) if isinstance(dims, (tuple, list)) else [] if dims is None else [dims]
+        if not seq:
+            return self._give_up(
+                node, cg, x, f"{kind.name} without dims shifts the flattened tensor across channels"
+            )
+        ndim = len(x.shape) if x.shape is not None else None
+        resolved = [resolve_dim(d, ndim) for d in seq]
+        if any(d is None for d in resolved):
+            return self._give_up(node, cg, x, self._need_shapes(kind, cg))
+        if x.axis in resolved:
+            return self._give_up(
+                node,
+                cg,
+                x,
+                f"{kind.name} shifts along the channel dimension: a pruned width would wrap "
+                "other channels around",
+            )
+        return Val(x.expr, x.axis, node_shape(node), True, x.origin, x.copies, x.tail)
+
     def _op_reduce(
         self, node: fx.Node, kind: OpKind, args: Args, kwargs: Kwargs, cg: CapturedGraph
     ) -> Val:
@@ -564,6 +605,31 @@ class ShapeOps:
             return self._untracked(node, cg, f"the output of {kind.name}")
         axis = x.axis if keep else x.axis + sum(1 for d in dims if d is not None and d > x.axis)
         return self._out(node, x, axis)
+
+
+def _literal_shape(shape: tuple[int, ...], sizes: list[Any]) -> tuple[int, ...] | None:
+    """The shape a reshape of a ``shape``-d tensor to literal ``sizes`` (at most one ``-1``)
+    gives, without a dummy_input (``None`` if a size is not a literal int or does not fit).
+    """
+    if not all(type(v) is int for v in sizes) or sum(v == -1 for v in sizes) > 1:
+        return None
+    total, known = math.prod(shape), math.prod(v for v in sizes if v != -1)
+    if known <= 0 or total % known:
+        return None
+    out = tuple(total // known if v == -1 else v for v in sizes)
+    return out if math.prod(out) == total else None
+
+
+def _partial_shape(x: Val, n: int) -> tuple[int | None, ...] | None:
+    """The sizes of rank-``n`` ``x`` known without shapes (``None`` where unknown): its
+    ``known`` sizes, or its channels followed by the ``tail`` of an adaptive pool.
+    """
+    if x.known is not None:
+        return x.known if len(x.known) == n else None
+    if x.tail is None or x.expr is None or x.axis != -(len(x.tail) + 1) or n <= len(x.tail):
+        return None
+    lead: tuple[int | None, ...] = (None,) * (n - len(x.tail) - 1)
+    return (*lead, expr_size(x.expr), *x.tail)
 
 
 def _view_expr(x: Val, ch: int, i0: int, i1: int) -> Expr:

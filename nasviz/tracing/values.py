@@ -54,6 +54,9 @@ class Val:
     #: sizes of the dims right of the channel axis when the full shape is unknown but these
     #: are (the output of an adaptive pool without a dummy_input)
     tail: tuple[int, ...] | None = None
+    #: the rank and the sizes known without a dummy_input (``None`` where unknown), for ops
+    #: that move the channels behind an adaptive pool (a ``LayerNorm2d``'s permutes)
+    known: tuple[int | None, ...] | None = None
 
     def with_layout(self, expr: Expr | None, axis: int | None) -> Val:
         """A copy with layout ``expr`` along ``axis`` (no axis when ``expr`` is ``None``)."""

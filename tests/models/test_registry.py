@@ -64,6 +64,7 @@ def test_registry_covers_every_family() -> None:
         "ViTMHA",
         "ConvNeXtTV",
         "SwinLike",
+        "EfficientNetLike",
         "GPTLike",
         "Conv1dNet",
         "Conv3dNet",

@@ -2,7 +2,9 @@
 with a (C,1,1) layer scale and an nn.LayerNorm-subclass LayerNorm2d, Swin-style shifted windows.
 
 Each converts with and without a dummy_input; random subnets export with identical outputs; the
-fraction of static layer dimensions is pinned (with the reasons of what stays static).
+fraction of static layer dimensions is pinned (with the reasons of what stays static). Swin's
+window partition (``view``/``permute``) needs real shapes, so without a dummy_input only its
+MLPs prune.
 """
 
 from __future__ import annotations
@@ -74,25 +76,55 @@ def test_vit_mha_without_a_dummy_input_keeps_the_stream_for_lack_of_shapes() -> 
 
 
 @pytest.mark.parametrize("with_input", [True, False], ids=["dummy_input", "no_input"])
-def test_convnext_tv_mlp_prunable_stream_static_behind_layernorm2d(with_input: bool) -> None:
-    model, _ = _convert("convnext_tv", with_input)
+def test_convnext_tv_stream_prunes_through_the_layernorm_subclass(with_input: bool) -> None:
+    model, x = _convert("convnext_tv", with_input)
     hps = nv.search_space(model).hparams
-    assert sorted(hps) == [f"features.{s}.{b}.block.3.out_features" for s in (1, 3) for b in (0, 1)]
-    reasons = _reasons(model)
-    # torchvision's LayerNorm2d subclasses nn.LayerNorm with its own forward: opaque to nasviz
-    assert "LayerNorm2dTV overrides forward" in reasons[("classifier.0", "normalized_shape")]
-    assert static_fraction(model) == pytest.approx(29 / 37)
+    assert sorted(hps) == sorted(
+        ["features.0.0.out_channels", "features.2.1.out_channels"]
+        + [f"features.{s}.{b}.block.3.out_features" for s in (1, 3) for b in (0, 1)]
+    )
+    # torchvision's LayerNorm2d subclasses nn.LayerNorm with its own forward: traced through,
+    # its F.layer_norm over the permuted (channels-last) tensor is its call
+    assert set(_reasons(model)) == {
+        ("features.0.0", "in_channels"),
+        ("classifier.2", "out_features"),
+    }
+    assert static_fraction(model) == pytest.approx(2 / 33)
+    nv.select(model, {"features.0.0.out_channels": 8, "features.2.1.out_channels": 16})
+    with torch.no_grad():
+        y = model(x)
+        small = nv.export(model)
+        assert torch.allclose(small(x), y, atol=1e-5)
+    ln = small.classifier[0]
+    assert type(ln).__name__ == "LayerNorm2dTV" and ln.normalized_shape == (16,)
+    assert small.features[1][0].layer_scale.shape == (8, 1, 1)
 
 
-@pytest.mark.parametrize("with_input", [True, False], ids=["dummy_input", "no_input"])
-def test_swin_like_mlp_prunable_stream_static_behind_roll(with_input: bool) -> None:
-    model, _ = _convert("swin_like", with_input)
+def test_swin_like_stream_and_heads_prune_through_roll_and_windows() -> None:
+    model, x = _convert("swin_like", True)
+    assert sorted(nv.search_space(model).hparams) == [
+        "blocks.0.attn.qkv.out_features", "blocks.0.mlp.0.out_features",
+        "blocks.1.attn.qkv.out_features", "blocks.1.mlp.0.out_features", "patch.out_channels",
+    ]  # fmt: skip
+    assert set(_reasons(model)) == {("patch", "in_channels"), ("head", "out_features")}
+    assert static_fraction(model) == pytest.approx(2 / 26)
+    # the qkv width is the per-head width (4 heads of 8, q, k and v of every head coupled)
+    assert nv.search_space(model).hparams["blocks.0.attn.qkv.out_features"].original == 8
+    nv.select(model, {"patch.out_channels": 16, "blocks.1.attn.qkv.out_features": 4})
+    with torch.no_grad():
+        y = model(x)
+        small = nv.export(model)
+        assert torch.allclose(small(x), y, atol=1e-5)
+    assert small.blocks[1].attn.qkv.weight.shape == (3 * 4 * 4, 16)
+    assert small.blocks[1].attn.proj.weight.shape == (16, 16)
+
+
+def test_swin_like_without_a_dummy_input_keeps_the_windows_for_lack_of_shapes() -> None:
+    model, _ = _convert("swin_like", False)
     assert sorted(nv.search_space(model).hparams) == [
         "blocks.0.mlp.0.out_features", "blocks.1.mlp.0.out_features"
     ]  # fmt: skip
-    reasons = _reasons(model)
-    want = "torch.roll: unsupported op" if with_input else "no dummy_input"
-    assert want in reasons[("blocks.0.norm1", "normalized_shape")]
+    assert "no dummy_input" in _reasons(model)[("blocks.0.norm1", "normalized_shape")]
     assert static_fraction(model) == pytest.approx(22 / 26)
 
 
